@@ -1,0 +1,82 @@
+"""Shared defaults of every jaxmm config; the others import this and override.
+
+  python train.py --config configs/default.py --workdir runs/default --config.data.root=DIR
+"""
+
+from ml_collections import config_dict
+
+
+def get_config() -> config_dict.ConfigDict:
+  c = config_dict.ConfigDict()
+  c.seed = 0
+  c.task = "multilabel"
+
+  c.data = d = config_dict.ConfigDict()
+  d.root = "data/synthetic"  # a folder with train.csv, test.csv and data/*.jpg
+  d.train_csv = "train.csv"
+  d.test_csv = "test.csv"
+  d.images_dir = "data"
+  d.image_size = 64
+  d.max_len = 32
+  d.min_freq = 1
+  d.vocab_size = 0  # 0 = no cap
+  d.stem = False
+  d.remove_stopwords = False
+  d.lemmatize = False
+  d.split = "random"  # 'random' (seeded) or 'last' (the last val_size records are val)
+  d.val_size = 0.1  # a fraction, or a count when >= 1
+  d.split_seed = 0
+  d.limit = 0  # use only the first N records (0 = all)
+  d.skip_bad = False
+  d.cache_dir = ""  # "" = $JAXMM_CACHE or ~/.cache/jaxmm
+  d.num_threads = 2
+  d.num_workers = 0  # grain worker processes (0 = threads in this process)
+  d.augment = config_dict.ConfigDict(dict(crop=False, hflip=False, vflip=False,
+                                          crop_scale=(0.5, 1.0)))
+  d.synthetic = config_dict.ConfigDict(dict(generate=False, n_train=5000, n_test=500,
+                                            image_size=64, seed=0))
+
+  c.model = m = config_dict.ConfigDict()
+  m.name = "concat_fusion"
+  m.mode = "fused"  # 'fused', 'image' (image-only ablation) or 'text' (text-only ablation)
+  m.image = config_dict.ConfigDict(dict(name="resnet18", stem="small", activation="relu",
+                                        conv_impl="auto", num_filters=64))
+  m.text = config_dict.ConfigDict(dict(name="lstm", embed_dim=128, hidden_size=128, num_layers=1,
+                                       bidirectional=True, dropout=0.0, pooling="last"))
+  m.head = config_dict.ConfigDict(dict(hidden=(512,), dropout=0.2, feature_dropout=0.0, norm=""))
+
+  c.optim = o = config_dict.ConfigDict()
+  o.name = "adam"
+  o.lr = 1e-3
+  o.weight_decay = 0.0
+  o.b1 = 0.9
+  o.b2 = 0.999
+  o.clip_norm = 0.0
+  o.schedule = "warmup_cosine"
+  o.warmup_epochs = 0.5
+  o.warmup_steps = 0
+  o.step_gamma = 0.95
+  o.min_lr_ratio = 0.0
+  o.freeze = ()
+  o.plateau_factor = 0.5
+  o.plateau_patience = 0  # 0 = off
+
+  c.train = t = config_dict.ConfigDict()
+  t.batch_size = 32
+  t.eval_batch_size = 128
+  t.epochs = 10
+  t.max_steps = config_dict.placeholder(int)  # cap on steps (smoke runs)
+  t.log_every = 50
+  t.ckpt_every_steps = 0  # 0 = at the end of every epoch only
+  t.early_stopping_patience = 3
+  t.select_metric = "val_samples_f1"
+  t.loss = "bce"
+  t.class_weight_scheme = "sqrt_inverse"
+  t.focal_gamma = 2.0
+  t.focal_alpha = 0.25
+  t.threshold = 0.5
+  t.tune_thresholds = "global"  # 'global', 'per_class' or '' (keep train.threshold)
+  t.max_bad_steps = 20
+  t.progress_bar = True
+  t.allow_config_change = False
+  return c

@@ -1,0 +1,59 @@
+"""Evaluate a trained workdir: `python evaluate.py --workdir runs/demo [--csv F --images D] [--out F]`.
+
+Restores the best checkpoint and runs a jitted eval over the workdir's val split, or over any
+labelled COMP5329-layout CSV; every example counts (the last batch is padded, not dropped).
+Prints the metrics and a per-class table and writes them as JSON.
+"""
+
+import json
+import os
+
+from absl import app, flags
+
+flags.DEFINE_string("workdir", None, "A trained jaxmm workdir.")
+flags.DEFINE_string("csv", None, "A labelled CSV (default: the workdir's val split).")
+flags.DEFINE_string("images", None, "Folder of the CSV's images (default: <csv dir>/data).")
+flags.DEFINE_string("out", None, "Metrics JSON (default: <workdir>/eval_metrics.json).")
+flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint to evaluate.")
+flags.mark_flags_as_required(["workdir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  from jaxmm import config as config_lib
+  from jaxmm import inference
+  from jaxmm.data import datasets
+  from jaxmm.train import evaluation, metrics
+
+  config_lib.setup_logging()
+  restored = inference.restore(FLAGS.workdir, which=FLAGS.which)
+  if FLAGS.csv:
+    images = FLAGS.images or os.path.join(os.path.dirname(FLAGS.csv), "data")
+    split = inference.split_from_csv(restored, FLAGS.csv, images, labelled=True)
+    source = FLAGS.csv
+  else:
+    data = datasets.prepare_comp5329(restored.config.data, FLAGS.workdir,
+                                     with_images=restored.config.model.mode != "text")
+    split, source = data.val, "val split"
+  probs = restored.predict(split)
+  labels = split.arrays["labels"]
+  result = evaluation.multilabel_report(probs, labels, restored.thresholds, prefix="")
+  result.update(n_examples=len(split), source=source, step=restored.step,
+                thresholds=restored.thresholds)
+  preds = evaluation.thresholds_lib.apply_thresholds(probs, restored.thresholds, at_least_one=True)
+  rows = metrics.per_class_metrics(labels, preds)
+  result["per_class"] = rows
+  print(f"{source}: {len(split)} examples, checkpoint step {restored.step}")
+  for k in ("samples_f1", "micro_f1", "macro_f1", "weighted_f1", "samples_precision",
+            "samples_recall"):
+    print(f"  {k:18s} {result[k]:.4f}")
+  print(metrics.format_per_class_table(rows))
+  out = FLAGS.out or os.path.join(FLAGS.workdir, "eval_metrics.json")
+  with open(out, "w") as f:
+    json.dump(result, f, indent=1, default=float)
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,146 @@
+"""COMP5329 CSV layout: `ImageID,Labels,Caption` (train) or `ImageID,Caption` (test).
+
+The course files are not valid CSV: captions keep unescaped inner quotes and a few span two lines,
+so `pandas.read_csv` fails and the `csv` module garbles them. A record starts at a line beginning
+with `<image id>.<ext>,`; everything up to the next such line belongs to it, and the caption is the
+text between the first and last double quote of the record, verbatim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+# COCO category ids used by the task: 1..19 without 12 (never present in the data).
+LABEL_IDS: tuple[int, ...] = tuple(i for i in range(1, 20) if i != 12)
+NUM_LABELS = len(LABEL_IDS)
+_LABEL_INDEX = {label: i for i, label in enumerate(LABEL_IDS)}
+
+_IMAGE_ID = r"[^,\"\r\n]+\.(?:jpe?g|png)"
+# A record starts at the beginning of the text or right after a newline, with "<id>.jpg,".
+_RECORD_START = re.compile(rf"(?:^|\r?\n)(?={_IMAGE_ID},)", re.IGNORECASE)
+_WITH_LABELS = re.compile(rf'^({_IMAGE_ID}),([0-9 ]*),"(.*)"$', re.IGNORECASE | re.DOTALL)
+_WITHOUT_LABELS = re.compile(rf'^({_IMAGE_ID}),"(.*)"$', re.IGNORECASE | re.DOTALL)
+HEADER_LABELLED = "ImageID,Labels,Caption"
+HEADER_UNLABELLED = "ImageID,Caption"
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+  """One image-caption pair; `labels` is empty for unlabelled (test) files."""
+
+  image_id: str
+  labels: tuple[int, ...]
+  caption: str
+
+
+class CsvFormatError(ValueError):
+  """A COMP5329 CSV that cannot be read; the message names the file and line."""
+
+
+def read_comp5329(csv_path: str | os.PathLike) -> list[Record]:
+  """Reads every record of a COMP5329-layout CSV, captions verbatim, in file order."""
+  path = os.fspath(csv_path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: no such CSV file; check data.root / --csv")
+  with open(path, encoding="utf-8", newline="") as f:
+    text = f.read()
+  text = text.removeprefix("\ufeff")
+  header, sep, body = text.partition("\n")
+  header = header.rstrip("\r")
+  if header == HEADER_LABELLED:
+    pattern, labelled = _WITH_LABELS, True
+  elif header == HEADER_UNLABELLED:
+    pattern, labelled = _WITHOUT_LABELS, False
+  else:
+    raise CsvFormatError(
+        f"{path}:1: header is {header!r}; expected {HEADER_LABELLED!r} (labelled) or "
+        f"{HEADER_UNLABELLED!r} (test). Is this a COMP5329-layout file?")
+  records: list[Record] = []
+  seen: dict[str, int] = {}
+  line_no = 2  # 1-based line of the current record's first line
+  for chunk in _split_records(body):
+    raw = chunk.rstrip()  # after the closing quote nothing belongs to the caption
+    if raw.strip():
+      records.append(_parse_record(raw, pattern, labelled, path, line_no, seen))
+    line_no += chunk.count("\n")
+  return records
+
+
+def _split_records(body: str) -> list[str]:
+  """Splits the body into raw record chunks, each keeping its trailing newline."""
+  starts = [m.end() for m in _RECORD_START.finditer(body)]
+  if not starts or starts[0] != 0:
+    starts.insert(0, 0)
+  starts = sorted(set(starts))
+  chunks = [body[a:b] for a, b in zip(starts, starts[1:] + [len(body)])]
+  return [c for c in chunks if c]
+
+
+def _parse_record(raw: str, pattern: re.Pattern, labelled: bool, path: str, line_no: int,
+                  seen: dict[str, int]) -> Record:
+  match = pattern.match(raw)
+  if match is None:
+    layout = 'ImageID,Labels,"Caption"' if labelled else 'ImageID,"Caption"'
+    raise CsvFormatError(
+        f"{path}:{line_no}: malformed record {raw[:80]!r}; expected {layout} with the caption in "
+        "double quotes. Fix or remove this line.")
+  image_id = match.group(1)
+  if image_id in seen:
+    raise CsvFormatError(
+        f"{path}:{line_no}: duplicate ImageID {image_id!r} (first on line {seen[image_id]}); "
+        "each image must appear once. Remove the duplicate row.")
+  seen[image_id] = line_no
+  labels: tuple[int, ...] = ()
+  if labelled:
+    labels = tuple(int(t) for t in match.group(2).split())
+    unknown = [l for l in labels if l not in _LABEL_INDEX]
+    if unknown:
+      raise CsvFormatError(
+          f"{path}:{line_no}: record {image_id!r} has unknown label id(s) {unknown}; valid ids are "
+          f"{list(LABEL_IDS)}. Fix the Labels column of this row.")
+  return Record(image_id=image_id, labels=labels, caption=match.group(2 + labelled))
+
+
+def write_comp5329(csv_path: str | os.PathLike, records: Iterable[Record], *,
+                   labelled: bool = True) -> None:
+  """Writes records in the course's own (unescaped) layout, which `read_comp5329` reads back exactly."""
+  lines = [HEADER_LABELLED if labelled else HEADER_UNLABELLED]
+  for r in records:
+    if re.search(rf"\n{_IMAGE_ID},", r.caption, re.IGNORECASE) or r.caption.endswith("\r"):
+      raise ValueError(f"caption of {r.image_id!r} holds a line that would read as a new record")
+    labels = " ".join(str(l) for l in r.labels)
+    lines.append(f'{r.image_id},{labels},"{r.caption}"' if labelled else f'{r.image_id},"{r.caption}"')
+  with open(csv_path, "w", encoding="utf-8", newline="") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+def labels_to_multihot(labels: Sequence[int]) -> np.ndarray:
+  """Maps label ids (any order) to a float32 multi-hot over LABEL_IDS, shape (18,)."""
+  out = np.zeros(NUM_LABELS, np.float32)
+  for label in labels:
+    out[_LABEL_INDEX[label]] = 1.0
+  return out
+
+
+def multihot_to_labels(multihot_L: np.ndarray) -> tuple[int, ...]:
+  """Inverse of `labels_to_multihot`: the label ids whose entry is set, in LABEL_IDS order."""
+  return tuple(LABEL_IDS[i] for i in np.flatnonzero(np.asarray(multihot_L) > 0.5))
+
+
+def split_train_val(records: Sequence[Record], val_fraction: float = 0.0, *, seed: int = 0,
+                    val_size: int | None = None) -> tuple[list[Record], list[Record]]:
+  """Seeded random split of labelled records; `val_size` (a count) overrides `val_fraction`."""
+  n = len(records)
+  n_val = val_size if val_size is not None else int(round(n * val_fraction))
+  if not 0 <= n_val < n:
+    raise ValueError(f"cannot take {n_val} validation records out of {n}")
+  order = np.random.default_rng(seed).permutation(n)
+  val_idx = set(order[:n_val].tolist())
+  train = [r for i, r in enumerate(records) if i not in val_idx]
+  val = [r for i, r in enumerate(records) if i in val_idx]
+  return train, val

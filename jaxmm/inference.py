@@ -1,0 +1,73 @@
+"""Restoring a trained workdir for evaluation and prediction (CPU or GPU, whatever wrote it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import ml_collections
+import numpy as np
+
+from jaxmm import config as config_lib
+from jaxmm.data import comp5329, datasets
+from jaxmm.data.pipeline import PreparedSplit
+from jaxmm.data.text import TextEncoder
+from jaxmm.train import checkpoint as ckpt_lib
+from jaxmm.train import evaluation, loop, steps
+
+
+@dataclasses.dataclass
+class Restored:
+  config: ml_collections.ConfigDict
+  encoder: TextEncoder
+  model_state: object
+  predict_step: object
+  thresholds: float | list[float]
+  step: int
+
+  def predict(self, split: PreparedSplit) -> np.ndarray:
+    probs, _ = evaluation.predict_split(self.predict_step, self.model_state, split,
+                                        batch_size=self.config.train.eval_batch_size,
+                                        num_threads=self.config.data.num_threads)
+    return probs
+
+
+def restore(workdir: str, *, which: str = ckpt_lib.BEST) -> Restored:
+  """Loads config.json, vocab.json, thresholds.json and the `best` (else `latest`) checkpoint."""
+  path = os.path.join(workdir, config_lib.CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: is {workdir!r} a jaxmm workdir? Train first.")
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  encoder = TextEncoder.load(os.path.join(workdir, datasets.VOCAB_FILE))
+  graphdefs, state = loop.build_state(config, vocab_size=len(encoder.vocab), steps_per_epoch=1,
+                                      total_steps=1)
+  ckpt = ckpt_lib.Checkpointer(workdir)
+  if ckpt.latest_step(which) is None:
+    which = ckpt_lib.LATEST
+  state, meta = ckpt.restore(state, which=which)
+  ckpt.close()
+  thresholds: float | list[float] = config.train.threshold
+  thr_path = os.path.join(workdir, loop.THRESHOLDS_FILE)
+  if os.path.exists(thr_path):
+    with open(thr_path) as f:
+      thresholds = json.load(f)["thresholds"]
+  task = loop.build_task_for_inference(config)
+  return Restored(config=config, encoder=encoder, model_state=steps.model_state_of(state),
+                  predict_step=steps.make_predict_step(graphdefs[0], task), thresholds=thresholds,
+                  step=int(meta["step"]))
+
+
+def split_from_csv(restored: Restored, csv_path: str, images_dir: str, *, labelled: bool,
+                   skip_bad: bool = False) -> PreparedSplit:
+  """Any COMP5329-layout CSV as a split, with the workdir's vocabulary and image size."""
+  records = comp5329.read_comp5329(csv_path)
+  if labelled and any(not r.labels for r in records):
+    raise comp5329.CsvFormatError(f"{csv_path}: evaluation needs labels on every row")
+  skipped: list[dict] = []
+  return datasets.encode_records(records, restored.encoder, images_dir=images_dir,
+                                 image_size=restored.config.data.image_size,
+                                 cache_dir=restored.config.data.get("cache_dir") or None,
+                                 skip_bad=skip_bad, skipped=skipped, labelled=labelled,
+                                 with_images=restored.config.model.mode != "text")

@@ -1,0 +1,37 @@
+"""Models chosen by name from the config (`config.model`)."""
+
+from __future__ import annotations
+
+from flax import nnx
+
+from jaxmm.models import fusion
+from jaxmm.models.resnet import resnet_by_name
+from jaxmm.models.text import text_tower_by_name
+
+
+def build_image_tower(cfg, *, rngs: nnx.Rngs):
+  kwargs = {k: v for k, v in cfg.items() if k != "name"}
+  return resnet_by_name(cfg.name)(**kwargs, rngs=rngs)
+
+
+def build_text_tower(cfg, *, vocab_size: int, rngs: nnx.Rngs, embedding_init=None):
+  kwargs = {k: v for k, v in cfg.items() if k != "name"}
+  if embedding_init is not None:
+    kwargs["embedding_init"] = embedding_init
+  return text_tower_by_name(cfg.name, vocab_size=vocab_size, **kwargs, rngs=rngs)
+
+
+def build_model(model_cfg, *, num_outputs: int, vocab_size: int, rngs: nnx.Rngs,
+                embedding_init=None) -> nnx.Module:
+  """The classifier of `model_cfg.name`; `model_cfg.mode` picks fused / image-only / text-only."""
+  if model_cfg.name != "concat_fusion":
+    raise ValueError(f"unknown model.name {model_cfg.name!r}; known: concat_fusion")
+  if model_cfg.mode not in fusion.MODES:
+    raise ValueError(f"model.mode must be one of {fusion.MODES}, got {model_cfg.mode!r}")
+  image = build_image_tower(model_cfg.image, rngs=rngs) if model_cfg.mode != "text" else None
+  text = (build_text_tower(model_cfg.text, vocab_size=vocab_size, rngs=rngs,
+                           embedding_init=embedding_init) if model_cfg.mode != "image" else None)
+  head = model_cfg.head
+  return fusion.ConcatFusionClassifier(
+      image, text, num_outputs, hidden=tuple(head.hidden), dropout=head.dropout,
+      feature_dropout=head.feature_dropout, norm=head.norm or None, rngs=rngs)

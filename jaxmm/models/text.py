@@ -1,0 +1,413 @@
+"""Text towers: `encode(tokens_BxT int32, length_B int32) -> feats_BxD`.
+
+Token id 0 is `<pad>`, lengths are >= 1, and every tower is exactly padding-invariant: extra pad
+tokens, a longer T, or any tokens past `length` leave `encode()` unchanged.
+
+The recurrent towers run both directions of a bidirectional layer in ONE `lax.scan`, time-major:
+  * the input projection of every step and both directions is one matmul outside the scan, so
+    the scan body only does the (D,B,H) x (D,H,G) recurrent matmul plus elementwise gates;
+  * the backward direction reads each sequence reversed within its own length (a gather that is
+    its own inverse, see `_flip_within_length`);
+  * the carry is frozen past each sequence's length, so the state after the last step is the
+    state at the last real token (fwd) / at the first token (bwd), as `nnx.RNN(seq_lengths=...)`.
+The LSTM has a hand-written VJP: the backward scan only carries (dh, dc) and the gradient of the
+recurrent weights is one matmul over all steps afterwards, instead of T small matmuls accumulated
+in the carry by autodiff (measured in benchmarks/text_towers.py).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Array = jax.Array
+
+# scan unroll factor for the recurrent towers; chosen by benchmarks/text_towers.py.
+DEFAULT_UNROLL = 1
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def make_embed(vocab_size: int, embed_dim: int, embedding_init: np.ndarray | None, *,
+               rngs: nnx.Rngs) -> nnx.Embed:
+  """`nnx.Embed(vocab_size, embed_dim)`, initialised from a (vocab, dim) matrix when given."""
+  if embedding_init is None:
+    return nnx.Embed(vocab_size, embed_dim, rngs=rngs)
+  matrix = np.asarray(embedding_init, dtype=np.float32)
+  if matrix.shape != (vocab_size, embed_dim):
+    raise ValueError(f"embedding_init has shape {matrix.shape}, expected {(vocab_size, embed_dim)}")
+  return nnx.Embed(vocab_size, embed_dim, embedding_init=lambda key, shape, dtype: jnp.asarray(
+      matrix, dtype), rngs=rngs)
+
+
+def length_mask(length_B: Array, num_steps: int) -> Array:
+  """(B,) lengths -> (B, T) bool, True on real tokens."""
+  return jnp.arange(num_steps)[None, :] < length_B[:, None]
+
+
+def _step_masks(mask_TxB: Array, num_dirs: int) -> Array:
+  """(T, D, B, 1) bool: is scan step s a real token for direction d.
+
+  The forward direction visits position s at step s, the backward one position T-1-s, so for it
+  the padding comes first and its carry stays at its initial zeros until the last real token:
+  that is exactly a reversal within each sequence's length, without any gather.
+  """
+  masks = [mask_TxB, jnp.flip(mask_TxB, 0)][:num_dirs]
+  return jnp.stack(masks, axis=1)[..., None]
+
+
+def _scan_to_positions(ys_TxDxBxF: Array) -> Array:
+  """Scan-order outputs -> position order, directions concatenated: (T, B, D*F)."""
+  outs = [ys_TxDxBxF[:, 0]]
+  if ys_TxDxBxF.shape[1] == 2:
+    outs.append(jnp.flip(ys_TxDxBxF[:, 1], 0))
+  return jnp.concatenate(outs, axis=-1)
+
+
+def _pool_steps(ys_TxDxBxH: Array, step_mask_TxDxBx1: Array, length_B: Array,
+                pooling: str) -> Array:
+  """Pools scan-order outputs -> (B, D*H). Mean and max ignore order, so no un-flip is needed."""
+  num_steps, num_dirs, batch, hidden = ys_TxDxBxH.shape
+  if pooling == "last":
+    # fwd: frozen past the length = state at the last real token; bwd: state at position 0.
+    pooled_DxBxH = ys_TxDxBxH[-1]
+  elif pooling == "mean":
+    summed = jnp.where(step_mask_TxDxBx1, ys_TxDxBxH, 0.0).sum(0)
+    pooled_DxBxH = summed / length_B[None, :, None].astype(ys_TxDxBxH.dtype)
+  elif pooling == "max":
+    pooled_DxBxH = jnp.where(step_mask_TxDxBx1, ys_TxDxBxH, -jnp.inf).max(0)
+  else:
+    raise ValueError(f"unknown pooling {pooling!r}; expected 'last', 'mean' or 'max'")
+  return pooled_DxBxH.transpose(1, 0, 2).reshape(batch, num_dirs * hidden)
+
+
+def _init_stacked(init: Callable, key: Array, num_dirs: int, rows: int, hidden: int,
+                  num_gates: int) -> Array:
+  """(D, rows, G*H) kernel, each (rows, H) gate block of each direction initialised alone."""
+  keys = jax.random.split(key, num_dirs * num_gates)
+  blocks = [init(k, (rows, hidden), jnp.float32) for k in keys]
+  return jnp.stack([jnp.concatenate(blocks[d * num_gates:(d + 1) * num_gates], axis=-1)
+                    for d in range(num_dirs)])
+
+
+# ------------------------------------------------------------------------------------ LSTM core
+
+
+def _direction_inputs(x_TxBxF: Array, num_dirs: int) -> list[Array]:
+  """Per-direction inputs in scan order: x for fwd, x reversed in time for bwd."""
+  return [x_TxBxF, jnp.flip(x_TxBxF, 0)][:num_dirs]
+
+
+def _lstm_layer_forward(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll):
+  """Runs the layer; returns scan-order h (T, D, B, H) and the residuals (c, gates)."""
+  num_steps, batch, _ = x_TxBxE.shape
+  num_dirs, hidden, _ = w_hh_DxHxG.shape
+  # Input projection of all steps, hoisted out of the scan: one (T*B, E) x (E, 4H) matmul per
+  # direction. Reversing x (E wide) rather than the projection (4H wide) keeps the copy small.
+  projs = tuple(jnp.einsum("tbe,eg->tbg", x_d, w_ih_DxExG[d])
+                for d, x_d in enumerate(_direction_inputs(x_TxBxE, num_dirs)))
+  b_Dx1xG = b_DxG[:, None, :]
+
+  def step(carry, inputs):
+    h_DxBxH, c_DxBxH = carry
+    *proj_d, m_DxBx1 = inputs
+    z = jnp.stack(proj_d) + b_Dx1xG + jnp.einsum("dbh,dhg->dbg", h_DxBxH, w_hh_DxHxG)
+    i = jax.nn.sigmoid(z[..., :hidden])
+    f = jax.nn.sigmoid(z[..., hidden:2 * hidden])
+    g = jnp.tanh(z[..., 2 * hidden:3 * hidden])
+    o = jax.nn.sigmoid(z[..., 3 * hidden:])
+    c_new = f * c_DxBxH + i * g
+    # The carry only moves on real tokens, so padding never reaches the state.
+    h_out = jnp.where(m_DxBx1, o * jnp.tanh(c_new), h_DxBxH)
+    c_out = jnp.where(m_DxBx1, c_new, c_DxBxH)
+    return (h_out, c_out), (h_out, c_out, jnp.concatenate([i, f, g, o], axis=-1))
+
+  zeros = jnp.zeros((num_dirs, batch, hidden), x_TxBxE.dtype)
+  xs = (*projs, _step_masks(mask_TxB, num_dirs))
+  _, (ys, cs, gates) = jax.lax.scan(step, (zeros, zeros), xs, unroll=unroll)
+  return ys, (cs, gates)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def fused_lstm_layer(x_TxBxE: Array, w_ih_DxExG: Array, w_hh_DxHxG: Array, b_DxG: Array,
+                     mask_TxB: Array, unroll: int = DEFAULT_UNROLL) -> Array:
+  """D LSTM directions in one scan (G = 4H, gate order i, f, g, o), hand-written VJP.
+
+  x_TxBxE: time-major inputs; mask_TxB: bool, True on real tokens. Returns h of every scan step
+  (T, D, B, H): the fwd direction at position s, the bwd direction at position T-1-s (zeros on
+  padding); step T-1 holds the final states of both directions.
+  """
+  return _lstm_layer_forward(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll)[0]
+
+
+def _fused_lstm_fwd(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll):
+  ys, (cs, gates) = _lstm_layer_forward(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll)
+  return ys, (x_TxBxE, w_ih_DxExG, w_hh_DxHxG, mask_TxB, ys, cs, gates)
+
+
+def _fused_lstm_bwd(unroll, saved, dys_TxDxBxH):
+  x_TxBxE, w_ih_DxExG, w_hh_DxHxG, mask_TxB, ys, cs, gates = saved
+  num_dirs, hidden, _ = w_hh_DxHxG.shape
+  step_mask = _step_masks(mask_TxB, num_dirs).astype(ys.dtype)
+  zeros = jnp.zeros_like(ys[0])
+
+  def step(carry, inputs):
+    dh, dc = carry
+    s, dy, m, a, c_out = inputs
+    # c entering step s is the (frozen) c after step s-1; only real steps (m=1) use it, and for
+    # them tanh(c_out) is tanh of the new c.
+    c_prev = jnp.where(s > 0, jax.lax.dynamic_index_in_dim(cs, jnp.maximum(s - 1, 0), 0, False),
+                       zeros)
+    tc = jnp.tanh(c_out)
+    i, f, g, o = (a[..., k * hidden:(k + 1) * hidden] for k in range(4))
+    dh = dh + dy
+    dh_new, dc_in = m * dh, m * dc
+    dc_new = dc_in + dh_new * o * (1.0 - tc * tc)
+    dz = jnp.concatenate([
+        dc_new * g * i * (1.0 - i),
+        dc_new * c_prev * f * (1.0 - f),
+        dc_new * i * (1.0 - g * g),
+        dh_new * tc * o * (1.0 - o),
+    ], axis=-1)
+    # Frozen steps pass the cotangent straight through to the previous state.
+    dh_prev = jnp.einsum("dbg,dhg->dbh", dz, w_hh_DxHxG) + (1.0 - m) * dh
+    dc_prev = dc_new * f + (1.0 - m) * dc
+    return (dh_prev, dc_prev), tuple(dz[d] for d in range(num_dirs))
+
+  xs = (jnp.arange(ys.shape[0]), dys_TxDxBxH, step_mask, gates, cs)
+  _, dzs = jax.lax.scan(step, (zeros, zeros), xs, reverse=True, unroll=unroll)
+  # Weight gradients as one matmul over all steps each, instead of T small ones accumulated in
+  # the loop carry (what autodiff of the scan does).
+  x_dirs = _direction_inputs(x_TxBxE, num_dirs)
+  dw_ih = jnp.stack([jnp.einsum("tbe,tbg->eg", x_d, dz) for x_d, dz in zip(x_dirs, dzs)])
+  dw_hh = jnp.stack([
+      jnp.einsum("tbh,tbg->hg", jnp.concatenate([zeros[None, d], ys[:-1, d]]), dz)
+      for d, dz in enumerate(dzs)])
+  db = jnp.stack([dz.sum((0, 1)) for dz in dzs])
+  dx_dirs = [jnp.einsum("tbg,eg->tbe", dz, w_ih_DxExG[d]) for d, dz in enumerate(dzs)]
+  dx = dx_dirs[0] if num_dirs == 1 else dx_dirs[0] + jnp.flip(dx_dirs[1], 0)
+  return dx, dw_ih, dw_hh, db, None
+
+
+fused_lstm_layer.defvjp(_fused_lstm_fwd, _fused_lstm_bwd)
+
+
+def lstm_layer_autodiff(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB,
+                        unroll: int = DEFAULT_UNROLL) -> Array:
+  """`fused_lstm_layer` differentiated by JAX instead (reference for tests and benchmarks)."""
+  return _lstm_layer_forward(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll)[0]
+
+
+# -------------------------------------------------------------------------------------- GRU core
+
+
+def fused_gru_layer(x_TxBxE: Array, w_ih_DxExG: Array, b_ih_DxG: Array, w_hh_DxHxG: Array,
+                    b_hh_DxG: Array, mask_TxB: Array, unroll: int = DEFAULT_UNROLL) -> Array:
+  """D GRU directions in one scan (G = 3H, gate order r, z, n; torch's form, b_hn inside r*(.)).
+
+  Same layout and semantics as `fused_lstm_layer`; plain autodiff.
+  """
+  num_dirs, hidden, _ = w_hh_DxHxG.shape
+  batch = x_TxBxE.shape[1]
+  projs = tuple(jnp.einsum("tbe,eg->tbg", x_d, w_ih_DxExG[d])
+                for d, x_d in enumerate(_direction_inputs(x_TxBxE, num_dirs)))
+  b_ih_Dx1xG, b_hh_Dx1xG = b_ih_DxG[:, None, :], b_hh_DxG[:, None, :]
+
+  def step(h_DxBxH, inputs):
+    *proj_d, m_DxBx1 = inputs
+    xp = jnp.stack(proj_d) + b_ih_Dx1xG
+    hp = jnp.einsum("dbh,dhg->dbg", h_DxBxH, w_hh_DxHxG) + b_hh_Dx1xG
+    r = jax.nn.sigmoid(xp[..., :hidden] + hp[..., :hidden])
+    z = jax.nn.sigmoid(xp[..., hidden:2 * hidden] + hp[..., hidden:2 * hidden])
+    n = jnp.tanh(xp[..., 2 * hidden:] + r * hp[..., 2 * hidden:])
+    h = jnp.where(m_DxBx1, (1.0 - z) * n + z * h_DxBxH, h_DxBxH)
+    return h, h
+
+  h0 = jnp.zeros((num_dirs, batch, hidden), x_TxBxE.dtype)
+  xs = (*projs, _step_masks(mask_TxB, num_dirs))
+  return jax.lax.scan(step, h0, xs, unroll=unroll)[1]
+
+
+# --------------------------------------------------------------------------------------- towers
+
+
+def _init_recurrent_params(in_features: int, hidden_size: int, num_dirs: int, num_gates: int,
+                           rngs: nnx.Rngs) -> tuple[Array, Array]:
+  """(D, E, G) input kernel (lecun normal) and (D, H, G) recurrent kernel (orthogonal per gate)."""
+  w_ih = _init_stacked(nnx.initializers.lecun_normal(), rngs.params(), num_dirs, in_features,
+                       hidden_size, num_gates)
+  w_hh = _init_stacked(nnx.initializers.orthogonal(), rngs.params(), num_dirs, hidden_size,
+                       hidden_size, num_gates)
+  return w_ih, w_hh
+
+
+class BiLSTMLayer(nnx.Module):
+  """One (bi)directional LSTM layer: `(x_TxBxE, mask_TxB) -> h_TxDxBxH` in scan order.
+
+  Params: w_ih (D, E, 4H), w_hh (D, H, 4H), bias (D, 4H); gate order i, f, g, o.
+  """
+
+  def __init__(self, in_features: int, hidden_size: int, *, bidirectional: bool = True,
+               unroll: int = DEFAULT_UNROLL, rngs: nnx.Rngs):
+    num_dirs = 2 if bidirectional else 1
+    self.unroll = unroll
+    w_ih, w_hh = _init_recurrent_params(in_features, hidden_size, num_dirs, 4, rngs)
+    self.w_ih, self.w_hh = nnx.Param(w_ih), nnx.Param(w_hh)
+    self.bias = nnx.Param(jnp.zeros((num_dirs, 4 * hidden_size), jnp.float32))
+
+  def __call__(self, x_TxBxE: Array, mask_TxB: Array) -> Array:
+    return fused_lstm_layer(x_TxBxE, self.w_ih[...], self.w_hh[...], self.bias[...], mask_TxB,
+                            self.unroll)
+
+
+class LSTMTower(nnx.Module):
+  """Embedding -> stacked (Bi-)LSTM -> pooling. `encode(tokens_BxT, length_B) -> (B, D*H)`.
+
+  pooling: 'last' = [fwd state at the last real token, bwd state at the first token] (as
+  `nnx.Bidirectional` with `seq_lengths`); 'mean'/'max' over real tokens. Stacked layers take the
+  concatenated per-token outputs of the layer below. Dropout (rate `dropout`) is applied to the
+  input of every layer, embeddings included.
+  """
+
+  def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, *, num_layers: int = 1,
+               bidirectional: bool = True, dropout: float = 0.0, pooling: str = "last",
+               embedding_init: np.ndarray | None = None, unroll: int = DEFAULT_UNROLL,
+               rngs: nnx.Rngs):
+    if pooling not in ("last", "mean", "max"):
+      raise ValueError(f"unknown pooling {pooling!r}; expected 'last', 'mean' or 'max'")
+    self.num_dirs = 2 if bidirectional else 1
+    self.pooling = pooling
+    self.embed = make_embed(vocab_size, embed_dim, embedding_init, rngs=rngs)
+    self.dropout = nnx.Dropout(dropout)
+    self.layers = nnx.List([
+        BiLSTMLayer(embed_dim if k == 0 else hidden_size * self.num_dirs, hidden_size,
+                    bidirectional=bidirectional, unroll=unroll, rngs=rngs)
+        for k in range(num_layers)])
+    self.out_features = hidden_size * self.num_dirs
+
+  def encode(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
+    mask_TxB = length_mask(length_B, tokens_BxT.shape[1]).T
+    x_TxBxE = self.embed(tokens_BxT.T)  # time-major straight from the lookup
+    ys = None
+    for k, layer in enumerate(self.layers):
+      if k > 0:
+        x_TxBxE = _scan_to_positions(ys)
+      ys = layer(self.dropout(x_TxBxE, rngs=rngs), mask_TxB)
+    return _pool_steps(ys, _step_masks(mask_TxB, self.num_dirs), length_B, self.pooling)
+
+  def __call__(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
+    return self.encode(tokens_BxT, length_B, rngs=rngs)
+
+
+class GRUAttentionTower(nnx.Module):
+  """Embedding -> (Bi-)GRU -> additive attention pooling `softmax(v . tanh(W h + b))` over real
+  tokens (padding scores are -inf, so its weights are exactly 0). `encode -> (B, D*H)`."""
+
+  def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, *,
+               bidirectional: bool = True, attention_dim: int | None = None, dropout: float = 0.0,
+               embedding_init: np.ndarray | None = None, unroll: int = DEFAULT_UNROLL,
+               rngs: nnx.Rngs):
+    num_dirs = 2 if bidirectional else 1
+    self.unroll = unroll
+    self.out_features = hidden_size * num_dirs
+    attention_dim = attention_dim or self.out_features
+    self.embed = make_embed(vocab_size, embed_dim, embedding_init, rngs=rngs)
+    self.dropout = nnx.Dropout(dropout)
+    w_ih, w_hh = _init_recurrent_params(embed_dim, hidden_size, num_dirs, 3, rngs)
+    self.w_ih, self.w_hh = nnx.Param(w_ih), nnx.Param(w_hh)
+    self.b_ih = nnx.Param(jnp.zeros((num_dirs, 3 * hidden_size), jnp.float32))
+    self.b_hh = nnx.Param(jnp.zeros((num_dirs, 3 * hidden_size), jnp.float32))
+    self.attn_proj = nnx.Linear(self.out_features, attention_dim, rngs=rngs)
+    self.attn_query = nnx.Linear(attention_dim, 1, use_bias=False, rngs=rngs)
+
+  def attend(self, tokens_BxT: Array, length_B: Array, *,
+             rngs: nnx.Rngs | None = None) -> tuple[Array, Array]:
+    """-> (feats_BxD, attention weights_BxT); the weights are exactly 0 on padding."""
+    mask_BxT = length_mask(length_B, tokens_BxT.shape[1])
+    x_TxBxE = self.dropout(self.embed(tokens_BxT.T), rngs=rngs)
+    ys = fused_gru_layer(x_TxBxE, self.w_ih[...], self.b_ih[...], self.w_hh[...], self.b_hh[...],
+                         mask_BxT.T, self.unroll)
+    # Attention scores a token by its fwd and bwd states together, so restore position order.
+    h_BxTxD = _scan_to_positions(ys).transpose(1, 0, 2)
+    scores_BxT = self.attn_query(jnp.tanh(self.attn_proj(h_BxTxD)))[..., 0]
+    weights_BxT = jax.nn.softmax(jnp.where(mask_BxT, scores_BxT, -jnp.inf), axis=-1)
+    return jnp.einsum("bt,btd->bd", weights_BxT, h_BxTxD), weights_BxT
+
+  def encode(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
+    return self.attend(tokens_BxT, length_B, rngs=rngs)[0]
+
+  def __call__(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
+    return self.encode(tokens_BxT, length_B, rngs=rngs)
+
+
+class EmbeddingMLPTower(nnx.Module):
+  """S0's MLP: embed `max_len` tokens (padding zeroed), flatten, ReLU MLP. `-> (B, hidden[-1])`.
+
+  Sequences are cut or zero-padded to `max_len`, so tokens past `max_len` are ignored.
+  """
+
+  def __init__(self, vocab_size: int, embed_dim: int = 32, max_len: int = 32,
+               hidden: Sequence[int] = (1024, 512), *, dropout: float = 0.0,
+               embedding_init: np.ndarray | None = None, rngs: nnx.Rngs):
+    self.max_len = max_len
+    self.embed = make_embed(vocab_size, embed_dim, embedding_init, rngs=rngs)
+    sizes = [max_len * embed_dim, *hidden]
+    self.linears = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+    self.dropout = nnx.Dropout(dropout)
+    self.out_features = sizes[-1]
+
+  def encode(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
+    batch, num_steps = tokens_BxT.shape
+    if num_steps >= self.max_len:
+      tokens_BxL = tokens_BxT[:, :self.max_len]
+    else:
+      tokens_BxL = jnp.pad(tokens_BxT, ((0, 0), (0, self.max_len - num_steps)))
+    mask_BxL = length_mask(length_B, self.max_len)
+    x_BxLxE = jnp.where(mask_BxL[..., None], self.embed(tokens_BxL), 0.0)
+    x = x_BxLxE.reshape(batch, -1)
+    for linear in self.linears:
+      x = self.dropout(jax.nn.relu(linear(x)), rngs=rngs)
+    return x
+
+  def __call__(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
+    return self.encode(tokens_BxT, length_B, rngs=rngs)
+
+
+class BagOfWordsTower(nnx.Module):
+  """Mean of the embeddings of the real tokens. `-> (B, embed_dim)`."""
+
+  def __init__(self, vocab_size: int, embed_dim: int, *, embedding_init: np.ndarray | None = None,
+               rngs: nnx.Rngs):
+    self.embed = make_embed(vocab_size, embed_dim, embedding_init, rngs=rngs)
+    self.out_features = embed_dim
+
+  def encode(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
+    del rngs  # no dropout; kept for the common tower signature
+    mask_BxT = length_mask(length_B, tokens_BxT.shape[1])
+    x_BxTxE = jnp.where(mask_BxT[..., None], self.embed(tokens_BxT), 0.0)
+    return x_BxTxE.sum(1) / length_B[:, None].astype(x_BxTxE.dtype)
+
+  def __call__(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
+    return self.encode(tokens_BxT, length_B, rngs=rngs)
+
+
+TEXT_TOWERS: dict[str, Callable[..., Any]] = {
+    "lstm": LSTMTower,
+    "gru_attention": GRUAttentionTower,
+    "mlp": EmbeddingMLPTower,
+    "bow": BagOfWordsTower,
+}
+
+
+def text_tower_by_name(name: str, **kwargs) -> nnx.Module:
+  """Builds a text tower from the registry: 'lstm', 'gru_attention', 'mlp', 'bow'."""
+  if name not in TEXT_TOWERS:
+    raise KeyError(f"unknown text tower {name!r}; known: {sorted(TEXT_TOWERS)}")
+  return TEXT_TOWERS[name](**kwargs)

@@ -1,0 +1,239 @@
+"""`train_and_evaluate(config, workdir)`: the training loop behind `train.py`.
+
+files -> PreparedSplits -> grain batches -> jitted train step -> eval every epoch -> metrics.jsonl +
+TensorBoard -> orbax checkpoints (latest for resuming, best for evaluate/predict). Running the same
+command again resumes from `latest` at the exact batch where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from jaxmm import config as config_lib
+from jaxmm.data import comp5329, datasets, pipeline
+from jaxmm.data.pipeline import AugmentConfig
+from jaxmm.models import registry
+from jaxmm.train import checkpoint as ckpt_lib
+from jaxmm.train import evaluation, optim, steps, thresholds as thresholds_lib
+from jaxmm.train.writer import MetricWriter
+
+THRESHOLDS_FILE = "thresholds.json"
+log = logging.getLogger("jaxmm")
+
+
+class _StopFlag:
+  """SIGTERM/SIGINT ask the loop to save a checkpoint and exit cleanly at the next step."""
+
+  def __init__(self):
+    self.signum = None
+    self._old = {}
+
+  def __enter__(self):
+    for s in (signal.SIGTERM, signal.SIGINT):
+      self._old[s] = signal.signal(s, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    self.signum = signum
+
+  def __exit__(self, *exc):
+    for s, h in self._old.items():
+      signal.signal(s, h)
+
+
+def build_task_for_inference(config):
+  """The task for prediction only: class weights do not matter there."""
+  return steps.multilabel_task("bce")
+
+
+def build_task(config, train_split):
+  cw = None
+  if config.train.loss == "weighted_bce":
+    from jaxmm.train import losses
+    cw = losses.class_weights_from_frequencies(train_split.arrays["labels"],
+                                               scheme=config.train.class_weight_scheme)
+  return steps.multilabel_task(config.train.loss, class_weights=cw,
+                               focal_gamma=config.train.focal_gamma,
+                               focal_alpha=config.train.focal_alpha or None)
+
+
+def build_state(config, *, vocab_size: int, steps_per_epoch: int, total_steps: int):
+  model = registry.build_model(config.model, num_outputs=comp5329.NUM_LABELS,
+                               vocab_size=vocab_size, rngs=nnx.Rngs(config.seed))
+  tx = optim.make_optimizer(config.optim, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                            params=nnx.state(model, nnx.Param))
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  return steps.split_state(model, optimizer)
+
+
+def _fresh_meta() -> dict:
+  return {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_metric": None, "best_step": None,
+          "early_stopping": None, "plateau": None, "lr_scale": 1.0, "bad_steps": 0, "done": False}
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains (or resumes) the model of `config` in `workdir`; returns the best val metrics."""
+  os.makedirs(workdir, exist_ok=True)
+  config_lib.check_workdir_config(config, workdir)
+  if config.data.get("synthetic") and config.data.synthetic.generate:
+    config_lib.ensure_synthetic(config.data)
+  data = datasets.prepare_comp5329(config.data, workdir, with_images=config.model.mode != "text")
+  tc = config.train
+  spe = pipeline.steps_per_epoch(len(data.train), tc.batch_size)
+  if spe == 0:
+    raise ValueError(f"{len(data.train)} training examples give no full batch of "
+                     f"train.batch_size={tc.batch_size}; lower the batch size")
+  total_steps = tc.epochs * spe if not tc.max_steps else min(tc.max_steps, tc.epochs * spe)
+  graphdefs, state = build_state(config, vocab_size=len(data.encoder.vocab), steps_per_epoch=spe,
+                                 total_steps=total_steps)
+  task = build_task(config, data.train)
+  schedule = optim.make_schedule(config.optim, steps_per_epoch=spe, total_steps=total_steps)
+  ckpt = ckpt_lib.Checkpointer(workdir)
+  meta = _fresh_meta()
+  if ckpt.latest_step() is not None:
+    state, meta = ckpt.restore(state)
+    log.info("resumed from step %d (epoch %d, batch %d)", meta["step"], meta["epoch"],
+                 meta["batch_in_epoch"])
+  writer = MetricWriter(workdir, resume_step=meta["step"] if meta["step"] else None)
+  train_step = steps.make_train_step(graphdefs, task, seed=config.seed)
+  predict_step = steps.make_predict_step(graphdefs[0], task)
+  early = optim.EarlyStopping(tc.early_stopping_patience or 10**9, mode="max")
+  plateau = (optim.ReduceOnPlateau(config.optim.plateau_factor, config.optim.plateau_patience,
+                                   mode="max") if config.optim.plateau_patience else None)
+  if meta["early_stopping"]:
+    early.load_state_dict(meta["early_stopping"])
+  if plateau is not None and meta["plateau"]:
+    plateau.load_state_dict(meta["plateau"])
+  augment = AugmentConfig(crop=config.data.augment.crop, hflip=config.data.augment.hflip,
+                          vflip=config.data.augment.vflip,
+                          crop_scale=tuple(config.data.augment.crop_scale))
+
+  def save(which=ckpt_lib.LATEST):
+    meta["early_stopping"] = early.state_dict()
+    meta["plateau"] = plateau.state_dict() if plateau is not None else None
+    ckpt.save(meta["step"], state, meta, which=which)
+
+  def evaluate_now():
+    probs, loss = evaluation.predict_split(predict_step, steps.model_state_of(state), data.val,
+                                           batch_size=tc.eval_batch_size,
+                                           num_threads=config.data.num_threads)
+    out = evaluation.multilabel_report(probs, data.val.arrays["labels"], tc.threshold)
+    out["val_loss"] = loss
+    return out
+
+  t_start = time.time()
+  pbar = tqdm(total=total_steps, initial=meta["step"], desc="train", unit="step",
+              disable=not tc.progress_bar, dynamic_ncols=True)
+  pending: list[dict] = []
+  with _StopFlag() as stop:
+    while meta["step"] < total_steps and not meta["done"]:
+      ds = pipeline.train_dataset(data.train, batch_size=tc.batch_size, seed=config.seed,
+                                  epoch=meta["epoch"], augment=augment)
+      it = pipeline.iterate(ds, start=meta["batch_in_epoch"], num_threads=config.data.num_threads,
+                            num_workers=config.data.num_workers)
+      for batch in it:
+        state, m = train_step(state, batch)
+        pending.append(m)
+        meta["step"] += 1
+        meta["batch_in_epoch"] += 1
+        pbar.update(1)
+        if len(pending) >= tc.log_every or meta["step"] >= total_steps:
+          _log_train(writer, pending, meta, pbar, time.time() - t_start, float(schedule(meta["step"])) * meta["lr_scale"])
+          pending = []
+          _check_finite(meta, tc)
+        if tc.ckpt_every_steps and meta["step"] % tc.ckpt_every_steps == 0:
+          save()
+        if stop.signum is not None or meta["step"] >= total_steps:
+          break
+      if pending:
+        _log_train(writer, pending, meta, pbar, time.time() - t_start, float(schedule(meta["step"])) * meta["lr_scale"])
+        pending = []
+      if stop.signum is not None:
+        save()
+        log.warning("signal %d: saved checkpoint at step %d; run the same command to resume",
+                        stop.signum, meta["step"])
+        break
+      epoch_done = meta["batch_in_epoch"] >= spe
+      if epoch_done or meta["step"] >= total_steps:
+        if data.val is not None:
+          val = evaluate_now()
+          improved = early.update(val[tc.select_metric])
+          if plateau is not None:
+            meta["lr_scale"] = plateau.update(val[tc.select_metric])
+            state = (state[0], optim.set_lr_scale(state[1], meta["lr_scale"]))
+          row = writer.write(meta["step"], val, epoch=meta["epoch"] + int(epoch_done),
+                             elapsed_s=round(time.time() - t_start, 2))
+          pbar.set_postfix(val_f1=f"{val[tc.select_metric]:.4f}")
+          log.info("eval %s", json.dumps(row))
+          if improved:
+            meta["best_metric"], meta["best_step"] = val[tc.select_metric], meta["step"]
+            save(ckpt_lib.BEST)
+          if early.should_stop:
+            log.info("early stopping at epoch %d", meta["epoch"])
+            meta["done"] = True
+        if epoch_done:
+          meta["epoch"] += 1
+          meta["batch_in_epoch"] = 0
+        save()
+  pbar.close()
+  if stop.signum is None and data.val is not None:
+    finalize_thresholds(config, workdir, ckpt, predict_step, state, data.val)
+  writer.close()
+  ckpt.close()
+  return {"best_metric": meta["best_metric"], "best_step": meta["best_step"], "step": meta["step"]}
+
+
+def _log_train(writer, pending, meta, pbar, elapsed, lr):
+  fetched = jax.device_get(pending)
+  losses = np.array([float(m["loss"]) for m in fetched])
+  finite = np.array([bool(m["finite"]) for m in fetched])
+  meta["bad_steps"] = 0 if finite[-1] else meta["bad_steps"] + int((~finite).sum())
+  row = {"train_loss": float(losses[finite].mean()) if finite.any() else float("nan"),
+         "grad_norm": float(np.mean([float(m["grad_norm"]) for m in fetched])),
+         "nonfinite_steps": int((~finite).sum()), "lr": lr}
+  writer.write(meta["step"], row, epoch=meta["epoch"], elapsed_s=round(elapsed, 2))
+  pbar.set_postfix(loss=f"{row['train_loss']:.4f}")
+
+
+def _check_finite(meta, tc):
+  if meta["bad_steps"] >= tc.max_bad_steps:
+    raise FloatingPointError(
+        f"{meta['bad_steps']} consecutive steps had a non-finite loss or gradient (last at step "
+        f"{meta['step']}); the updates were skipped and the last good checkpoint is kept. Lower "
+        "optim.lr, set optim.clip_norm, or check the data.")
+
+
+def finalize_thresholds(config, workdir, ckpt, predict_step, state, val_split):
+  """Tunes the decision threshold(s) on val with the best checkpoint and stores them beside it."""
+  if ckpt.latest_step(ckpt_lib.BEST) is None:
+    return
+  best_state, best_meta = ckpt.restore(state, which=ckpt_lib.BEST)
+  probs, _ = evaluation.predict_split(predict_step, steps.model_state_of(best_state), val_split,
+                                      batch_size=config.train.eval_batch_size,
+                                      num_threads=config.data.num_threads)
+  labels = val_split.arrays["labels"]
+  mode = config.train.tune_thresholds
+  if mode == "per_class":
+    thr, f1 = thresholds_lib.tune_per_class_thresholds(probs, labels)
+    thr = [float(t) for t in np.asarray(thr)]
+  elif mode == "global":
+    thr, f1 = thresholds_lib.tune_global_threshold(probs, labels)
+    thr = float(thr)
+  else:
+    thr = float(config.train.threshold)
+    f1 = evaluation.multilabel_report(probs, labels, thr)["val_samples_f1"]
+  out = {"mode": mode or "fixed", "thresholds": thr, "val_samples_f1": float(f1),
+         "val_samples_f1_at_default": evaluation.multilabel_report(
+             probs, labels, config.train.threshold)["val_samples_f1"]}
+  with open(os.path.join(workdir, THRESHOLDS_FILE), "w") as f:
+    json.dump(out, f, indent=1)
+  log.info("thresholds: %s", out)

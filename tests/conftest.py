@@ -1,0 +1,26 @@
+"""Shared test fixtures: tiny synthetic datasets and paths to the optional real data."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # configs/ is imported as a package by the config files
+  sys.path.insert(0, ROOT)
+
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
+COMP5329_DEV = os.path.join(SHARED, "comp5329-dev")
+MATCHING_DEV = os.path.join(SHARED, "matching-dev")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+  # Image caches of one test never leak into another, or into the user's ~/.cache.
+  monkeypatch.setenv("JAXMM_CACHE", str(tmp_path_factory.getbasetemp() / "jaxmm_cache"))
+
+
+def requires(path: str):
+  return pytest.mark.skipif(not os.path.exists(path), reason=f"{path} not present")

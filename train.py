@@ -1,0 +1,34 @@
+"""Train a jaxmm model: `python train.py --config configs/demo.py --workdir runs/demo`.
+
+Any config value can be overridden (`--config.optim.lr=3e-4`); running the same command again
+resumes from the workdir's latest checkpoint.
+"""
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from jaxmm import config as config_lib
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and the vocabulary go.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from jaxmm.train.loop import train_and_evaluate  # after flag parsing: keeps --help fast
+
+  config_lib.setup_logging()
+  result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  print(f"best {FLAGS.config.train.select_metric}: {result['best_metric']} "
+        f"(step {result['best_step']}); workdir: {FLAGS.workdir}")
+
+
+if __name__ == "__main__":
+  config_lib.check_overrides(sys.argv)
+  app.run(main)
