@@ -27,6 +27,7 @@ def main(argv):
   from jaxmm.train import evaluation, metrics
 
   config_lib.setup_logging()
+  config_lib.setup_compilation_cache()
   restored = inference.restore(FLAGS.workdir, which=FLAGS.which)
   if FLAGS.csv:
     images = FLAGS.images or os.path.join(os.path.dirname(FLAGS.csv), "data")

@@ -25,6 +25,7 @@ def main(argv):
   from jaxmm.train import thresholds as thresholds_lib
 
   config_lib.setup_logging()
+  config_lib.setup_compilation_cache()
   restored = inference.restore(FLAGS.workdir)
   images = FLAGS.images or os.path.join(os.path.dirname(FLAGS.csv), "data")
   with open(FLAGS.csv, encoding="utf-8") as f:

@@ -24,6 +24,7 @@ def main(argv):
   from jaxmm.train.loop import train_and_evaluate  # after flag parsing: keeps --help fast
 
   config_lib.setup_logging()
+  config_lib.setup_compilation_cache()
   result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
   print(f"best {FLAGS.config.train.select_metric}: {result['best_metric']} "
         f"(step {result['best_step']}); workdir: {FLAGS.workdir}")

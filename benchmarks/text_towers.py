@@ -13,12 +13,8 @@ torch is importable (optional dependency: `pip install torch==2.13.0`).
 
 from __future__ import annotations
 
-import os
-
-# 2 threads for everyone; must be set before jax initialises its CPU client.
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads=2")
-
 import argparse
+import os
 import statistics
 import time
 
@@ -58,6 +54,17 @@ class Classifier(nnx.Module):
     return self.head(self.tower.encode(tokens_BxT, length_B))[:, 0]
 
 
+def keep_heap_buffers():
+  """glibc serves allocations above M_MMAP_THRESHOLD (dynamic, at most 32 MiB) with fresh mmaps,
+  and XLA's temp buffer for a step is larger, so every step page-faults it in again. Raising the
+  thresholds keeps freed buffers in the heap for reuse. Affects jax and torch alike."""
+  import ctypes
+  libc = ctypes.CDLL("libc.so.6")
+  m_trim_threshold, m_mmap_threshold = -1, -3
+  libc.mallopt(m_mmap_threshold, 1 << 30)
+  libc.mallopt(m_trim_threshold, 1 << 30)
+
+
 def make_batches(args, num: int = 4):
   rng = np.random.default_rng(0)
   batches = []
@@ -76,17 +83,22 @@ def warm_up(step, batches, args):
   return step
 
 
-def time_round_robin(variants, args) -> dict[str, float]:
-  """Median steps/s per variant; variants take turns each repeat so load drift hits all alike."""
+def time_round_robin(variants, args) -> dict[str, tuple[float, float]]:
+  """Median (steps/s, CPU ms/step) per variant; variants take turns each repeat, so load drift
+  from other processes hits all alike. CPU time (all threads of this process) is steadier than
+  wall time on a shared machine, but counts OpenMP spin-waiting (inflates torch)."""
   rates = {label: [] for label, _, _ in variants}
+  cpu_ms = {label: [] for label, _, _ in variants}
   for _ in range(args.repeats):
     for label, step, batches in variants:
-      start = time.perf_counter()
+      start, cpu_start = time.perf_counter(), time.process_time()
       for k in range(args.steps):
         step(*batches[k % len(batches)])
       rates[label].append(args.steps / (time.perf_counter() - start))
+      cpu_ms[label].append((time.process_time() - cpu_start) / args.steps * 1e3)
       time.sleep(0.2)  # let torch's OpenMP workers stop spinning before the next variant
-  return {label: statistics.median(r) for label, r in rates.items()}
+  return {label: (statistics.median(rates[label]), statistics.median(cpu_ms[label]))
+          for label in rates}
 
 
 def jax_step(tower: nnx.Module, batches, args):
@@ -162,7 +174,12 @@ def main():
   parser.add_argument("--unrolls", default=str(text_lib.DEFAULT_UNROLL),
                       help="comma-separated scan unroll factors for the fused tower")
   parser.add_argument("--variants", default="fused,autodiff,flax,torch_packed,torch_plain")
+  parser.add_argument("--no-mmap", action="store_true",
+                      help="mallopt: serve big buffers from the heap instead of fresh mmaps "
+                           "(avoids page faults on XLA's per-step temp buffer; see docstring)")
   args = parser.parse_args()
+  if args.no_mmap:
+    keep_heap_buffers()
   wanted = args.variants.split(",")
   unrolls = [int(u) for u in args.unrolls.split(",")]
   batches = make_batches(args)
@@ -199,17 +216,19 @@ def main():
       torch_labels[name] = label
       variants.append((label, *torch_step(batches, args, packed)))
 
+  load_before = os.getloadavg()[0]
   rates = time_round_robin(variants, args)
-  ref = rates.get(torch_labels.get("torch_packed"))
-  ref_plain = rates.get(torch_labels.get("torch_plain"))
+  load_after = os.getloadavg()[0]
+  ref = rates.get(torch_labels.get("torch_packed"), (None,))[0]
+  ref_plain = rates.get(torch_labels.get("torch_plain"), (None,))[0]
   print(f"\nBi-LSTM train step, B={args.batch} T={args.length} E={args.embed} H={args.hidden} "
         f"V={args.vocab}, {args.threads} threads, jax {jax.__version__}, "
-        f"median of {args.repeats}x{args.steps} steps")
-  print(f"{'variant':<62} {'steps/s':>8} {'vs packed':>10} {'vs plain':>9}")
-  for label, rate in rates.items():
+        f"median of {args.repeats}x{args.steps} steps, load avg {load_before:.1f} -> {load_after:.1f}")
+  print(f"{'variant':<62} {'steps/s':>8} {'vs packed':>10} {'vs plain':>9} {'CPU ms/step':>12}")
+  for label, (rate, cpu) in rates.items():
     rel = f"{rate / ref:.2f}x" if ref else "-"
     rel_plain = f"{rate / ref_plain:.2f}x" if ref_plain else "-"
-    print(f"{label:<62} {rate:8.1f} {rel:>10} {rel_plain:>9}")
+    print(f"{label:<62} {rate:8.1f} {rel:>10} {rel_plain:>9} {cpu:12.1f}")
 
 
 if __name__ == "__main__":

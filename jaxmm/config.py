@@ -114,3 +114,12 @@ def setup_logging(level: int = logging.INFO) -> None:
     logger.addHandler(handler)
   logger.setLevel(level)
   logger.propagate = False
+
+
+def setup_compilation_cache(path: str | None = None) -> None:
+  """Persists XLA executables across processes, so a resume or evaluate skips recompiling."""
+  import jax
+  path = path or os.environ.get("JAXMM_XLA_CACHE") or os.path.join(
+      os.path.expanduser("~"), ".cache", "jaxmm", "xla")
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -22,5 +22,15 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
   monkeypatch.setenv("JAXMM_CACHE", str(tmp_path_factory.getbasetemp() / "jaxmm_cache"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_compilation_cache(tmp_path_factory):
+  # One XLA cache for this session's tests and the scripts they start: the tiny configs compile
+  # the same programs again and again, and compiling dominates their run time on CPU.
+  path = str(tmp_path_factory.getbasetemp() / "xla_cache")
+  os.environ["JAXMM_XLA_CACHE"] = path
+  from jaxmm import config as config_lib
+  config_lib.setup_compilation_cache(path)
+
+
 def requires(path: str):
   return pytest.mark.skipif(not os.path.exists(path), reason=f"{path} not present")

@@ -136,5 +136,8 @@ def iterate(ds: grain.MapDataset, *, start: int = 0, num_threads: int = 2, num_w
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(num_threads, 1),
                                                prefetch_buffer_size=prefetch))
   if num_workers > 0:
+    from absl import flags
+    if not flags.FLAGS.is_parsed():  # grain reads its absl flags; outside app.run none were parsed
+      flags.FLAGS.mark_as_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return iter(it_ds)

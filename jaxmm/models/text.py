@@ -183,13 +183,14 @@ def _fused_lstm_bwd(unroll, saved, dys_TxDxBxH):
 
   xs = (jnp.arange(ys.shape[0]), dys_TxDxBxH, step_mask, gates, cs)
   _, dzs = jax.lax.scan(step, (zeros, zeros), xs, reverse=True, unroll=unroll)
-  # Weight gradients as one matmul over all steps each, instead of T small ones accumulated in
-  # the loop carry (what autodiff of the scan does).
-  x_dirs = _direction_inputs(x_TxBxE, num_dirs)
-  dw_ih = jnp.stack([jnp.einsum("tbe,tbg->eg", x_d, dz) for x_d, dz in zip(x_dirs, dzs)])
-  dw_hh = jnp.stack([
-      jnp.einsum("tbh,tbg->hg", jnp.concatenate([zeros[None, d], ys[:-1, d]]), dz)
-      for d, dz in enumerate(dzs)])
+  # Weight gradients of each direction as ONE matmul over all steps, [x, h_prev]^T dz, instead of
+  # T small ones accumulated in the loop carry (what autodiff of the scan does).
+  in_features = x_TxBxE.shape[-1]
+  dws = [jnp.einsum("tbk,tbg->kg", jnp.concatenate(
+      [x_d, jnp.concatenate([zeros[None, d], ys[:-1, d]])], axis=-1), dz)
+         for x_d, dz, d in zip(_direction_inputs(x_TxBxE, num_dirs), dzs, range(num_dirs))]
+  dw_ih = jnp.stack([dw[:in_features] for dw in dws])
+  dw_hh = jnp.stack([dw[in_features:] for dw in dws])
   db = jnp.stack([dz.sum((0, 1)) for dz in dzs])
   dx_dirs = [jnp.einsum("tbg,eg->tbe", dz, w_ih_DxExG[d]) for d, dz in enumerate(dzs)]
   dx = dx_dirs[0] if num_dirs == 1 else dx_dirs[0] + jnp.flip(dx_dirs[1], 0)

@@ -77,7 +77,8 @@ def build_state(config, *, vocab_size: int, steps_per_epoch: int, total_steps: i
 
 def _fresh_meta() -> dict:
   return {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_metric": None, "best_step": None,
-          "early_stopping": None, "plateau": None, "lr_scale": 1.0, "bad_steps": 0, "done": False}
+          "early_stopping": None, "plateau": None, "lr_scale": 1.0, "bad_steps": 0, "done": False,
+          "elapsed_s": 0.0}
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -92,11 +93,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if spe == 0:
     raise ValueError(f"{len(data.train)} training examples give no full batch of "
                      f"train.batch_size={tc.batch_size}; lower the batch size")
-  total_steps = tc.epochs * spe if not tc.max_steps else min(tc.max_steps, tc.epochs * spe)
+  # The schedule always spans the configured epochs; max_steps only cuts the run short (smoke runs).
+  schedule_steps = tc.epochs * spe
+  total_steps = min(tc.max_steps, schedule_steps) if tc.max_steps else schedule_steps
   graphdefs, state = build_state(config, vocab_size=len(data.encoder.vocab), steps_per_epoch=spe,
-                                 total_steps=total_steps)
+                                 total_steps=schedule_steps)
   task = build_task(config, data.train)
-  schedule = optim.make_schedule(config.optim, steps_per_epoch=spe, total_steps=total_steps)
+  schedule = optim.make_schedule(config.optim, steps_per_epoch=spe, total_steps=schedule_steps)
   ckpt = ckpt_lib.Checkpointer(workdir)
   meta = _fresh_meta()
   if ckpt.latest_step() is not None:
@@ -118,6 +121,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                           crop_scale=tuple(config.data.augment.crop_scale))
 
   def save(which=ckpt_lib.LATEST):
+    meta["elapsed_s"] = time.time() - t_start
     meta["early_stopping"] = early.state_dict()
     meta["plateau"] = plateau.state_dict() if plateau is not None else None
     ckpt.save(meta["step"], state, meta, which=which)
@@ -130,7 +134,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     out["val_loss"] = loss
     return out
 
-  t_start = time.time()
+  t_start = time.time() - meta.get("elapsed_s", 0.0)  # wall-clock accumulates over resumes
   pbar = tqdm(total=total_steps, initial=meta["step"], desc="train", unit="step",
               disable=not tc.progress_bar, dynamic_ncols=True)
   pending: list[dict] = []

@@ -1,0 +1,234 @@
+"""Tests for the grain train/eval pipelines (jaxmm/data/pipeline.py)."""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxmm.data.images import cached_images
+from jaxmm.data.pipeline import (AugmentConfig, PreparedSplit, SplitSource, eval_dataset, iterate,
+                                 steps_per_epoch, train_dataset)
+
+N, S, T, L = 40, 8, 5, 18
+BS = 8
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory) -> PreparedSplit:
+  """40 random 8x8 PNGs, cached; the split uses rows 1..40 of a 41-row cache (row 0 unused)."""
+  d = tmp_path_factory.mktemp("pipeline")
+  rng = np.random.default_rng(0)
+  paths = []
+  for i in range(N + 1):
+    p = d / f"{i}.png"
+    Image.fromarray(rng.integers(0, 256, (S, S, 3), dtype=np.uint8)).save(p)
+    paths.append(str(p))
+  cache, ok = cached_images(paths, S, cache_dir=str(d / "cache"), num_threads=1)
+  assert ok.all()
+  n = np.arange(N)
+  arrays = {
+      "tokens": (n[:, None] * 10 + np.arange(T)).astype(np.int32),
+      "length": (n % T + 1).astype(np.int32),
+      "labels": np.eye(L, dtype=np.float32)[n % L],
+  }
+  return PreparedSplit(ids=[f"{i}.png" for i in range(1, N + 1)], image_cache=cache.filename,
+                       image_index=np.arange(1, N + 1, dtype=np.int64), arrays=arrays)
+
+
+def _collect(ds, **kw) -> list[dict]:
+  return [dict(b) for b in iterate(ds, **kw)]
+
+
+def _assert_same(a: list[dict], b: list[dict]) -> None:
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys()
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+def test_source_examples(split):
+  src = SplitSource(split)
+  assert len(src) == N
+  cache = np.load(split.image_cache)
+  ex = src[3]
+  assert set(ex) == {"tokens", "length", "labels", "image", "index"}
+  np.testing.assert_array_equal(ex["image"], cache[4])  # image_index maps example 3 to row 4
+  np.testing.assert_array_equal(ex["tokens"], split.arrays["tokens"][3])
+  assert ex["index"] == 3 and ex["index"].dtype == np.int32
+  # Pickles without the memmap (worker processes reopen it).
+  src2 = pickle.loads(pickle.dumps(src))
+  assert src2._images is None
+  np.testing.assert_array_equal(src2[3]["image"], ex["image"])
+
+
+def test_source_text_only(split):
+  text_only = PreparedSplit(ids=split.ids, image_cache=None, image_index=None, arrays=split.arrays)
+  ex = SplitSource(text_only)[0]
+  assert "image" not in ex and set(ex) == {"tokens", "length", "labels", "index"}
+
+
+def test_train_batches_shapes_and_drop_remainder(split):
+  bs = 12  # 40 = 3 * 12 + 4: the remainder of 4 is dropped
+  ds = train_dataset(split, batch_size=bs, seed=0, epoch=0)
+  assert len(ds) == steps_per_epoch(N, bs) == 3
+  batches = _collect(ds, num_threads=1)
+  assert len(batches) == 3
+  for b in batches:
+    assert set(b) == {"tokens", "length", "labels", "image", "index"}
+    assert b["tokens"].shape == (bs, T) and b["tokens"].dtype == np.int32
+    assert b["length"].shape == (bs,) and b["length"].dtype == np.int32
+    assert b["labels"].shape == (bs, L) and b["labels"].dtype == np.float32
+    assert b["image"].shape == (bs, S, S, 3) and b["image"].dtype == np.uint8
+    assert b["index"].shape == (bs,) and b["index"].dtype == np.int32
+  # The fields of a row belong to the same example.
+  cache = np.load(split.image_cache)
+  for b in batches:
+    for j, i in enumerate(b["index"]):
+      np.testing.assert_array_equal(b["tokens"][j], split.arrays["tokens"][i])
+      np.testing.assert_array_equal(b["labels"][j], split.arrays["labels"][i])
+      np.testing.assert_array_equal(b["image"][j], cache[split.image_index[i]])
+
+
+def test_train_each_example_at_most_once_per_epoch(split):
+  for epoch in range(3):
+    idx = np.concatenate([b["index"] for b in _collect(
+        train_dataset(split, batch_size=12, seed=1, epoch=epoch), num_threads=1)])
+    assert len(idx) == 36 and len(set(idx.tolist())) == 36 and idx.max() < N
+
+
+def test_train_exact_multiple_covers_all(split):
+  idx = np.concatenate([b["index"] for b in _collect(
+      train_dataset(split, batch_size=BS, seed=0, epoch=0), num_threads=1)])
+  assert sorted(idx.tolist()) == list(range(N))
+  assert idx.tolist() != list(range(N))  # shuffled
+
+
+def test_train_deterministic_per_seed_epoch(split):
+  a = _collect(train_dataset(split, batch_size=BS, seed=0, epoch=1), num_threads=1)
+  b = _collect(train_dataset(split, batch_size=BS, seed=0, epoch=1), num_threads=2)
+  _assert_same(a, b)
+  order = lambda bs: np.concatenate([x["index"] for x in bs]).tolist()
+  c = _collect(train_dataset(split, batch_size=BS, seed=0, epoch=2), num_threads=1)
+  d = _collect(train_dataset(split, batch_size=BS, seed=1, epoch=1), num_threads=1)
+  assert order(c) != order(a)  # another epoch, another order
+  assert order(d) != order(a)  # another seed, another order
+
+
+AUG = AugmentConfig(crop=True, hflip=True, vflip=True)
+
+
+def test_train_augmentation_deterministic(split):
+  a = _collect(train_dataset(split, batch_size=BS, seed=0, epoch=0, augment=AUG), num_threads=1)
+  b = _collect(train_dataset(split, batch_size=BS, seed=0, epoch=0, augment=AUG), num_threads=2)
+  _assert_same(a, b)
+  plain = _collect(train_dataset(split, batch_size=BS, seed=0, epoch=0), num_threads=1)
+  # Augmentation changes images only, not the order or the other fields.
+  for x, y in zip(a, plain):
+    np.testing.assert_array_equal(x["index"], y["index"])
+    np.testing.assert_array_equal(x["tokens"], y["tokens"])
+    assert x["image"].shape == y["image"].shape and x["image"].dtype == np.uint8
+  assert any(not np.array_equal(x["image"], y["image"]) for x, y in zip(a, plain))
+  # The same example gets a different augmentation in another epoch.
+  c = _collect(train_dataset(split, batch_size=BS, seed=0, epoch=1, augment=AUG), num_threads=1)
+  by_index = lambda bs: {int(i): img for b in bs for i, img in zip(b["index"], b["image"])}
+  ia, ic = by_index(a), by_index(c)
+  assert any(not np.array_equal(ia[i], ic[i]) for i in range(N))
+
+
+def test_train_hflip_only_gives_exact_flips(split):
+  aug = AugmentConfig(hflip=True)
+  cache = np.load(split.image_cache)
+  flipped = 0
+  for b in _collect(train_dataset(split, batch_size=BS, seed=0, epoch=0, augment=aug),
+                    num_threads=1):
+    for i, img in zip(b["index"], b["image"]):
+      orig = cache[split.image_index[i]]
+      if not np.array_equal(img, orig):
+        np.testing.assert_array_equal(img, orig[:, ::-1])
+        flipped += 1
+  assert 0 < flipped < N
+
+
+def test_extra_map_deterministic(split):
+
+  def extra(ex, rng):
+    ex = dict(ex)
+    ex["noise"] = rng.integers(0, 1000, dtype=np.int32)
+    return ex
+
+  a = _collect(train_dataset(split, batch_size=BS, seed=0, epoch=0, extra_map=extra), num_threads=1)
+  b = _collect(train_dataset(split, batch_size=BS, seed=0, epoch=0, extra_map=extra), num_threads=2)
+  _assert_same(a, b)
+  assert a[0]["noise"].shape == (BS,)
+
+
+@pytest.mark.parametrize("augment", [AugmentConfig(), AUG], ids=["plain", "augment"])
+def test_iterate_resume(split, augment):
+  ds = train_dataset(split, batch_size=BS, seed=3, epoch=4, augment=augment)
+  full = _collect(ds, num_threads=1)
+  assert len(full) == 5
+  for k in (1, 3, 4):
+    _assert_same(_collect(ds, start=k, num_threads=1), full[k:])
+    _assert_same(_collect(ds, start=k, num_threads=2), full[k:])
+  # A fresh dataset object (a restarted process) resumes identically.
+  ds2 = train_dataset(split, batch_size=BS, seed=3, epoch=4, augment=augment)
+  _assert_same(_collect(ds2, start=2, num_threads=2, prefetch=1), full[2:])
+
+
+def test_iterate_partial_then_resume(split):
+  # Consume the first 2 batches, "crash", resume at 2: the concatenation equals a full epoch.
+  ds = train_dataset(split, batch_size=BS, seed=0, epoch=0, augment=AUG)
+  full = _collect(ds, num_threads=2)
+  head = [dict(b) for b in itertools.islice(iterate(ds, num_threads=2), 2)]
+  _assert_same(head + _collect(ds, start=2, num_threads=2), full)
+
+
+def test_eval_all_in_order_padded(split):
+  bs = 12  # 40 = 3 * 12 + 4: the last batch has 4 real rows and 8 padded ones
+  ds = eval_dataset(split, batch_size=bs)
+  batches = _collect(ds, num_threads=2)
+  assert len(batches) == 4
+  for b in batches:
+    assert set(b) == {"tokens", "length", "labels", "image", "index", "mask"}
+    assert b["image"].shape == (bs, S, S, 3) and b["image"].dtype == np.uint8
+    assert b["tokens"].shape == (bs, T) and b["tokens"].dtype == np.int32
+    assert b["labels"].shape == (bs, L) and b["labels"].dtype == np.float32
+    assert b["mask"].shape == (bs,) and b["mask"].dtype == np.float32
+  np.testing.assert_array_equal(np.concatenate([b["mask"] for b in batches[:3]]), 1.0)
+  last = batches[-1]
+  np.testing.assert_array_equal(last["mask"], [1] * 4 + [0] * 8)
+  real = np.concatenate([b["index"][b["mask"] > 0] for b in batches])
+  assert real.tolist() == list(range(N))  # every example once, in order
+  for k in ("tokens", "length", "labels", "image"):
+    assert not last[k][4:].any()  # padded rows are zeros
+  np.testing.assert_array_equal(last["tokens"][:4], split.arrays["tokens"][36:])
+  # Deterministic and resumable like train.
+  _assert_same(_collect(ds, start=3, num_threads=1), batches[3:])
+
+
+def test_eval_exact_multiple_no_padding(split):
+  batches = _collect(eval_dataset(split, batch_size=BS), num_threads=1)
+  assert len(batches) == N // BS
+  for b in batches:
+    np.testing.assert_array_equal(b["mask"], 1.0)
+
+
+def test_eval_batch_larger_than_split(split):
+  small = PreparedSplit(ids=split.ids[:3], image_cache=split.image_cache,
+                        image_index=split.image_index[:3],
+                        arrays={k: v[:3] for k, v in split.arrays.items()})
+  (b,) = _collect(eval_dataset(small, batch_size=BS), num_threads=1)
+  np.testing.assert_array_equal(b["mask"], [1, 1, 1, 0, 0, 0, 0, 0])
+  assert b["image"].shape == (BS, S, S, 3)
+
+
+def test_worker_process_matches_threads(split):
+  # A real grain worker process (mp_prefetch): same batches, same order, as the in-process threads.
+  ds = train_dataset(split, batch_size=BS, seed=5, epoch=1, augment=AUG)
+  full = _collect(ds, num_threads=1)
+  _assert_same(_collect(ds, start=1, num_threads=1, num_workers=1), full[1:])
