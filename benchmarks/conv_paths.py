@@ -7,6 +7,8 @@ conv_impl, and prints steps/s as the median over repeats after warm-up.
   python benchmarks/conv_paths.py            # 32/64/96 px, both stems, 3 impls
   python benchmarks/conv_paths.py --quick    # 32/64 px, fewer repeats
   python benchmarks/conv_paths.py --sizes 64 --stems small --impls xla,auto
+  python benchmarks/conv_paths.py --impls auto:16,auto:64   # try thresholds
+  python benchmarks/conv_paths.py --per-conv  # single 3x3 convs, both paths
 
 On a shared CPU the numbers are noisy: compare medians, not single runs.
 """
@@ -132,6 +134,42 @@ def time_impls(arch: str, size: int, stem: str, impls: list[str], *,
   return rows
 
 
+# (channels, map side) of ResNet-18's 3x3 stride-1 convs at 32-128 px across
+# both stems: layer1..layer4 have 64..512 channels.
+_PER_CONV_SHAPES = [(64, 8), (64, 16), (64, 32), (128, 4), (128, 8),
+                    (128, 16), (256, 2), (256, 4), (256, 8), (512, 1),
+                    (512, 2), (512, 3), (512, 4)]
+
+
+def time_per_conv(batch: int, repeats: int) -> None:
+  """fwd+bwd of single 3x3/1 convs, XLA vs im2col, interleaved repeats."""
+  dn = ('NHWC', 'HWIO', 'NHWC')
+  print(f"# per-conv 3x3/1 SAME fwd+bwd, batch {batch}, median of {repeats}")
+  print(f"{'C':>4} {'HxW':>6} {'xla_ms':>8} {'im2col_ms':>9} {'xla/im2col':>10}",
+        flush=True)
+  rng = np.random.default_rng(0)
+  for c, side in _PER_CONV_SHAPES:
+    lhs = jnp.asarray(rng.normal(size=(batch, side, side, c)), jnp.float32)
+    rhs = jnp.asarray(0.05 * rng.normal(size=(3, 3, c, c)), jnp.float32)
+    fns = {}
+    for name, fn in (('xla', jax.lax.conv_general_dilated),
+                     ('im2col', conv.im2col_conv)):
+      def loss(lhs, rhs, fn=fn):
+        y = fn(lhs, rhs, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn)
+        return jnp.sum(y * y)
+      fns[name] = jax.jit(jax.grad(loss, (0, 1)))
+      jax.block_until_ready(fns[name](lhs, rhs))
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+      for name, f in fns.items():
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(lhs, rhs))
+        times[name].append(time.perf_counter() - t0)
+    xla, i2c = (statistics.median(times[n]) * 1e3 for n in ('xla', 'im2col'))
+    print(f"{c:>4} {f'{side}x{side}':>6} {xla:>8.1f} {i2c:>9.1f} "
+          f"{xla / i2c:>10.2f}", flush=True)
+
+
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--arch', default='resnet18')
@@ -148,9 +186,14 @@ def main(argv=None) -> None:
   p.add_argument('--quick', action='store_true',
                  help='sizes 32,64 and 3 repeats')
   p.add_argument('--json', default=None, help='also append rows as JSONL')
+  p.add_argument('--per-conv', action='store_true',
+                 help='time single 3x3 convs (XLA vs im2col) instead')
   args = p.parse_args(argv)
   if args.quick:
     args.sizes, args.repeats = '32,64', 3
+  if args.per_conv:
+    time_per_conv(args.batch, args.repeats)
+    return
 
   print(f'# backend={jax.default_backend()} devices={jax.devices()} '
         f'jax={jax.__version__} auto_max_hw='

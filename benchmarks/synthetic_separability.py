@@ -53,7 +53,7 @@ def colour_hist(masks: np.ndarray) -> np.ndarray:
 
 
 def shape_features(masks: np.ndarray) -> np.ndarray:
-  """Per colour: log area, bbox fill ratio (circle ~.64, square ~.5-1, triangle ~.4), edge contact."""
+  """Per colour: log area, bbox fill ratio (circle ~.8, square ~.5-1, triangle ~.4-.5), edge, ...."""
   n, k, s, _ = masks.shape
   feats = np.zeros((n, k, 6), np.float32)
   rows, cols = masks.any(3), masks.any(2)
@@ -87,7 +87,7 @@ def fit_eval(x_tr, y_tr, x_va, y_va) -> float:
 
 def oracles(examples: list[synthetic.SynthExample]) -> dict[str, float]:
   """Rule-based ceilings from the generator's metadata (no learning)."""
-  # Image alone: a fragment (tiny/edge) shows its colour only; guess the colour's likeliest class.
+  # Image alone: a fragment (blur/edge) shows its colour only; guess the colour's likeliest class.
   best_of_colour = {}
   for c in synthetic.CLASSES:
     w = 100.0 if c.label == 1 else c.weight

@@ -4,11 +4,17 @@ One jitted train step = embedding -> Bi-LSTM ('last' pooling) -> Linear(., 1) ->
 Default shapes: vocab 5000, emb 128, hidden 128, T 32, batch 128; lengths uniform in [4, T].
 
   /work/venv/bin/python benchmarks/text_towers.py                 # full table
-  /work/venv/bin/python benchmarks/text_towers.py --unrolls 1,2,4 --variants fused
+  /work/venv/bin/python benchmarks/text_towers.py --unrolls 1,2,4 --variants fused,flax
+  OMP_WAIT_POLICY=PASSIVE /work/venv/bin/python benchmarks/text_towers.py --no-mmap
 
-Numbers are steps/s, the median of `--repeats` timings of `--steps` steps after warm-up. The
-machine is shared, so they are noisy: compare rows from the same run. torch rows appear only when
+Rows: steps/s (median of `--repeats` timings of `--steps` steps after warm-up; variants take turns
+so load drift hits all alike) and process CPU ms/step. XLA uses every core the process may run on
+(2 here; use `taskset -c 0,1` on a bigger box); torch gets `--threads`. torch rows appear only when
 torch is importable (optional dependency: `pip install torch==2.13.0`).
+
+On a shared machine read it with care: under load torch's OpenMP workers spin and its wall time
+collapses (OMP_WAIT_POLICY=PASSIVE avoids that), and XLA's per-step temp buffer (> 32 MiB) is a
+fresh mmap every step unless `--no-mmap` raises glibc's thresholds (~15-20% CPU for jax and torch).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -105,7 +106,7 @@ def cached_images(paths: Sequence[str], size: int, *, cache_dir: str | None = No
   # PIL releases the GIL while decoding, so threads scale across cores.
   with ThreadPoolExecutor(num_threads or os.cpu_count() or 1) as pool:
     list(tqdm(pool.map(work, range(len(paths)), chunksize=64), total=len(paths),
-              desc=f"decoding {desc}", disable=len(paths) < 2000, leave=False))
+              desc=f"decoding {desc}", disable=len(paths) < 2000 or not sys.stderr.isatty(), leave=False))
   bad.sort()
   if bad and not skip_bad:
     del out

@@ -5,8 +5,8 @@ square, triangle), and a few nouns (see `CLASSES`). Choices, and why:
 
 * Labels: 1-4 per image, 1 (person) on ~76% of images, the others skewed (~1-15%), like the
   course data, so samples-F1 and thresholds behave as they do there.
-* Image side is imperfect by design: 55% of objects are drawn clearly, the rest are tiny
-  (a few pixels) or mostly cut off at the edge. Such a fragment still shows its colour but not its
+* Image side is imperfect by design: 55% of objects are drawn clearly, the rest are blurred
+  (out of focus) or mostly cut off at the edge. Such an object still shows its colour but not its
   shape, so the image alone narrows it to the three classes of that colour and no further. Grey
   clutter, a textured background, colour jitter and occasional occluders add noise on top.
 * Text side is imperfect by design: each present object is named with probability 0.55 (at least
@@ -34,7 +34,7 @@ import sys
 from collections.abc import Iterator
 
 import numpy as np
-from PIL import Image, ImageChops, ImageDraw
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from jaxmm.data.comp5329 import LABEL_IDS, Record, write_comp5329
 
@@ -78,7 +78,7 @@ assert tuple(sorted(SPECS)) == LABEL_IDS
 
 P_PERSON = 0.76
 N_LABELS_P = (0.42, 0.33, 0.17, 0.08)  # P(1..4 labels on an image)
-MODES = (("clear", 0.55), ("tiny", 0.225), ("edge", 0.225))
+MODES = (("clear", 0.55), ("blur", 0.225), ("edge", 0.225))
 P_MENTION = 0.55
 P_DECOY = 0.20
 DECOY_PERSON_WEIGHT = 10.0  # person as a decoy about as often as a frequent object
@@ -100,7 +100,7 @@ class SynthExample:
   """One generated example and how it was made (for oracles and tests)."""
 
   labels: tuple[int, ...]  # sorted
-  modes: tuple[str, ...]  # per label: "clear" | "tiny" | "edge"
+  modes: tuple[str, ...]  # per label: "clear" | "blur" | "edge"
   mentioned: tuple[int, ...]  # present labels the caption names
   decoys: tuple[int, ...]  # absent labels the caption names
   caption: str
@@ -131,7 +131,9 @@ def _noun_phrase(rng: random.Random, label: int) -> str:
   return f"{article} {noun}"
 
 
-def _caption(rng: random.Random, labels: tuple[int, ...]) -> tuple[str, tuple[int, ...], tuple[int, ...]]:
+def _caption(rng: random.Random,
+             labels: tuple[int, ...]) -> tuple[str, tuple[int, ...], tuple[int, ...]]:
+  """Returns (caption, present labels named, absent labels named)."""
   mentioned = [l for l in labels if rng.random() < P_MENTION] or [rng.choice(labels)]
   decoys: list[int] = []
   if rng.random() < P_DECOY:
@@ -186,8 +188,8 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
     k = 4
   else:
     k, r = 3, r * 1.2
-  return [(cx + r * math.cos(angle + 2 * math.pi * i / k), cy + r * math.sin(angle + 2 * math.pi * i / k))
-          for i in range(k)]
+  angles = [angle + 2 * math.pi * i / k for i in range(k)]
+  return [(cx + r * math.cos(a), cy + r * math.sin(a)) for a in angles]
 
 
 def _object_colour(rng: random.Random, colour: str) -> tuple[int, int, int]:
@@ -206,11 +208,22 @@ def _draw_clutter(rng: random.Random, draw: ImageDraw.ImageDraw, size: int) -> N
   cx, cy = rng.uniform(0, size), rng.uniform(0, size)
   if rng.random() < 0.4:
     x2, y2 = rng.uniform(0, size), rng.uniform(0, size)
-    draw.line([(cx, cy), (x2, y2)], fill=_clutter_colour(rng), width=max(1, int(size * rng.uniform(0.02, 0.08))))
+    width = max(1, int(size * rng.uniform(0.02, 0.08)))
+    draw.line([(cx, cy), (x2, y2)], fill=_clutter_colour(rng), width=width)
   else:
     shape = rng.choice(("circle", "square", "triangle"))
     r = size * rng.uniform(0.06, 0.2)
     draw.polygon(_polygon(shape, cx, cy, r, rng.uniform(0, 2 * math.pi)), fill=_clutter_colour(rng))
+
+
+def _draw_blurred(im: Image.Image, polygon: list[tuple[float, float]], r: float,
+                  colour: tuple[int, int, int]) -> None:
+  """An out-of-focus object: a soft blob of its colour whose outline (the shape) is lost."""
+  mask = Image.new("L", im.size, 0)
+  ImageDraw.Draw(mask).polygon(polygon, fill=255)
+  # Blur wider than the shape's corners, then re-boost so the blob's core keeps full colour.
+  mask = mask.filter(ImageFilter.GaussianBlur(0.7 * r)).point(lambda v: min(255, 2 * v))
+  im.paste(colour, (0, 0), mask)
 
 
 def _render(rng: random.Random, labels: tuple[int, ...], modes: tuple[str, ...], size: int,
@@ -223,28 +236,30 @@ def _render(rng: random.Random, labels: tuple[int, ...], modes: tuple[str, ...],
     tile = tile.transpose(transpose)
   im = ImageChops.add(Image.new("RGB", (size, size), tint), tile, 1.0, -128)
   draw = ImageDraw.Draw(im)
-  for _ in range(rng.randint(0, 3)):
+  for _ in range(rng.randint(0, 2)):
     _draw_clutter(rng, draw, size)
   order = list(zip(labels, modes))
   rng.shuffle(order)
   for label, mode in order:
     spec = SPECS[label]
-    if mode == "tiny":  # a few pixels: colour survives, shape does not
-      r = max(1.0, size * rng.uniform(0.02, 0.04))
+    if mode == "blur":
+      r = size * rng.uniform(0.08, 0.13)
       cx, cy = rng.uniform(r, size - r), rng.uniform(r, size - r)
-    else:
-      r = size * rng.uniform(0.09, 0.17)
-      cx, cy = rng.uniform(r, size - r), rng.uniform(r, size - r)
-      if mode == "edge":  # only a 10-30% slice of the object's width stays in the frame
-        depth = rng.uniform(0.10, 0.30) * 2 * r
-        pos = depth - r if rng.random() < 0.5 else size + r - depth
-        if rng.random() < 0.5:
-          cx = pos
-        else:
-          cy = pos
+      _draw_blurred(im, _polygon(spec.shape, cx, cy, r, rng.uniform(0, 2 * math.pi)), r,
+                    _object_colour(rng, spec.colour))
+      continue
+    r = size * rng.uniform(0.11, 0.19)
+    cx, cy = rng.uniform(r, size - r), rng.uniform(r, size - r)
+    if mode == "edge":  # only a 10-30% slice of the object's width stays in the frame
+      depth = rng.uniform(0.10, 0.30) * 2 * r
+      pos = depth - r if rng.random() < 0.5 else size + r - depth
+      if rng.random() < 0.5:
+        cx = pos
+      else:
+        cy = pos
     draw.polygon(_polygon(spec.shape, cx, cy, r, rng.uniform(0, 2 * math.pi)),
                  fill=_object_colour(rng, spec.colour))
-  if rng.random() < 0.25:  # an occluder on top of the objects
+  if rng.random() < 0.2:  # an occluder on top of the objects
     _draw_clutter(rng, draw, size)
   return im
 
@@ -277,7 +292,7 @@ def _readme(task: str, seed: int, image_size: int, counts: dict[str, int]) -> st
            "Each label is a coloured shape named by a few nouns:"]
   lines += [f"  {c.label:2d}  {c.colour:7s} {c.shape:8s} {', '.join(c.nouns)}" for c in CLASSES]
   lines += ["", f"Labels per image 1-4 (P={N_LABELS_P}); label 1 on ~{P_PERSON:.0%} of images.",
-            f"Objects drawn: {', '.join(f'{m} {p:.0%}' for m, p in MODES)} (tiny/edge show colour, "
+            f"Objects drawn: {', '.join(f'{m} {p:.0%}' for m, p in MODES)} (blur/edge show colour, "
             "not shape).",
             f"Captions name each present object with p={P_MENTION} (at least one) and an absent one "
             f"in {P_DECOY:.0%} of captions.", ""]

@@ -28,10 +28,11 @@ IMPLS = ('xla', 'im2col', 'auto')
 # 'auto' uses im2col on CPU for grouped convs (XLA:CPU's grouped conv was
 # 13-60x slower at every size measured), for transposed (lhs-dilated) convs
 # (XLA's fwd+bwd 1.5-6x slower than the sub-pixel path at 4..16 px inputs),
-# and for output maps with at most
-# AUTO_MAX_HW pixels. Per-conv fwd+bwd, batch 32, 2 busy cores: 3x3 at 2x2x512
-# XLA 563 ms vs im2col 21 ms; at 4x4x256 both 21 ms; at 8x8x128 XLA 9.7 vs
-# 11.8 ms; at 32x32x64 XLA 82 vs 124 ms. See benchmarks/conv_paths.py.
+# and for output maps with at most AUTO_MAX_HW pixels. 3x3/1 conv fwd+bwd,
+# batch 32, XLA/im2col time (`conv_paths.py --per-conv`, 2 shared cores):
+# 1x1x512 6.5, 2x2x256 15, 2x2x512 51, 3x3x512 1.4, 4x4 0.9-1.1 (a wash),
+# 8x8 0.67-0.85, 16x16 and up 0.63-0.70. ResNet-18 train steps with
+# thresholds 9, 16 and 64 were within noise of each other.
 AUTO_MAX_HW = 16
 
 _NHWC_SPEC = ('NHWC', 'HWIO', 'NHWC')
@@ -67,16 +68,33 @@ def _out_hw(in_hw, k_hw, strides, pads, lhs_dilation=(1, 1)
   )
 
 
-def im2col_supported(
-    lhs_shape, rhs_shape, lhs_dilation=None, rhs_dilation=None,
-    dimension_numbers=None, batch_group_count: int = 1,
-) -> bool:
-  """True if `im2col_conv` handles this case (2-D NHWC/HWIO, no rhs dilation)."""
-  return (
-      _is_nhwc_hwio(lhs_shape, rhs_shape, dimension_numbers)
-      and _all_ones(rhs_dilation)
-      and batch_group_count == 1
-  )
+def _unsupported(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation,
+                 rhs_dilation, dimension_numbers, feature_group_count,
+                 batch_group_count) -> str | None:
+  """Why `im2col_conv` cannot do this conv, or None if it can."""
+  if not _is_nhwc_hwio(lhs_shape, rhs_shape, dimension_numbers):
+    return 'only 2-D NHWC/HWIO/NHWC convs'
+  if not _all_ones(rhs_dilation):
+    return 'no kernel (rhs) dilation'
+  if batch_group_count != 1:
+    return 'no batch_group_count'
+  if not _all_ones(lhs_dilation) and (
+      isinstance(padding, str) or not _all_ones(window_strides)
+      or feature_group_count != 1):
+    # lax itself rejects string padding with lhs_dilation.
+    return 'lhs_dilation needs explicit pads, stride 1 and no groups'
+  return None
+
+
+def im2col_supported(lhs_shape, rhs_shape, window_strides=(1, 1),
+                     padding=((0, 0), (0, 0)), lhs_dilation=None,
+                     rhs_dilation=None, dimension_numbers=None,
+                     feature_group_count: int = 1,
+                     batch_group_count: int = 1) -> bool:
+  """True if `im2col_conv` handles this conv (same arguments as lax's)."""
+  return _unsupported(lhs_shape, rhs_shape, window_strides, padding,
+                      lhs_dilation, rhs_dilation, dimension_numbers,
+                      feature_group_count, batch_group_count) is None
 
 
 def _phase_taps(k: int, s: int, lo: int) -> tuple[np.ndarray, int]:
@@ -144,13 +162,16 @@ def im2col_conv(
   lhs_dilation > 1 (transposed convs; stride 1, explicit pads, no groups) is
   computed sub-pixel, see `_subpixel_conv`.
   """
-  if not im2col_supported(lhs.shape, rhs.shape, lhs_dilation, rhs_dilation,
-                          dimension_numbers, batch_group_count):
+  why = _unsupported(lhs.shape, rhs.shape, window_strides, padding,
+                     lhs_dilation, rhs_dilation, dimension_numbers,
+                     feature_group_count, batch_group_count)
+  if why is not None:
     raise NotImplementedError(
-        'im2col_conv supports 2-D NHWC/HWIO convs without kernel dilation or '
-        f'batch groups; got lhs {lhs.shape}, rhs {rhs.shape}, '
+        f'im2col_conv: {why}; got lhs {lhs.shape}, rhs {rhs.shape}, '
+        f'strides={window_strides}, padding={padding}, '
         f'dimension_numbers={dimension_numbers}, lhs_dilation={lhs_dilation}, '
-        f'rhs_dilation={rhs_dilation}, batch_group_count={batch_group_count}')
+        f'rhs_dilation={rhs_dilation}, groups={feature_group_count}, '
+        f'batch_group_count={batch_group_count}')
   n, h, w, c = lhs.shape
   kh, kw, cg, o = rhs.shape
   g = int(feature_group_count)
@@ -168,10 +189,6 @@ def im2col_conv(
     kwargs['out_sharding'] = out_sharding
 
   if (dh, dw) != (1, 1):
-    if isinstance(padding, str) or (sh, sw) != (1, 1) or g != 1:
-      raise NotImplementedError(
-          'im2col_conv with lhs_dilation needs explicit pads, stride 1 and '
-          'no groups (lax also rejects string padding here)')
     pads = _explicit_pads((h, w), (kh, kw), (1, 1), padding)
     out_hw = _out_hw((h, w), (kh, kw), (1, 1), pads, (dh, dw))
     return _subpixel_conv(lhs, rhs, pads, (dh, dw), out_hw, **kwargs)
@@ -223,8 +240,9 @@ def auto_conv(
   """
   use_im2col = (
       jax.default_backend() == 'cpu'
-      and im2col_supported(lhs.shape, rhs.shape, lhs_dilation, rhs_dilation,
-                           dimension_numbers, batch_group_count))
+      and im2col_supported(lhs.shape, rhs.shape, window_strides, padding,
+                           lhs_dilation, rhs_dilation, dimension_numbers,
+                           feature_group_count, batch_group_count))
   if use_im2col:
     kh, kw = rhs.shape[:2]
     strides = tuple(int(s) for s in window_strides)

@@ -1,18 +1,20 @@
-"""Text towers: `encode(tokens_BxT int32, length_B int32) -> feats_BxD`.
+"""Text towers: `encode(tokens_BxT int32, length_B int32, *, rngs=None) -> feats_BxD`.
 
-Token id 0 is `<pad>`, lengths are >= 1, and every tower is exactly padding-invariant: extra pad
-tokens, a longer T, or any tokens past `length` leave `encode()` unchanged.
+Token id 0 is `<pad>`, lengths are >= 1, and every tower is padding-invariant: extra pad tokens,
+a longer T, or any tokens past `length` leave `encode()` unchanged.
 
-The recurrent towers run both directions of a bidirectional layer in ONE `lax.scan`, time-major:
-  * the input projection of every step and both directions is one matmul outside the scan, so
-    the scan body only does the (D,B,H) x (D,H,G) recurrent matmul plus elementwise gates;
-  * the backward direction reads each sequence reversed within its own length (a gather that is
-    its own inverse, see `_flip_within_length`);
-  * the carry is frozen past each sequence's length, so the state after the last step is the
-    state at the last real token (fwd) / at the first token (bwd), as `nnx.RNN(seq_lengths=...)`.
-The LSTM has a hand-written VJP: the backward scan only carries (dh, dc) and the gradient of the
-recurrent weights is one matmul over all steps afterwards, instead of T small matmuls accumulated
-in the carry by autodiff (measured in benchmarks/text_towers.py).
+The recurrent layers run both directions in ONE time-major `lax.scan`:
+  * the input projections of all steps are matmuls outside the scan (one per direction), so the
+    scan body is the (D,B,H) x (D,H,G) recurrent matmul plus elementwise gates;
+  * step s feeds position s to the fwd direction and position T-1-s to the bwd one; the carry
+    only moves on real tokens, so the bwd carry stays at zero through the padding and starts at
+    the last real token: a reversal within each length with no gather. The fwd carry freezes
+    past the length, so the last step holds the state at the last real token, as
+    `nnx.RNN(..., seq_lengths=...)` gives;
+  * the LSTM has a hand-written VJP (`fused_lstm_layer`): the backward scan carries (dh, dc), the
+    per-step buffers are reused in place (projection -> gates -> dz), and the weight gradients are
+    one matmul over all steps, not T small ones accumulated by autodiff. CPU figures in
+    benchmarks/text_towers.py.
 """
 
 from __future__ import annotations
@@ -88,15 +90,6 @@ def _pool_steps(ys_TxDxBxH: Array, step_mask_TxDxBx1: Array, length_B: Array,
   return pooled_DxBxH.transpose(1, 0, 2).reshape(batch, num_dirs * hidden)
 
 
-def _init_stacked(init: Callable, key: Array, num_dirs: int, rows: int, hidden: int,
-                  num_gates: int) -> Array:
-  """(D, rows, G*H) kernel, each (rows, H) gate block of each direction initialised alone."""
-  keys = jax.random.split(key, num_dirs * num_gates)
-  blocks = [init(k, (rows, hidden), jnp.float32) for k in keys]
-  return jnp.stack([jnp.concatenate(blocks[d * num_gates:(d + 1) * num_gates], axis=-1)
-                    for d in range(num_dirs)])
-
-
 # ------------------------------------------------------------------------------------ LSTM core
 
 
@@ -105,34 +98,52 @@ def _direction_inputs(x_TxBxF: Array, num_dirs: int) -> list[Array]:
   return [x_TxBxF, jnp.flip(x_TxBxF, 0)][:num_dirs]
 
 
+def _lstm_cell(z_DxBxG: Array, c_DxBxH: Array, h_DxBxH: Array, m_DxBx1: Array):
+  """Gates from pre-activations z; the state only moves where m (real token) is True."""
+  hidden = c_DxBxH.shape[-1]
+  i = jax.nn.sigmoid(z_DxBxG[..., :hidden])
+  f = jax.nn.sigmoid(z_DxBxG[..., hidden:2 * hidden])
+  g = jnp.tanh(z_DxBxG[..., 2 * hidden:3 * hidden])
+  o = jax.nn.sigmoid(z_DxBxG[..., 3 * hidden:])
+  c_new = f * c_DxBxH + i * g
+  h_out = jnp.where(m_DxBx1, o * jnp.tanh(c_new), h_DxBxH)
+  c_out = jnp.where(m_DxBx1, c_new, c_DxBxH)
+  return h_out, c_out, jnp.concatenate([i, f, g, o], axis=-1)
+
+
+def _input_projections(x_TxBxE: Array, w_ih_DxExG: Array) -> list[Array]:
+  """Input projection of all steps, hoisted out of the scan: one (T*B, E) x (E, G) matmul per
+  direction, in scan order. Reversing x (E wide) rather than the projection (G wide) is cheaper."""
+  num_dirs = w_ih_DxExG.shape[0]
+  return [jnp.einsum("tbe,eg->tbg", x_d, w_ih_DxExG[d])
+          for d, x_d in enumerate(_direction_inputs(x_TxBxE, num_dirs))]
+
+
 def _lstm_layer_forward(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll):
-  """Runs the layer; returns scan-order h (T, D, B, H) and the residuals (c, gates)."""
+  """Runs the layer -> (h, c) of every scan step (T, D, B, H) and the gate activations.
+
+  The gates of step s overwrite the projected inputs of step s in place (a (T, B, G) buffer per
+  direction carried through the loop): no second buffer to allocate and zero-fill.
+  """
   num_steps, batch, _ = x_TxBxE.shape
   num_dirs, hidden, _ = w_hh_DxHxG.shape
-  # Input projection of all steps, hoisted out of the scan: one (T*B, E) x (E, 4H) matmul per
-  # direction. Reversing x (E wide) rather than the projection (4H wide) keeps the copy small.
-  projs = tuple(jnp.einsum("tbe,eg->tbg", x_d, w_ih_DxExG[d])
-                for d, x_d in enumerate(_direction_inputs(x_TxBxE, num_dirs)))
   b_Dx1xG = b_DxG[:, None, :]
 
   def step(carry, inputs):
-    h_DxBxH, c_DxBxH = carry
-    *proj_d, m_DxBx1 = inputs
-    z = jnp.stack(proj_d) + b_Dx1xG + jnp.einsum("dbh,dhg->dbg", h_DxBxH, w_hh_DxHxG)
-    i = jax.nn.sigmoid(z[..., :hidden])
-    f = jax.nn.sigmoid(z[..., hidden:2 * hidden])
-    g = jnp.tanh(z[..., 2 * hidden:3 * hidden])
-    o = jax.nn.sigmoid(z[..., 3 * hidden:])
-    c_new = f * c_DxBxH + i * g
-    # The carry only moves on real tokens, so padding never reaches the state.
-    h_out = jnp.where(m_DxBx1, o * jnp.tanh(c_new), h_DxBxH)
-    c_out = jnp.where(m_DxBx1, c_new, c_DxBxH)
-    return (h_out, c_out), (h_out, c_out, jnp.concatenate([i, f, g, o], axis=-1))
+    h_DxBxH, c_DxBxH, bufs = carry
+    s, m_DxBx1 = inputs
+    proj = jnp.stack([jax.lax.dynamic_index_in_dim(buf, s, 0, keepdims=False) for buf in bufs])
+    z = proj + b_Dx1xG + jnp.einsum("dbh,dhg->dbg", h_DxBxH, w_hh_DxHxG)
+    h_out, c_out, acts = _lstm_cell(z, c_DxBxH, h_DxBxH, m_DxBx1)
+    bufs = tuple(jax.lax.dynamic_update_index_in_dim(buf, acts[d], s, 0)
+                 for d, buf in enumerate(bufs))
+    return (h_out, c_out, bufs), (h_out, c_out)
 
   zeros = jnp.zeros((num_dirs, batch, hidden), x_TxBxE.dtype)
-  xs = (*projs, _step_masks(mask_TxB, num_dirs))
-  _, (ys, cs, gates) = jax.lax.scan(step, (zeros, zeros), xs, unroll=unroll)
-  return ys, (cs, gates)
+  init = (zeros, zeros, tuple(_input_projections(x_TxBxE, w_ih_DxExG)))
+  xs = (jnp.arange(num_steps), _step_masks(mask_TxB, num_dirs))
+  (_, _, gates), (ys, cs) = jax.lax.scan(step, init, xs, unroll=unroll)
+  return ys, cs, gates
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
@@ -148,7 +159,7 @@ def fused_lstm_layer(x_TxBxE: Array, w_ih_DxExG: Array, w_hh_DxHxG: Array, b_DxG
 
 
 def _fused_lstm_fwd(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll):
-  ys, (cs, gates) = _lstm_layer_forward(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll)
+  ys, cs, gates = _lstm_layer_forward(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll)
   return ys, (x_TxBxE, w_ih_DxExG, w_hh_DxHxG, mask_TxB, ys, cs, gates)
 
 
@@ -159,14 +170,15 @@ def _fused_lstm_bwd(unroll, saved, dys_TxDxBxH):
   zeros = jnp.zeros_like(ys[0])
 
   def step(carry, inputs):
-    dh, dc = carry
-    s, dy, m, a, c_out = inputs
+    dh, dc, bufs = carry
+    s, dy, m, c_out = inputs
+    a = jnp.stack([jax.lax.dynamic_index_in_dim(buf, s, 0, keepdims=False) for buf in bufs])
+    i, f, g, o = (a[..., k * hidden:(k + 1) * hidden] for k in range(4))
     # c entering step s is the (frozen) c after step s-1; only real steps (m=1) use it, and for
-    # them tanh(c_out) is tanh of the new c.
+    # them c_out is the new c.
     c_prev = jnp.where(s > 0, jax.lax.dynamic_index_in_dim(cs, jnp.maximum(s - 1, 0), 0, False),
                        zeros)
     tc = jnp.tanh(c_out)
-    i, f, g, o = (a[..., k * hidden:(k + 1) * hidden] for k in range(4))
     dh = dh + dy
     dh_new, dc_in = m * dh, m * dc
     dc_new = dc_in + dh_new * o * (1.0 - tc * tc)
@@ -179,10 +191,13 @@ def _fused_lstm_bwd(unroll, saved, dys_TxDxBxH):
     # Frozen steps pass the cotangent straight through to the previous state.
     dh_prev = jnp.einsum("dbg,dhg->dbh", dz, w_hh_DxHxG) + (1.0 - m) * dh
     dc_prev = dc_new * f + (1.0 - m) * dc
-    return (dh_prev, dc_prev), tuple(dz[d] for d in range(num_dirs))
+    # dz of step s replaces the gates of step s, which nothing reads again.
+    bufs = tuple(jax.lax.dynamic_update_index_in_dim(buf, dz[d], s, 0)
+                 for d, buf in enumerate(bufs))
+    return (dh_prev, dc_prev, bufs), None
 
-  xs = (jnp.arange(ys.shape[0]), dys_TxDxBxH, step_mask, gates, cs)
-  _, dzs = jax.lax.scan(step, (zeros, zeros), xs, reverse=True, unroll=unroll)
+  xs = (jnp.arange(ys.shape[0]), dys_TxDxBxH, step_mask, cs)
+  (_, _, dzs), _ = jax.lax.scan(step, (zeros, zeros, gates), xs, reverse=True, unroll=unroll)
   # Weight gradients of each direction as ONE matmul over all steps, [x, h_prev]^T dz, instead of
   # T small ones accumulated in the loop carry (what autodiff of the scan does).
   in_features = x_TxBxE.shape[-1]
@@ -202,8 +217,21 @@ fused_lstm_layer.defvjp(_fused_lstm_fwd, _fused_lstm_bwd)
 
 def lstm_layer_autodiff(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB,
                         unroll: int = DEFAULT_UNROLL) -> Array:
-  """`fused_lstm_layer` differentiated by JAX instead (reference for tests and benchmarks)."""
-  return _lstm_layer_forward(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll)[0]
+  """The same layer differentiated by JAX (reference for tests and benchmarks): projections
+  hoisted, both directions in one scan, projected inputs fed as scan inputs."""
+  num_dirs = w_hh_DxHxG.shape[0]
+  batch, hidden = x_TxBxE.shape[1], w_hh_DxHxG.shape[1]
+
+  def step(carry, inputs):
+    h_DxBxH, c_DxBxH = carry
+    *proj_d, m_DxBx1 = inputs
+    z = jnp.stack(proj_d) + b_DxG[:, None, :] + jnp.einsum("dbh,dhg->dbg", h_DxBxH, w_hh_DxHxG)
+    h_out, c_out, _ = _lstm_cell(z, c_DxBxH, h_DxBxH, m_DxBx1)
+    return (h_out, c_out), h_out
+
+  zeros = jnp.zeros((num_dirs, batch, hidden), x_TxBxE.dtype)
+  xs = (*_input_projections(x_TxBxE, w_ih_DxExG), _step_masks(mask_TxB, num_dirs))
+  return jax.lax.scan(step, (zeros, zeros), xs, unroll=unroll)[1]
 
 
 # -------------------------------------------------------------------------------------- GRU core
@@ -217,8 +245,7 @@ def fused_gru_layer(x_TxBxE: Array, w_ih_DxExG: Array, b_ih_DxG: Array, w_hh_DxH
   """
   num_dirs, hidden, _ = w_hh_DxHxG.shape
   batch = x_TxBxE.shape[1]
-  projs = tuple(jnp.einsum("tbe,eg->tbg", x_d, w_ih_DxExG[d])
-                for d, x_d in enumerate(_direction_inputs(x_TxBxE, num_dirs)))
+  projs = _input_projections(x_TxBxE, w_ih_DxExG)
   b_ih_Dx1xG, b_hh_Dx1xG = b_ih_DxG[:, None, :], b_hh_DxG[:, None, :]
 
   def step(h_DxBxH, inputs):
@@ -239,14 +266,24 @@ def fused_gru_layer(x_TxBxE: Array, w_ih_DxExG: Array, b_ih_DxG: Array, w_hh_DxH
 # --------------------------------------------------------------------------------------- towers
 
 
+class _TextTower(nnx.Module):
+  """Common call signature: `tower(tokens_BxT, length_B, *, rngs=None)` = `encode(...)`."""
+
+  def __call__(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
+    return self.encode(tokens_BxT, length_B, rngs=rngs)
+
 def _init_recurrent_params(in_features: int, hidden_size: int, num_dirs: int, num_gates: int,
                            rngs: nnx.Rngs) -> tuple[Array, Array]:
-  """(D, E, G) input kernel (lecun normal) and (D, H, G) recurrent kernel (orthogonal per gate)."""
-  w_ih = _init_stacked(nnx.initializers.lecun_normal(), rngs.params(), num_dirs, in_features,
-                       hidden_size, num_gates)
-  w_hh = _init_stacked(nnx.initializers.orthogonal(), rngs.params(), num_dirs, hidden_size,
-                       hidden_size, num_gates)
-  return w_ih, w_hh
+  """(D, E, G) input kernel (lecun normal) and (D, H, G) recurrent kernel, each (., H) gate
+  block of each direction initialised on its own (orthogonal for the recurrent one), as flax's
+  cells do."""
+  def stacked(init, rows):
+    keys = jax.random.split(rngs.params(), num_dirs * num_gates)
+    blocks = [init(k, (rows, hidden_size), jnp.float32) for k in keys]
+    return jnp.stack([jnp.concatenate(blocks[d * num_gates:(d + 1) * num_gates], axis=-1)
+                      for d in range(num_dirs)])
+  return (stacked(nnx.initializers.lecun_normal(), in_features),
+          stacked(nnx.initializers.orthogonal(), hidden_size))
 
 
 class BiLSTMLayer(nnx.Module):
@@ -268,7 +305,7 @@ class BiLSTMLayer(nnx.Module):
                             self.unroll)
 
 
-class LSTMTower(nnx.Module):
+class LSTMTower(_TextTower):
   """Embedding -> stacked (Bi-)LSTM -> pooling. `encode(tokens_BxT, length_B) -> (B, D*H)`.
 
   pooling: 'last' = [fwd state at the last real token, bwd state at the first token] (as
@@ -303,11 +340,8 @@ class LSTMTower(nnx.Module):
       ys = layer(self.dropout(x_TxBxE, rngs=rngs), mask_TxB)
     return _pool_steps(ys, _step_masks(mask_TxB, self.num_dirs), length_B, self.pooling)
 
-  def __call__(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
-    return self.encode(tokens_BxT, length_B, rngs=rngs)
 
-
-class GRUAttentionTower(nnx.Module):
+class GRUAttentionTower(_TextTower):
   """Embedding -> (Bi-)GRU -> additive attention pooling `softmax(v . tanh(W h + b))` over real
   tokens (padding scores are -inf, so its weights are exactly 0). `encode -> (B, D*H)`."""
 
@@ -344,11 +378,8 @@ class GRUAttentionTower(nnx.Module):
   def encode(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
     return self.attend(tokens_BxT, length_B, rngs=rngs)[0]
 
-  def __call__(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
-    return self.encode(tokens_BxT, length_B, rngs=rngs)
 
-
-class EmbeddingMLPTower(nnx.Module):
+class EmbeddingMLPTower(_TextTower):
   """S0's MLP: embed `max_len` tokens (padding zeroed), flatten, ReLU MLP. `-> (B, hidden[-1])`.
 
   Sequences are cut or zero-padded to `max_len`, so tokens past `max_len` are ignored.
@@ -377,11 +408,8 @@ class EmbeddingMLPTower(nnx.Module):
       x = self.dropout(jax.nn.relu(linear(x)), rngs=rngs)
     return x
 
-  def __call__(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
-    return self.encode(tokens_BxT, length_B, rngs=rngs)
 
-
-class BagOfWordsTower(nnx.Module):
+class BagOfWordsTower(_TextTower):
   """Mean of the embeddings of the real tokens. `-> (B, embed_dim)`."""
 
   def __init__(self, vocab_size: int, embed_dim: int, *, embedding_init: np.ndarray | None = None,
@@ -394,9 +422,6 @@ class BagOfWordsTower(nnx.Module):
     mask_BxT = length_mask(length_B, tokens_BxT.shape[1])
     x_BxTxE = jnp.where(mask_BxT[..., None], self.embed(tokens_BxT), 0.0)
     return x_BxTxE.sum(1) / length_B[:, None].astype(x_BxTxE.dtype)
-
-  def __call__(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
-    return self.encode(tokens_BxT, length_B, rngs=rngs)
 
 
 TEXT_TOWERS: dict[str, Callable[..., Any]] = {

@@ -71,7 +71,8 @@ def test_class_table_is_consistent():
   assert len(looks) == len(LABEL_IDS)  # every class looks different
   nouns = [n for c in synthetic.CLASSES for n in c.nouns]
   assert len(nouns) == len(set(nouns))
-  assert synthetic.mentioned_labels("A Traffic Light and a busy bus, near a FIRE HYDRANT.") == {10, 6, 11}
+  caption = "A Traffic Light and a busy bus, near a FIRE HYDRANT."
+  assert synthetic.mentioned_labels(caption) == {10, 6, 11}
   assert synthetic.mentioned_labels("a carpet in a bustling street") == set()
 
 
@@ -91,7 +92,8 @@ def test_captions_name_some_but_not_all_objects():
 
 
 def test_matching_layout(tmp_path):
-  root = synthetic.make_matching_synthetic(tmp_path / "a", n_train=40, n_val=20, image_size=SIZE, seed=0)
+  root = synthetic.make_matching_synthetic(tmp_path / "a", n_train=40, n_val=20, image_size=SIZE,
+                                           seed=0)
   own = {str(i): e.caption for i, (e, _) in
          enumerate(synthetic.synth_examples(60, image_size=8, seed=0))}
   seen_ids: set[str] = set()

@@ -118,6 +118,13 @@ def test_auto_dispatch_on_cpu():
   lhs, rhs = _inputs((2, 4, 4, 8), 3, 8, 1)
   assert _conv_prims(auto, lhs, rhs, window_strides=(1, 1), padding='SAME',
                      rhs_dilation=(2, 2))
+  # Transposed convs go to the sub-pixel path, except grouped ones.
+  pads = ((2, 2), (2, 2))
+  assert not _conv_prims(auto, lhs, rhs, window_strides=(1, 1), padding=pads,
+                         lhs_dilation=(2, 2))
+  lhs, rhs = _inputs((2, 4, 4, 8), 3, 8, 2)
+  assert _conv_prims(auto, lhs, rhs, window_strides=(1, 1), padding=pads,
+                     lhs_dilation=(2, 2), feature_group_count=2)
 
 
 def test_im2col_rejects_unsupported():
@@ -128,6 +135,9 @@ def test_im2col_rejects_unsupported():
   with pytest.raises(NotImplementedError):  # NCHW layout
     conv.im2col_conv(lhs, rhs, (1, 1), 'SAME',
                      dimension_numbers=('NCHW', 'OIHW', 'NCHW'))
+  with pytest.raises(NotImplementedError):  # lax rejects this one too
+    conv.im2col_conv(lhs, rhs, (1, 1), 'SAME', lhs_dilation=(2, 2),
+                     dimension_numbers=_DN)
 
 
 def test_make_conv_fn():

@@ -208,8 +208,13 @@ def test_registry_and_bad_arguments():
     text.LSTMTower(VOCAB, EMBED, HIDDEN, pooling="first", rngs=nnx.Rngs(0))
 
 
-def test_towers_jit_under_nnx():
+def test_towers_jit_under_nnx_and_plain_jax_grad():
   tower = text.LSTMTower(VOCAB, EMBED, HIDDEN, num_layers=2, pooling="mean", rngs=nnx.Rngs(0))
   tokens_BxT, length_B = jnp.asarray(_tokens()), jnp.asarray(LENGTH_B)
   jitted = nnx.jit(lambda tower, t, n: tower.encode(t, n))(tower, tokens_BxT, length_B)
   np.testing.assert_allclose(jitted, tower.encode(tokens_BxT, length_B), atol=1e-6)
+  # Unlike nnx.RNN, the towers hold no RNG state, so jax.grad over split/merge works.
+  graphdef, params, rest = nnx.split(tower, nnx.Param, ...)
+  loss = lambda p: jnp.sum(nnx.merge(graphdef, p, rest).encode(tokens_BxT, length_B))
+  grads = jax.jit(jax.grad(loss))(params)
+  assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree_util.tree_leaves(grads))
