@@ -33,8 +33,10 @@ def get_config() -> config_dict.ConfigDict:
   d.num_workers = 0  # grain worker processes (0 = threads in this process)
   d.augment = config_dict.ConfigDict(dict(crop=False, hflip=False, vflip=False,
                                           crop_scale=(0.5, 1.0)))
+  # The embedded synthetic set (jaxmm.data.synthetic), made at data.root when generate=True.
   d.synthetic = config_dict.ConfigDict(dict(generate=False, n_train=5000, n_test=500,
-                                            image_size=64, seed=0))
+                                            image_size=64, seed=0, p_clear=0.55, p_mention=0.6,
+                                            p_decoy=0.15))
 
   c.model = m = config_dict.ConfigDict()
   m.name = "concat_fusion"

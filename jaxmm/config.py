@@ -63,8 +63,9 @@ def ensure_synthetic(cfg_data) -> None:
   from jaxmm.data import synthetic
   s = cfg_data.synthetic
   log.info("generating the synthetic dataset in %s", cfg_data.root)
+  difficulty = synthetic.Difficulty(p_clear=s.p_clear, p_mention=s.p_mention, p_decoy=s.p_decoy)
   synthetic.make_comp5329_synthetic(cfg_data.root, n_train=s.n_train, n_test=s.n_test,
-                                    image_size=s.image_size, seed=s.seed)
+                                    image_size=s.image_size, seed=s.seed, difficulty=difficulty)
 
 
 def load_config_file(path: str):

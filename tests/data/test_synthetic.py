@@ -91,6 +91,17 @@ def test_captions_name_some_but_not_all_objects():
   assert 0.1 < np.mean([bool(e.decoys) for e in examples]) < 0.3
 
 
+def test_difficulty_knobs(tmp_path):
+  easy = synthetic.Difficulty(p_clear=1.0, p_mention=1.0, p_decoy=0.0)
+  for e, _ in synthetic.synth_examples(100, image_size=8, seed=0, difficulty=easy):
+    assert set(e.modes) == {"clear"} and e.mentioned == e.labels and not e.decoys
+  with pytest.raises(ValueError, match="p_decoy"):
+    synthetic.Difficulty(p_decoy=1.5)
+  assert synthetic.main(["--root", str(tmp_path), "--n_train", "3", "--n_test", "1",
+                         "--image_size", "16", "--p_mention", "0.9"]) == 0
+  assert "p_mention=0.9" in (tmp_path / "README.txt").read_text()
+
+
 def test_matching_layout(tmp_path):
   root = synthetic.make_matching_synthetic(tmp_path / "a", n_train=40, n_val=20, image_size=SIZE,
                                            seed=0)
