@@ -105,7 +105,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(state)
     log.info("resumed from step %d (epoch %d, batch %d)", meta["step"], meta["epoch"],
-                 meta["batch_in_epoch"])
+             meta["batch_in_epoch"])
   writer = MetricWriter(workdir, resume_step=meta["step"] if meta["step"] else None)
   train_step = steps.make_train_step(graphdefs, task, seed=config.seed)
   predict_step = steps.make_predict_step(graphdefs[0], task)
@@ -134,6 +134,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     out["val_loss"] = loss
     return out
 
+  def log_train(pending):
+    lr = float(schedule(meta["step"])) * meta["lr_scale"]
+    _log_train(writer, pending, meta, pbar, time.time() - t_start, lr)
+
   t_start = time.time() - meta.get("elapsed_s", 0.0)  # wall-clock accumulates over resumes
   pbar = tqdm(total=total_steps, initial=meta["step"], desc="train", unit="step",
               disable=not tc.progress_bar, dynamic_ncols=True)
@@ -151,7 +155,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         meta["batch_in_epoch"] += 1
         pbar.update(1)
         if len(pending) >= tc.log_every or meta["step"] >= total_steps:
-          _log_train(writer, pending, meta, pbar, time.time() - t_start, float(schedule(meta["step"])) * meta["lr_scale"])
+          log_train(pending)
           pending = []
           _check_finite(meta, tc)
         if tc.ckpt_every_steps and meta["step"] % tc.ckpt_every_steps == 0:
@@ -159,12 +163,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if stop.signum is not None or meta["step"] >= total_steps:
           break
       if pending:
-        _log_train(writer, pending, meta, pbar, time.time() - t_start, float(schedule(meta["step"])) * meta["lr_scale"])
+        log_train(pending)
         pending = []
       if stop.signum is not None:
         save()
         log.warning("signal %d: saved checkpoint at step %d; run the same command to resume",
-                        stop.signum, meta["step"])
+                    stop.signum, meta["step"])
         break
       epoch_done = meta["batch_in_epoch"] >= spe
       if epoch_done or meta["step"] >= total_steps:
@@ -200,7 +204,8 @@ def _log_train(writer, pending, meta, pbar, elapsed, lr):
   fetched = jax.device_get(pending)
   losses = np.array([float(m["loss"]) for m in fetched])
   finite = np.array([bool(m["finite"]) for m in fetched])
-  meta["bad_steps"] = 0 if finite[-1] else meta["bad_steps"] + int((~finite).sum())
+  for ok in finite:  # consecutive non-finite steps, across log points
+    meta["bad_steps"] = 0 if ok else meta["bad_steps"] + 1
   row = {"train_loss": float(losses[finite].mean()) if finite.any() else float("nan"),
          "grad_norm": float(np.mean([float(m["grad_norm"]) for m in fetched])),
          "nonfinite_steps": int((~finite).sum()), "lr": lr}

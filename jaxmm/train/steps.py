@@ -59,6 +59,9 @@ def make_train_step(graphdefs, task: Task, *, seed: int):
   base_key = jax.random.key(seed)
 
   def train_step(state, batch: dict[str, jax.Array]):
+    # merge() may hand the State's own Variables to the modules, and update() mutates them:
+    # keep a structural copy of the incoming arrays for the non-finite fallback below.
+    old_state = jax.tree.map(lambda x: x, state)
     model = nnx.merge(model_def, state[0])
     optimizer = nnx.merge(opt_def, state[1])
     model.train()
@@ -69,11 +72,15 @@ def make_train_step(graphdefs, task: Task, *, seed: int):
       return losses.masked_mean(task.loss(logits, batch), batch.get("mask")), logits
 
     (loss, _), grads = nnx.value_and_grad(objective, has_aux=True)(model, rngs)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     optimizer.update(model, grads)
-    metrics = {"loss": loss, "grad_norm": grad_norm,
-               "finite": jnp.isfinite(loss) & jnp.isfinite(grad_norm)}
-    return (nnx.state(model), nnx.state(optimizer)), metrics
+    # A non-finite loss or gradient skips the whole update (params, batch stats, optimizer state);
+    # the loop counts such steps and stops after train.max_bad_steps in a row.
+    new_state = (nnx.state(model), nnx.state(optimizer))
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
+                             old_state)
+    return new_state, {"loss": loss, "grad_norm": grad_norm, "finite": finite}
 
   return jax.jit(train_step, donate_argnums=0)
 
