@@ -21,5 +21,5 @@ def get_config():
   c.model.text.update(name="lstm", embed_dim=64, hidden_size=64)
   c.model.head.update(hidden=(256,), dropout=0.1)
   c.optim.update(lr=2e-3, schedule="warmup_cosine", warmup_epochs=0.5)
-  c.train.update(batch_size=64, epochs=8, log_every=20, early_stopping_patience=0)
+  c.train.update(batch_size=64, epochs=12, log_every=20, early_stopping_patience=0)
   return c
