@@ -24,7 +24,7 @@ def main(argv):
   from jaxmm import config as config_lib
   from jaxmm import inference
   from jaxmm.data import datasets
-  from jaxmm.train import evaluation, metrics
+  from jaxmm.train import evaluation, metrics, thresholds
 
   config_lib.setup_logging()
   config_lib.setup_compilation_cache()
@@ -42,7 +42,7 @@ def main(argv):
   result = evaluation.multilabel_report(probs, labels, restored.thresholds, prefix="")
   result.update(n_examples=len(split), source=source, step=restored.step,
                 thresholds=restored.thresholds)
-  preds = evaluation.thresholds_lib.apply_thresholds(probs, restored.thresholds, at_least_one=True)
+  preds = thresholds.apply_thresholds(probs, restored.thresholds, at_least_one=True)
   rows = metrics.per_class_metrics(labels, preds)
   result["per_class"] = rows
   print(f"{source}: {len(split)} examples, checkpoint step {restored.step}")
