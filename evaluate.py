@@ -1,8 +1,9 @@
 """Evaluate a trained workdir: `python evaluate.py --workdir runs/demo [--csv F --images D] [--out F]`.
 
 Restores the best checkpoint and runs a jitted eval over the workdir's val split, or over any
-labelled COMP5329-layout CSV; every example counts (the last batch is padded, not dropped).
-Prints the metrics and a per-class table and writes them as JSON.
+labelled CSV in the layout of the workdir's task (COMP5329 or S0 matching); every example counts
+(the last batch is padded, not dropped). Prints the metrics (with a per-class table or a confusion
+matrix) and writes them as JSON.
 """
 
 import json
@@ -12,7 +13,8 @@ from absl import app, flags
 
 flags.DEFINE_string("workdir", None, "A trained jaxmm workdir.")
 flags.DEFINE_string("csv", None, "A labelled CSV (default: the workdir's val split).")
-flags.DEFINE_string("images", None, "Folder of the CSV's images (default: <csv dir>/data).")
+flags.DEFINE_string("images", None, "Folder of the CSV's images (default: <csv dir>/data, or "
+                    "<csv dir>/<csv name>_images for matching).")
 flags.DEFINE_string("out", None, "Metrics JSON (default: <workdir>/eval_metrics.json).")
 flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint to evaluate.")
 flags.mark_flags_as_required(["workdir"])
@@ -23,33 +25,36 @@ def main(argv):
   del argv
   from jaxmm import config as config_lib
   from jaxmm import inference
-  from jaxmm.data import datasets
-  from jaxmm.train import evaluation, metrics, thresholds
+  from jaxmm.train import loop, metrics, tasks, thresholds
 
   config_lib.setup_logging()
   config_lib.setup_compilation_cache()
   restored = inference.restore(FLAGS.workdir, which=FLAGS.which)
+  spec = loop.task_spec(restored.config)
   if FLAGS.csv:
-    images = FLAGS.images or os.path.join(os.path.dirname(FLAGS.csv), "data")
+    images = FLAGS.images or tasks.default_images_dir(restored.config, FLAGS.csv)
     split = inference.split_from_csv(restored, FLAGS.csv, images, labelled=True)
     source = FLAGS.csv
   else:
-    data = datasets.prepare_comp5329(restored.config.data, FLAGS.workdir,
-                                     with_images=restored.config.model.mode != "text")
+    data = spec.prepare(restored.config.data, FLAGS.workdir,
+                        with_images=restored.config.model.mode != "text")
     split, source = data.val, "val split"
   probs = restored.predict(split)
-  labels = split.arrays["labels"]
-  result = evaluation.multilabel_report(probs, labels, restored.thresholds, prefix="")
+  labels = split.arrays[spec.label_key]
+  result = spec.report(probs, labels, restored.thresholds)
   result.update(n_examples=len(split), source=source, step=restored.step,
                 thresholds=restored.thresholds)
-  preds = thresholds.apply_thresholds(probs, restored.thresholds, at_least_one=True)
-  rows = metrics.per_class_metrics(labels, preds)
-  result["per_class"] = rows
   print(f"{source}: {len(split)} examples, checkpoint step {restored.step}")
-  for k in ("samples_f1", "micro_f1", "macro_f1", "weighted_f1", "samples_precision",
-            "samples_recall"):
+  for k in spec.metric_names:
     print(f"  {k:18s} {result[k]:.4f}")
-  print(metrics.format_per_class_table(rows))
+  if spec.name == "multilabel":
+    preds = thresholds.apply_thresholds(probs, restored.thresholds, at_least_one=True)
+    rows = metrics.per_class_metrics(labels, preds)
+    result["per_class"] = rows
+    print(metrics.format_per_class_table(rows))
+  elif spec.name == "matching":
+    print(f"  confusion (rows true 0/1, cols predicted 0/1): "
+          f"[[{result['tn']}, {result['fp']}], [{result['fn']}, {result['tp']}]]")
   out = FLAGS.out or os.path.join(FLAGS.workdir, "eval_metrics.json")
   with open(out, "w") as f:
     json.dump(result, f, indent=1, default=float)

@@ -9,13 +9,16 @@ from ml_collections import config_dict
 def get_config() -> config_dict.ConfigDict:
   c = config_dict.ConfigDict()
   c.seed = 0
-  c.task = "multilabel"
+  c.task = "multilabel"  # 'multilabel' (COMP5329, 18 labels) or 'matching' (S0 image-caption pairs)
 
   c.data = d = config_dict.ConfigDict()
   d.root = "data/synthetic"  # a folder with train.csv, test.csv and data/*.jpg
   d.train_csv = "train.csv"
   d.test_csv = "test.csv"
   d.images_dir = "data"
+  # Matching only: a separate labelled val CSV and its images ('' = cut val from train_csv by image).
+  d.val_csv = ""
+  d.val_images_dir = ""
   d.image_size = 64
   d.max_len = 32
   d.min_freq = 1
@@ -39,13 +42,17 @@ def get_config() -> config_dict.ConfigDict:
                                             p_decoy=0.15))
 
   c.model = m = config_dict.ConfigDict()
-  m.name = "concat_fusion"
+  m.name = "concat_fusion"  # or 'attention_fusion' (S2: image tokens attend over all tokens)
   m.mode = "fused"  # 'fused', 'image' (image-only ablation) or 'text' (text-only ablation)
   m.image = config_dict.ConfigDict(dict(name="resnet18", stem="small", activation="relu",
                                         conv_impl="auto", num_filters=64))
   m.text = config_dict.ConfigDict(dict(name="lstm", embed_dim=128, hidden_size=128, num_layers=1,
                                        bidirectional=True, dropout=0.0, pooling="last"))
-  m.head = config_dict.ConfigDict(dict(hidden=(512,), dropout=0.2, feature_dropout=0.0, norm=""))
+  # norm: '' | 'batch' | 'layer' after each hidden layer; interaction_dim > 0 adds the product and
+  # distance of the two towers projected to that size (helps matching).
+  m.head = config_dict.ConfigDict(dict(hidden=(512,), dropout=0.2, feature_dropout=0.0, norm="",
+                                       interaction_dim=0))
+  m.attention = config_dict.ConfigDict(dict(dim=256, num_heads=4, num_layers=1, dropout=0.1))
 
   c.optim = o = config_dict.ConfigDict()
   o.name = "adam"
@@ -79,6 +86,12 @@ def get_config() -> config_dict.ConfigDict:
   t.threshold = 0.5
   t.tune_thresholds = "global"  # 'global', 'per_class' or '' (keep train.threshold)
   t.max_bad_steps = 20
+  # S1's recipe (jaxmm.train.two_stage): towers trained alone, then the head on extracted features.
+  t.two_stage = False
+  # Matching only: weight of an in-batch contrastive (InfoNCE) loss on the interaction projections.
+  t.contrastive_weight = 0.0
+  t.contrastive_temperature = 0.1
+  t.head_epochs = 10
   t.progress_bar = True
   t.allow_config_change = False
   return c

@@ -56,16 +56,21 @@ def nearest_key(config, key: str) -> str | None:
   return match[0] if match else None
 
 
-def ensure_synthetic(cfg_data) -> None:
-  """Makes the embedded synthetic dataset at data.root unless it is already there."""
+def ensure_synthetic(cfg_data, task: str = "multilabel") -> None:
+  """Makes the embedded synthetic dataset of `task` at data.root unless it is already there."""
   if os.path.exists(os.path.join(cfg_data.root, cfg_data.train_csv)):
     return
   from jaxmm.data import synthetic
   s = cfg_data.synthetic
-  log.info("generating the synthetic dataset in %s", cfg_data.root)
+  log.info("generating the synthetic %s dataset in %s", task, cfg_data.root)
   difficulty = synthetic.Difficulty(p_clear=s.p_clear, p_mention=s.p_mention, p_decoy=s.p_decoy)
-  synthetic.make_comp5329_synthetic(cfg_data.root, n_train=s.n_train, n_test=s.n_test,
-                                    image_size=s.image_size, seed=s.seed, difficulty=difficulty)
+  if task == "matching":
+    # n_test plays the part of the val split here: the S0 layout ships train + val.
+    synthetic.make_matching_synthetic(cfg_data.root, n_train=s.n_train, n_val=s.n_test,
+                                      image_size=s.image_size, seed=s.seed, difficulty=difficulty)
+  else:
+    synthetic.make_comp5329_synthetic(cfg_data.root, n_train=s.n_train, n_test=s.n_test,
+                                      image_size=s.image_size, seed=s.seed, difficulty=difficulty)
 
 
 def load_config_file(path: str):

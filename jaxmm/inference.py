@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 
 from jaxmm import config as config_lib
-from jaxmm.data import comp5329, datasets
+from jaxmm.data import datasets
 from jaxmm.data.pipeline import PreparedSplit
 from jaxmm.data.text import TextEncoder
 from jaxmm.train import checkpoint as ckpt_lib
@@ -61,13 +61,7 @@ def restore(workdir: str, *, which: str = ckpt_lib.BEST) -> Restored:
 
 def split_from_csv(restored: Restored, csv_path: str, images_dir: str, *, labelled: bool,
                    skip_bad: bool = False) -> PreparedSplit:
-  """Any COMP5329-layout CSV as a split, with the workdir's vocabulary and image size."""
-  records = comp5329.read_comp5329(csv_path)
-  if labelled and any(not r.labels for r in records):
-    raise comp5329.CsvFormatError(f"{csv_path}: evaluation needs labels on every row")
-  skipped: list[dict] = []
-  return datasets.encode_records(records, restored.encoder, images_dir=images_dir,
-                                 image_size=restored.config.data.image_size,
-                                 cache_dir=restored.config.data.get("cache_dir") or None,
-                                 skip_bad=skip_bad, skipped=skipped, labelled=labelled,
-                                 with_images=restored.config.model.mode != "text")
+  """Any CSV in the layout of the workdir's task as a split, with its vocabulary and image size."""
+  return loop.task_spec(restored.config).split_from_csv(
+      restored.config, restored.encoder, csv_path, images_dir, labelled=labelled,
+      skip_bad=skip_bad)

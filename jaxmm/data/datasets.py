@@ -117,10 +117,102 @@ def prepare_comp5329(cfg_data, workdir: str | None, *, with_images: bool = True)
             skip_bad=cfg_data.skip_bad, skipped=skipped, with_images=with_images)
   train = encode_records(train_recs, **kw)
   val = encode_records(val_recs, **kw) if val_recs else None
+  _report_skipped(skipped, workdir)
+  return PreparedData(train=train, val=val, encoder=encoder, skipped=skipped)
+
+
+# --- image-caption matching (S0 layout) -------------------------------------------------------
+
+
+def encode_matching_records(records, encoder: TextEncoder, *, images_dir: str, image_size: int,
+                            cache_dir: str | None, skip_bad: bool, skipped: list[dict],
+                            labelled: bool = True, with_images: bool = True) -> PreparedSplit:
+  """Matching pairs -> a PreparedSplit (tokens, length, label int32); ids are the pair ids.
+
+  Many pairs share an image: each distinct image is decoded and cached once, and the pairs index
+  into that cache.
+  """
+  image_cache = image_index = None
+  if with_images:
+    unique = sorted({r.image_id for r in records})
+    paths = [os.path.join(images_dir, f"{i}.jpg") for i in unique]
+    cache, ok = images_lib.cached_images(paths, image_size, cache_dir=cache_dir, skip_bad=skip_bad)
+    row_of = {image_id: k for k, image_id in enumerate(unique) if ok[k]}
+    bad = [r for r in records if r.image_id not in row_of]
+    skipped.extend({"id": r.id, "image_id": r.image_id, "reason": "image missing or undecodable"}
+                   for r in bad)
+    records = [r for r in records if r.image_id in row_of]
+    image_cache = cache.filename
+    image_index = np.asarray([row_of[r.image_id] for r in records], np.int64)
+  tokens, length = encoder.encode_batch([r.caption for r in records])
+  arrays = {"tokens": tokens, "length": length}
+  if labelled:
+    arrays["label"] = np.asarray([r.label for r in records], np.int32)
+  return PreparedSplit(ids=[r.id for r in records], image_cache=image_cache,
+                       image_index=image_index, arrays=arrays)
+
+
+def _split_matching_by_image(records, cfg_data):
+  """train/val from one CSV, keeping all pairs of an image on the same side (no image leaks)."""
+  image_ids = sorted({r.image_id for r in records})
+  n_val = (int(cfg_data.val_size) if cfg_data.val_size >= 1
+           else int(round(len(image_ids) * cfg_data.val_size)))
+  rng = np.random.default_rng(cfg_data.split_seed)
+  val_images = set(rng.permutation(np.asarray(image_ids, dtype=object))[:n_val].tolist())
+  return ([r for r in records if r.image_id not in val_images],
+          [r for r in records if r.image_id in val_images])
+
+
+def prepare_matching(cfg_data, workdir: str | None, *, with_images: bool = True) -> PreparedData:
+  """train/val splits of an S0-layout folder: train.csv + train_images/, val.csv + val_images/.
+
+  With `data.val_csv=''` the val split is cut from train.csv by image (data.val_size images).
+  """
+  from jaxmm.data import matching
+  check_root(cfg_data.root)
+  train_csv = os.path.join(cfg_data.root, cfg_data.train_csv)
+  train_recs = matching.read_matching(train_csv)
+  if cfg_data.get("limit"):
+    train_recs = train_recs[:cfg_data.limit]
+  unlabelled = [r.id for r in train_recs if r.label is None]
+  if unlabelled:
+    raise comp5329.CsvFormatError(f"{train_csv}: training needs the label column "
+                                  "(header id,caption,image_id,label)")
+  skipped: list[dict] = []
+  val_images_dir = cfg_data.get("val_images_dir") or cfg_data.images_dir
+  if cfg_data.get("val_csv"):
+    val_csv = os.path.join(cfg_data.root, cfg_data.val_csv)
+    val_recs = matching.read_matching(val_csv)
+    if any(r.label is None for r in val_recs):
+      raise comp5329.CsvFormatError(f"{val_csv}: the val split needs the label column")
+  else:
+    train_recs, val_recs = _split_matching_by_image(train_recs, cfg_data)
+    val_images_dir = cfg_data.images_dir
+  for name, recs in (("train", train_recs), ("val", val_recs)):
+    empty = [r.id for r in recs if not r.caption.strip()]
+    if empty and not cfg_data.skip_bad:
+      raise comp5329.CsvFormatError(
+          f"{name} split: {len(empty)} pair(s) have an empty caption (first ids: {empty[:5]}). "
+          "Fill them in or set --config.data.skip_bad=True to train without them.")
+    skipped.extend({"id": i, "reason": "empty caption"} for i in empty)
+  train_recs = [r for r in train_recs if r.caption.strip()]
+  val_recs = [r for r in val_recs if r.caption.strip()]
+  encoder = text_encoder_for(cfg_data, workdir, [r.caption for r in train_recs])
+  kw = dict(encoder=encoder, image_size=cfg_data.image_size,
+            cache_dir=cfg_data.get("cache_dir") or None, skip_bad=cfg_data.skip_bad,
+            skipped=skipped, with_images=with_images)
+  train = encode_matching_records(train_recs, images_dir=os.path.join(
+      cfg_data.root, cfg_data.images_dir), **kw)
+  val = (encode_matching_records(val_recs, images_dir=os.path.join(cfg_data.root, val_images_dir),
+                                 **kw) if val_recs else None)
+  _report_skipped(skipped, workdir)
+  return PreparedData(train=train, val=val, encoder=encoder, skipped=skipped)
+
+
+def _report_skipped(skipped: list[dict], workdir: str | None) -> None:
   if skipped:
     log.warning("skipped %d bad example(s) (data.skip_bad=True); first: %s", len(skipped),
-                    skipped[:5])
+                skipped[:5])
     if workdir:
       with open(os.path.join(workdir, "skipped.json"), "w") as f:
         json.dump(skipped, f, indent=1)
-  return PreparedData(train=train, val=val, encoder=encoder, skipped=skipped)

@@ -59,25 +59,45 @@ class ConcatFusionClassifier(nnx.Module):
 
   def __init__(self, image_tower: nnx.Module | None, text_tower: nnx.Module | None,
                num_outputs: int, *, hidden: Sequence[int] = (512,), dropout: float = 0.0,
-               feature_dropout: float = 0.0, norm: str | None = None, rngs: nnx.Rngs):
+               feature_dropout: float = 0.0, norm: str | None = None,
+               interaction_dim: int = 0, rngs: nnx.Rngs):
     if image_tower is None and text_tower is None:
       raise ValueError("at least one tower is needed")
     self.image = image_tower
     self.text = text_tower
     in_features = ((image_tower.out_features if image_tower is not None else 0) +
                    (text_tower.out_features if text_tower is not None else 0))
+    # interaction_dim > 0 (fused only): both towers are projected to that size and the head also
+    # sees their product and distance, the multiplicative term a concat-MLP struggles to learn
+    # (what decides whether a caption matches an image).
+    interact = bool(interaction_dim) and image_tower is not None and text_tower is not None
+    self.interaction = nnx.Dict(
+        image=nnx.Linear(image_tower.out_features, interaction_dim, rngs=rngs),
+        text=nnx.Linear(text_tower.out_features, interaction_dim, rngs=rngs)) if interact else None
+    in_features += 2 * interaction_dim if interact else 0
     self.feature_dropout = nnx.Dropout(feature_dropout)
     self.head = MLPHead(in_features, hidden, num_outputs, dropout=dropout, norm=norm, rngs=rngs)
 
   def features(self, batch: dict[str, jax.Array], *, rngs: nnx.Rngs | None = None) -> jax.Array:
-    """The concatenated tower features (B, D_image + D_text): what the head sees."""
+    """The concatenated tower features (B, D_image + D_text [+ 2 D_interaction]): the head input."""
+    return self._features(batch, rngs)[0]
+
+  def _features(self, batch, rngs):
     feats = []
     if self.image is not None:
       feats.append(self.image.encode(normalize_images(batch["image"]), rngs=rngs))
     if self.text is not None:
       feats.append(self.text.encode(batch["tokens"], batch["length"], rngs=rngs))
-    return jnp.concatenate(feats, axis=-1)
+    pair = None
+    if self.interaction is not None:
+      pair = (self.interaction["image"](feats[0]), self.interaction["text"](feats[1]))
+      feats += [pair[0] * pair[1], jnp.abs(pair[0] - pair[1])]
+    return jnp.concatenate(feats, axis=-1), pair
 
-  def __call__(self, batch: dict[str, jax.Array], *, rngs: nnx.Rngs | None = None) -> jax.Array:
-    feats = self.feature_dropout(self.features(batch, rngs=rngs), rngs=rngs)
-    return self.head(feats, rngs=rngs)
+  def __call__(self, batch: dict[str, jax.Array], *, rngs: nnx.Rngs | None = None,
+               with_pair: bool = False):
+    """logits (B, num_outputs); with `with_pair`, also the projected (image_BxD, text_BxD) of the
+    interaction layer (for an in-batch contrastive loss)."""
+    feats, pair = self._features(batch, rngs)
+    logits = self.head(self.feature_dropout(feats, rngs=rngs), rngs=rngs)
+    return (logits, pair) if with_pair else logits

@@ -5,12 +5,24 @@ from __future__ import annotations
 from flax import nnx
 
 from jaxmm.models import fusion
+from jaxmm.models.attention_fusion import AttentionFusionClassifier
 from jaxmm.models.resnet import resnet_by_name
 from jaxmm.models.text import text_tower_by_name
 
 
+MODELS = ("concat_fusion", "attention_fusion")
+
+
 def build_image_tower(cfg, *, rngs: nnx.Rngs):
+  """'resnet18' | 'resnet34' | 'resnet50' | 'resnext50_32x4d' (kwargs: the other keys of `cfg`),
+  or 'autoencoder': S0's conv autoencoder, whose encoder is the tower (keys channels, latent_dim,
+  conv_impl)."""
   kwargs = {k: v for k, v in cfg.items() if k != "name"}
+  if cfg.name == "autoencoder":
+    from jaxmm.models.autoencoder import ConvAutoencoder
+    return ConvAutoencoder(channels=tuple(cfg.get("channels", (32, 64, 128))),
+                           latent_dim=cfg.get("latent_dim", 128),
+                           conv_impl=cfg.get("conv_impl", "auto"), rngs=rngs)
   return resnet_by_name(cfg.name)(**kwargs, rngs=rngs)
 
 
@@ -24,14 +36,21 @@ def build_text_tower(cfg, *, vocab_size: int, rngs: nnx.Rngs, embedding_init=Non
 def build_model(model_cfg, *, num_outputs: int, vocab_size: int, rngs: nnx.Rngs,
                 embedding_init=None) -> nnx.Module:
   """The classifier of `model_cfg.name`; `model_cfg.mode` picks fused / image-only / text-only."""
-  if model_cfg.name != "concat_fusion":
-    raise ValueError(f"unknown model.name {model_cfg.name!r}; known: concat_fusion")
+  if model_cfg.name not in MODELS:
+    raise ValueError(f"unknown model.name {model_cfg.name!r}; known: {MODELS}")
   if model_cfg.mode not in fusion.MODES:
     raise ValueError(f"model.mode must be one of {fusion.MODES}, got {model_cfg.mode!r}")
   image = build_image_tower(model_cfg.image, rngs=rngs) if model_cfg.mode != "text" else None
   text = (build_text_tower(model_cfg.text, vocab_size=vocab_size, rngs=rngs,
                            embedding_init=embedding_init) if model_cfg.mode != "image" else None)
   head = model_cfg.head
+  if model_cfg.name == "attention_fusion":
+    att = model_cfg.attention
+    return AttentionFusionClassifier(
+        image, text, num_outputs, dim=att.dim, num_heads=att.num_heads, num_layers=att.num_layers,
+        attention_dropout=att.dropout, hidden=tuple(head.hidden), dropout=head.dropout,
+        norm=head.norm or None, rngs=rngs)
   return fusion.ConcatFusionClassifier(
       image, text, num_outputs, hidden=tuple(head.hidden), dropout=head.dropout,
-      feature_dropout=head.feature_dropout, norm=head.norm or None, rngs=rngs)
+      feature_dropout=head.feature_dropout, norm=head.norm or None,
+      interaction_dim=head.get("interaction_dim", 0), rngs=rngs)

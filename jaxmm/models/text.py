@@ -340,6 +340,16 @@ class LSTMTower(_TextTower):
       ys = layer(self.dropout(x_TxBxE, rngs=rngs), mask_TxB)
     return _pool_steps(ys, _step_masks(mask_TxB, self.num_dirs), length_B, self.pooling)
 
+  def sequence(self, tokens_BxT: Array, length_B: Array, *,
+               rngs: nnx.Rngs | None = None) -> tuple[Array, Array]:
+    """Per-token outputs of the top layer in position order -> (states_BxTxD, mask_BxT)."""
+    mask_TxB = length_mask(length_B, tokens_BxT.shape[1]).T
+    x_TxBxE = self.embed(tokens_BxT.T)
+    for k, layer in enumerate(self.layers):
+      x_TxBxE = layer(self.dropout(x_TxBxE, rngs=rngs), mask_TxB)
+      x_TxBxE = _scan_to_positions(x_TxBxE)
+    return x_TxBxE.transpose(1, 0, 2), mask_TxB.T
+
 
 class GRUAttentionTower(_TextTower):
   """Embedding -> (Bi-)GRU -> additive attention pooling `softmax(v . tanh(W h + b))` over real
@@ -377,6 +387,15 @@ class GRUAttentionTower(_TextTower):
 
   def encode(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
     return self.attend(tokens_BxT, length_B, rngs=rngs)[0]
+
+  def sequence(self, tokens_BxT: Array, length_B: Array, *,
+               rngs: nnx.Rngs | None = None) -> tuple[Array, Array]:
+    """Per-token GRU states in position order -> (states_BxTxD, mask_BxT)."""
+    mask_BxT = length_mask(length_B, tokens_BxT.shape[1])
+    x_TxBxE = self.dropout(self.embed(tokens_BxT.T), rngs=rngs)
+    ys = fused_gru_layer(x_TxBxE, self.w_ih[...], self.b_ih[...], self.w_hh[...], self.b_hh[...],
+                         mask_BxT.T, self.unroll)
+    return _scan_to_positions(ys).transpose(1, 0, 2), mask_BxT
 
 
 class EmbeddingMLPTower(_TextTower):
@@ -422,6 +441,12 @@ class BagOfWordsTower(_TextTower):
     mask_BxT = length_mask(length_B, tokens_BxT.shape[1])
     x_BxTxE = jnp.where(mask_BxT[..., None], self.embed(tokens_BxT), 0.0)
     return x_BxTxE.sum(1) / length_B[:, None].astype(x_BxTxE.dtype)
+
+  def sequence(self, tokens_BxT: Array, length_B: Array, *,
+               rngs: nnx.Rngs | None = None) -> tuple[Array, Array]:
+    """The token embeddings themselves -> (embeddings_BxTxE, mask_BxT)."""
+    del rngs
+    return self.embed(tokens_BxT), length_mask(length_B, tokens_BxT.shape[1])
 
 
 TEXT_TOWERS: dict[str, Callable[..., Any]] = {

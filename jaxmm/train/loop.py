@@ -19,11 +19,11 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from jaxmm import config as config_lib
-from jaxmm.data import comp5329, datasets, pipeline
+from jaxmm.data import pipeline
 from jaxmm.data.pipeline import AugmentConfig
 from jaxmm.models import registry
 from jaxmm.train import checkpoint as ckpt_lib
-from jaxmm.train import evaluation, optim, steps, thresholds as thresholds_lib
+from jaxmm.train import evaluation, optim, steps, tasks
 from jaxmm.train.writer import MetricWriter
 
 THRESHOLDS_FILE = "thresholds.json"
@@ -50,25 +50,26 @@ class _StopFlag:
       signal.signal(s, h)
 
 
+def task_spec(config) -> tasks.TaskSpec:
+  return tasks.task_by_name(config.get("task", "multilabel"))
+
+
 def build_task_for_inference(config):
-  """The task for prediction only: class weights do not matter there."""
-  return steps.multilabel_task("bce")
+  """The jitted task for prediction only: label statistics (class weights) do not matter there."""
+  return task_spec(config).step_task(config)
 
 
 def build_task(config, train_split):
-  cw = None
-  if config.train.loss == "weighted_bce":
-    from jaxmm.train import losses
-    cw = losses.class_weights_from_frequencies(train_split.arrays["labels"],
-                                               scheme=config.train.class_weight_scheme)
-  return steps.multilabel_task(config.train.loss, class_weights=cw,
-                               focal_gamma=config.train.focal_gamma,
-                               focal_alpha=config.train.focal_alpha or None)
+  return task_spec(config).step_task(config, train_split)
 
 
-def build_state(config, *, vocab_size: int, steps_per_epoch: int, total_steps: int):
-  model = registry.build_model(config.model, num_outputs=comp5329.NUM_LABELS,
-                               vocab_size=vocab_size, rngs=nnx.Rngs(config.seed))
+def build_state(config, *, vocab_size: int, steps_per_epoch: int, total_steps: int,
+                model_fn=None):
+  """-> (graphdefs, state) of a fresh model + optimizer. `model_fn(config, num_outputs, vocab_size,
+  rngs)` replaces the registry's model (two-stage training trains a bare head this way)."""
+  build = model_fn or (lambda c, n, v, r: registry.build_model(c.model, num_outputs=n,
+                                                               vocab_size=v, rngs=r))
+  model = build(config, task_spec(config).num_outputs(config), vocab_size, nnx.Rngs(config.seed))
   tx = optim.make_optimizer(config.optim, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                             params=nnx.state(model, nnx.Param))
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
@@ -81,13 +82,23 @@ def _fresh_meta() -> dict:
           "elapsed_s": 0.0}
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains (or resumes) the model of `config` in `workdir`; returns the best val metrics."""
+def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dict:
+  """Trains (or resumes) the model of `config` in `workdir`; returns the best val metrics.
+
+  `data` (PreparedData) and `model_fn` (see build_state) replace the configured dataset and model;
+  `train.two_stage=True` runs S1's towers-then-head recipe (jaxmm.train.two_stage).
+  """
+  if config.train.get("two_stage") and data is None:
+    from jaxmm.train import two_stage
+    return two_stage.train_two_stage(config, workdir)
+  spec = task_spec(config)
+  spec.check_config(config)
   os.makedirs(workdir, exist_ok=True)
   config_lib.check_workdir_config(config, workdir)
   if config.data.get("synthetic") and config.data.synthetic.generate:
-    config_lib.ensure_synthetic(config.data)
-  data = datasets.prepare_comp5329(config.data, workdir, with_images=config.model.mode != "text")
+    config_lib.ensure_synthetic(config.data, task=spec.name)
+  if data is None:
+    data = spec.prepare(config.data, workdir, with_images=config.model.mode != "text")
   tc = config.train
   spe = pipeline.steps_per_epoch(len(data.train), tc.batch_size)
   if spe == 0:
@@ -97,7 +108,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   schedule_steps = tc.epochs * spe
   total_steps = min(tc.max_steps, schedule_steps) if tc.max_steps else schedule_steps
   graphdefs, state = build_state(config, vocab_size=len(data.encoder.vocab), steps_per_epoch=spe,
-                                 total_steps=schedule_steps)
+                                 total_steps=schedule_steps, model_fn=model_fn)
   task = build_task(config, data.train)
   schedule = optim.make_schedule(config.optim, steps_per_epoch=spe, total_steps=schedule_steps)
   ckpt = ckpt_lib.Checkpointer(workdir)
@@ -127,12 +138,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     ckpt.save(meta["step"], state, meta, which=which)
 
   def evaluate_now():
-    probs, loss = evaluation.predict_split(predict_step, steps.model_state_of(state), data.val,
-                                           batch_size=tc.eval_batch_size,
-                                           num_threads=config.data.num_threads)
-    out = evaluation.multilabel_report(probs, data.val.arrays["labels"], tc.threshold)
-    out["val_loss"] = loss
-    return out
+    return evaluate_split(spec, predict_step, state, data.val, config)
 
   def log_train(pending):
     lr = float(schedule(meta["step"])) * meta["lr_scale"]
@@ -200,6 +206,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return {"best_metric": meta["best_metric"], "best_step": meta["best_step"], "step": meta["step"]}
 
 
+def evaluate_split(spec, predict_step, state, split, config) -> dict:
+  """The task's metrics on `split` at train.threshold, prefixed 'val_', plus val_loss."""
+  probs, loss = evaluation.predict_split(predict_step, steps.model_state_of(state), split,
+                                         batch_size=config.train.eval_batch_size,
+                                         num_threads=config.data.num_threads)
+  out = {f"val_{k}": v for k, v in
+         spec.report(probs, split.arrays[spec.label_key], config.train.threshold).items()}
+  out["val_loss"] = loss
+  return out
+
+
 def _log_train(writer, pending, meta, pbar, elapsed, lr):
   fetched = jax.device_get(pending)
   losses = np.array([float(m["loss"]) for m in fetched])
@@ -229,20 +246,15 @@ def finalize_thresholds(config, workdir, ckpt, predict_step, state, val_split):
   probs, _ = evaluation.predict_split(predict_step, steps.model_state_of(best_state), val_split,
                                       batch_size=config.train.eval_batch_size,
                                       num_threads=config.data.num_threads)
-  labels = val_split.arrays["labels"]
+  spec = task_spec(config)
+  labels = val_split.arrays[spec.label_key]
   mode = config.train.tune_thresholds
-  if mode == "per_class":
-    thr, f1 = thresholds_lib.tune_per_class_thresholds(probs, labels)
-    thr = [float(t) for t in np.asarray(thr)]
-  elif mode == "global":
-    thr, f1 = thresholds_lib.tune_global_threshold(probs, labels)
-    thr = float(thr)
-  else:
-    thr = float(config.train.threshold)
-    f1 = evaluation.multilabel_report(probs, labels, thr)["val_samples_f1"]
-  out = {"mode": mode or "fixed", "thresholds": thr, "val_samples_f1": float(f1),
-         "val_samples_f1_at_default": evaluation.multilabel_report(
-             probs, labels, config.train.threshold)["val_samples_f1"]}
+  thr, value = spec.tune_thresholds(probs, labels, mode, config.train.threshold)
+  # The selection metric of the task at the tuned and at the default threshold(s).
+  metric = spec.metric_names[0]
+  out = {"mode": mode or "fixed", "thresholds": thr, f"val_{metric}": float(value),
+         f"val_{metric}_at_default": float(
+             spec.report(probs, labels, config.train.threshold)[metric])}
   with open(os.path.join(workdir, THRESHOLDS_FILE), "w") as f:
     json.dump(out, f, indent=1)
   log.info("thresholds: %s", out)

@@ -73,6 +73,23 @@ def binary_bce(logit_B, label_B):
   return label * neg_log_p + (1.0 - label) * neg_log_not_p
 
 
+def in_batch_contrastive(image_BxD, text_BxD, positive_B, *, temperature: float = 0.1):
+  """Symmetric InfoNCE over the matching pairs of a batch (CLIP-style), a scalar.
+
+  Each positive pair's image must pick its caption among all captions of the batch, and its
+  caption its image among all images; rows with positive_B = 0 (non-matching or padded pairs)
+  serve only as extra candidates. 0 when the batch has no positive pair.
+  """
+  img = image_BxD / (jnp.linalg.norm(image_BxD, axis=-1, keepdims=True) + 1e-6)
+  txt = text_BxD / (jnp.linalg.norm(text_BxD, axis=-1, keepdims=True) + 1e-6)
+  sim_BxB = (img @ txt.T).astype(jnp.float32) / temperature
+  idx = jnp.arange(sim_BxB.shape[0])
+  i2t = optax.softmax_cross_entropy_with_integer_labels(sim_BxB, idx)
+  t2i = optax.softmax_cross_entropy_with_integer_labels(sim_BxB.T, idx)
+  pos = jnp.asarray(positive_B, jnp.float32)
+  return jnp.sum(pos * (i2t + t2i) / 2) / jnp.maximum(jnp.sum(pos), 1.0)
+
+
 def mae(pred, target):
   """Mean absolute error over all but the batch axis: (B,)."""
   diff = jnp.abs(jnp.asarray(pred, jnp.float32) - jnp.asarray(target, jnp.float32))

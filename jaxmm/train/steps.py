@@ -30,6 +30,9 @@ class Task:
   loss: LossFn
   probs: Callable[[jax.Array], jax.Array]
   target_key: str
+  # (model, batch, rngs) -> (logits, extra scalar loss): a task whose training objective needs
+  # more than the logits (an auxiliary loss) replaces the plain forward pass with this.
+  forward: Callable | None = None
 
 
 def multilabel_task(loss_name: str = "bce", *, class_weights=None, focal_gamma: float = 2.0,
@@ -68,8 +71,11 @@ def make_train_step(graphdefs, task: Task, *, seed: int):
     rngs = nnx.Rngs(dropout=jax.random.fold_in(base_key, optimizer.step[...]))
 
     def objective(model, rngs):  # rngs as an argument: NNX transforms must not close over it
-      logits = model(batch, rngs=rngs)
-      return losses.masked_mean(task.loss(logits, batch), batch.get("mask")), logits
+      if task.forward is None:
+        logits, extra = model(batch, rngs=rngs), 0.0
+      else:
+        logits, extra = task.forward(model, batch, rngs)
+      return losses.masked_mean(task.loss(logits, batch), batch.get("mask")) + extra, logits
 
     (loss, _), grads = nnx.value_and_grad(objective, has_aux=True)(model, rngs)
     grad_norm = optax.tree.norm(grads)

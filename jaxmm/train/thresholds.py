@@ -99,3 +99,16 @@ def tune_per_class_thresholds(probs_NxL, labels_NxL, grid=DEFAULT_GRID, init=Non
     if not improved:
       break
   return thr_L, float(best)
+
+
+def tune_binary_threshold(probs_N, labels_N, grid=DEFAULT_GRID) -> tuple[float, float]:
+  """(threshold, accuracy): the grid value where `probs > threshold` is most accurate (smallest
+  on ties), for a one-probability task such as matching."""
+  probs = np.asarray(probs_N, np.float64).reshape(-1)
+  labels = np.asarray(labels_N).reshape(-1) > 0.5
+  if probs.shape != labels.shape or probs.size == 0:
+    raise ValueError(f"probs {probs.shape} and labels {labels.shape} must be equal, non-empty")
+  grid = np.asarray(grid, np.float64).reshape(-1)
+  acc_G = ((probs[None, :] > grid[:, None]) == labels[None, :]).mean(axis=1)
+  best = int(np.argmax(acc_G))
+  return float(grid[best]), float(acc_G[best])

@@ -82,3 +82,19 @@ def test_tuning_random_is_consistent():
   assert f1 == pytest.approx(metrics.samples_f1(labels, thresholds.apply_thresholds(probs, thr_L)))
   g_preds = thresholds.apply_thresholds(probs, g_thr)
   assert g_f1 == pytest.approx(metrics.samples_f1(labels, g_preds))
+
+
+def test_binary_threshold_known_best():
+  # Positives at 0.3 and 0.8, negatives at 0.1 and 0.25: any threshold in [0.25, 0.3) is exact;
+  # the grid's smallest such value is 0.25.
+  thr, acc = thresholds.tune_binary_threshold([0.3, 0.8, 0.1, 0.25], [1, 1, 0, 0])
+  assert (thr, acc) == (pytest.approx(0.25), 1.0)
+  # An unseparable case: the best threshold keeps 3 of 4 right.
+  thr, acc = thresholds.tune_binary_threshold([0.9, 0.6, 0.7, 0.2], [1, 0, 1, 0],
+                                              grid=[0.1, 0.5, 0.65, 0.8])
+  assert (thr, acc) == (pytest.approx(0.65), 1.0)
+  thr, acc = thresholds.tune_binary_threshold([0.9, 0.7, 0.6, 0.2], [1, 0, 1, 0],
+                                              grid=[0.1, 0.5, 0.65, 0.8])
+  assert (thr, acc) == (pytest.approx(0.5), 0.75)
+  with pytest.raises(ValueError):
+    thresholds.tune_binary_threshold([0.5], [1, 0])

@@ -1,0 +1,20 @@
+"""S0 variant: the conv autoencoder's encoder as the image tower + S0's LSTM.
+
+  python train.py --config configs/s0_ae_lstm.py --workdir runs/s0_ae_lstm \\
+      --config.data.root=../shared/data/matching-dev
+
+S0 pretrained the autoencoder on reconstruction and transferred its encoder; without
+pretraining the encoder trains from scratch with the rest (the pretraining configs arrive with
+the pretraining issue). Otherwise as configs/s0_matching.py. Results: benchmarks/RESULTS.md.
+"""
+
+from ml_collections import config_dict
+
+from configs import s0_matching
+
+
+def get_config():
+  c = s0_matching.get_config()
+  c.model.image = config_dict.ConfigDict(dict(name="autoencoder", channels=(32, 64, 128),
+                                              latent_dim=256, conv_impl="auto"))
+  return c

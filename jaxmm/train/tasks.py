@@ -1,0 +1,213 @@
+"""What differs between the tasks jaxmm trains: data, head size, loss, metrics, thresholds, output.
+
+`config.task` names a TaskSpec; the loop, evaluate.py and predict.py ask it instead of knowing the
+task, so a new task (a pretext task, say) is one more class here.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import jax
+import numpy as np
+
+from jaxmm.data import comp5329, datasets, matching
+from jaxmm.train import evaluation, losses, metrics as metrics_lib, steps
+from jaxmm.train import thresholds as thresholds_lib
+
+
+class TaskSpec:
+  name: str
+  metric_names: tuple[str, ...]  # what `report` returns (the loop prefixes them with 'val_')
+  label_key: str
+
+  def prepare(self, cfg_data, workdir, *, with_images: bool) -> datasets.PreparedData:
+    raise NotImplementedError
+
+  def num_outputs(self, config) -> int:
+    raise NotImplementedError
+
+  def step_task(self, config, train_split=None) -> steps.Task:
+    """The jitted part: loss and probabilities (`train_split` lets losses use label statistics)."""
+    raise NotImplementedError
+
+  def report(self, probs, labels, thresholds) -> dict:
+    raise NotImplementedError
+
+  def tune_thresholds(self, probs, labels, mode: str, default) -> tuple[object, float]:
+    """-> (thresholds, the selection metric at them) for thresholds.json."""
+    raise NotImplementedError
+
+  def split_from_csv(self, config, encoder, csv_path: str, images_dir: str, *, labelled: bool,
+                     skip_bad: bool = False):
+    raise NotImplementedError
+
+  def csv_is_labelled(self, csv_path: str) -> bool:
+    raise NotImplementedError
+
+  def write_predictions(self, path: str, split, probs, thresholds) -> None:
+    raise NotImplementedError
+
+  def check_config(self, config) -> None:
+    select = config.train.select_metric
+    known = [f"val_{m}" for m in self.metric_names] + ["val_loss"]
+    if select not in known:
+      raise ValueError(f"train.select_metric={select!r} is not reported by task {self.name!r}; "
+                       f"use one of {known}")
+
+
+class MultilabelTask(TaskSpec):
+  """COMP5329: 18 sigmoid outputs, samples-F1, `ImageID,Labels` predictions."""
+
+  name = "multilabel"
+  metric_names = ("samples_f1", "micro_f1", "macro_f1", "weighted_f1", "samples_precision",
+                  "samples_recall")
+  label_key = "labels"
+
+  def prepare(self, cfg_data, workdir, *, with_images):
+    return datasets.prepare_comp5329(cfg_data, workdir, with_images=with_images)
+
+  def num_outputs(self, config):
+    return comp5329.NUM_LABELS
+
+  def step_task(self, config, train_split=None):
+    cw = None
+    if config.train.loss == "weighted_bce" and train_split is not None:
+      cw = losses.class_weights_from_frequencies(train_split.arrays["labels"],
+                                                 scheme=config.train.class_weight_scheme)
+    return steps.multilabel_task(config.train.loss, class_weights=cw,
+                                 focal_gamma=config.train.focal_gamma,
+                                 focal_alpha=config.train.focal_alpha or None)
+
+  def report(self, probs, labels, thresholds):
+    return evaluation.multilabel_report(probs, labels, thresholds, prefix="")
+
+  def tune_thresholds(self, probs, labels, mode, default):
+    if mode == "per_class":
+      thr, f1 = thresholds_lib.tune_per_class_thresholds(probs, labels)
+      return [float(t) for t in np.asarray(thr)], f1
+    if mode == "global":
+      return thresholds_lib.tune_global_threshold(probs, labels)
+    return float(default), self.report(probs, labels, default)["samples_f1"]
+
+  def split_from_csv(self, config, encoder, csv_path, images_dir, *, labelled, skip_bad=False):
+    records = comp5329.read_comp5329(csv_path)
+    if labelled and any(not r.labels for r in records):
+      raise comp5329.CsvFormatError(f"{csv_path}: evaluation needs labels on every row")
+    return datasets.encode_records(records, encoder, images_dir=images_dir,
+                                   image_size=config.data.image_size,
+                                   cache_dir=config.data.get("cache_dir") or None,
+                                   skip_bad=skip_bad, skipped=[], labelled=labelled,
+                                   with_images=config.model.mode != "text")
+
+  def csv_is_labelled(self, csv_path):
+    with open(csv_path, encoding="utf-8") as f:
+      return f.readline().strip().lstrip("\ufeff") == comp5329.HEADER_LABELLED
+
+  def write_predictions(self, path, split, probs, thresholds):
+    preds = thresholds_lib.apply_thresholds(probs, thresholds, at_least_one=True)
+    with open(path, "w", newline="") as f:
+      w = csv.writer(f)
+      w.writerow(["ImageID", "Labels"])
+      for image_id, row in zip(split.ids, preds):
+        w.writerow([image_id, " ".join(str(l) for l in comp5329.multihot_to_labels(row))])
+
+
+class MatchingTask(TaskSpec):
+  """S0 matching: does the caption describe the image? 2-way softmax CE or 1 logit + BCE.
+
+  probs are P(match) per pair; a pair is predicted a match when P(match) > threshold.
+  """
+
+  name = "matching"
+  metric_names = ("accuracy", "precision", "recall", "f1")
+  label_key = "label"
+  LOSSES = ("ce", "bce")
+
+  def prepare(self, cfg_data, workdir, *, with_images):
+    return datasets.prepare_matching(cfg_data, workdir, with_images=with_images)
+
+  def num_outputs(self, config):
+    return 2 if config.train.loss == "ce" else 1
+
+  def check_config(self, config):
+    if config.train.loss not in self.LOSSES:
+      raise ValueError(f"train.loss={config.train.loss!r} is not a matching loss: use 'ce' "
+                       "(2-way softmax) or 'bce' (one logit + threshold)")
+    if config.train.get("contrastive_weight") and not config.model.head.get("interaction_dim"):
+      raise ValueError("train.contrastive_weight needs the interaction projections: set "
+                       "model.head.interaction_dim > 0 (e.g. 256)")
+    if config.train.tune_thresholds == "per_class":
+      raise ValueError("train.tune_thresholds='per_class' needs classes; matching has one "
+                       "threshold: use 'global' or ''")
+    super().check_config(config)
+
+  def step_task(self, config, train_split=None):
+    if config.train.loss == "ce":
+      loss = lambda logits, b: losses.softmax_ce(logits, b["label"])
+      probs = lambda logits: jax.nn.softmax(logits.astype("float32"), axis=-1)[:, 1]
+    else:
+      loss = lambda logits, b: losses.binary_bce(logits, b["label"])
+      probs = lambda logits: jax.nn.sigmoid(logits.astype("float32")[:, 0])
+    weight = config.train.get("contrastive_weight", 0.0)
+    forward = None
+    if weight:
+      temperature = config.train.get("contrastive_temperature", 0.1)
+
+      def forward(model, batch, rngs):
+        logits, pair = model(batch, rngs=rngs, with_pair=True)
+        positive = batch["label"] * batch.get("mask", 1.0)
+        return logits, weight * losses.in_batch_contrastive(*pair, positive,
+                                                            temperature=temperature)
+    return steps.Task("matching", loss, probs, "label", forward=forward)
+
+  def report(self, probs, labels, thresholds):
+    m = metrics_lib.binary_metrics(labels, np.asarray(probs) > float(thresholds))
+    (tn, fp), (fn, tp) = m.pop("confusion")
+    return {**m, "tn": tn, "fp": fp, "fn": fn, "tp": tp}
+
+  def tune_thresholds(self, probs, labels, mode, default):
+    if mode in ("global", "per_class"):
+      return thresholds_lib.tune_binary_threshold(probs, labels)
+    return float(default), self.report(probs, labels, default)["accuracy"]
+
+  def split_from_csv(self, config, encoder, csv_path, images_dir, *, labelled, skip_bad=False):
+    records = matching.read_matching(csv_path)
+    if labelled and any(r.label is None for r in records):
+      raise comp5329.CsvFormatError(f"{csv_path}: evaluation needs the label column")
+    return datasets.encode_matching_records(
+        records, encoder, images_dir=images_dir, image_size=config.data.image_size,
+        cache_dir=config.data.get("cache_dir") or None, skip_bad=skip_bad, skipped=[],
+        labelled=labelled, with_images=config.model.mode != "text")
+
+  def csv_is_labelled(self, csv_path):
+    with open(csv_path, encoding="utf-8-sig", newline="") as f:
+      return tuple(next(csv.reader(f), ())) == matching.HEADER_LABELLED
+
+  def write_predictions(self, path, split, probs, thresholds):
+    preds = np.asarray(probs).reshape(-1) > float(thresholds)
+    with open(path, "w", newline="") as f:
+      w = csv.writer(f)
+      w.writerow(["id", "label"])
+      for pair_id, p in zip(split.ids, preds):
+        w.writerow([pair_id, int(p)])
+
+
+TASKS: dict[str, TaskSpec] = {t.name: t for t in (MultilabelTask(), MatchingTask())}
+
+
+def task_by_name(name: str) -> TaskSpec:
+  if name not in TASKS:
+    raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}")
+  return TASKS[name]
+
+
+def default_images_dir(config, csv_path: str) -> str:
+  """Where a CSV's images are when --images is not given: COMP5329 `<dir>/data`, S0
+  `<dir>/<csv stem>_images`."""
+  folder = os.path.dirname(os.path.abspath(csv_path))
+  if config.get("task", "multilabel") == "matching":
+    stem = os.path.splitext(os.path.basename(csv_path))[0]
+    return os.path.join(folder, f"{stem}_images")
+  return os.path.join(folder, "data")

@@ -1,0 +1,181 @@
+"""S1's two-stage recipe: each tower trained alone, features extracted once, the head trained on them.
+
+`train.two_stage=True` turns a concat-fusion config into:
+  1. `<workdir>/stage1_image` and `<workdir>/stage1_text`: ordinary image-only and text-only runs
+     of the same config (each resumes like any run);
+  2. their best towers go into the fused model, and one jitted pass extracts the [image; text]
+     features of every train and val example (no augmentation);
+  3. `<workdir>/stage2_head` trains the fusion head alone on those feature arrays for
+     `train.head_epochs` epochs (cheap: no tower runs);
+  4. towers + head are saved as `<workdir>`'s own best/latest checkpoint with tuned thresholds, so
+     evaluate.py and predict.py use the result like any other run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+
+import jax
+import numpy as np
+from flax import nnx
+
+from jaxmm import config as config_lib
+from jaxmm.data import datasets, pipeline
+from jaxmm.data.pipeline import PreparedSplit
+from jaxmm.models.fusion import MLPHead
+from jaxmm.train import checkpoint as ckpt_lib
+from jaxmm.train import loop, steps
+from jaxmm.train.writer import MetricWriter
+
+log = logging.getLogger("jaxmm")
+
+
+class FeatureHead(nnx.Module):
+  """The fusion head over precomputed features: `batch['features']` -> logits. Its `head` has the
+  structure of ConcatFusionClassifier.head, so its weights drop straight into the fused model."""
+
+  def __init__(self, in_features: int, head_cfg, num_outputs: int, *, rngs: nnx.Rngs):
+    self.feature_dropout = nnx.Dropout(head_cfg.feature_dropout)
+    self.head = MLPHead(in_features, tuple(head_cfg.hidden), num_outputs, dropout=head_cfg.dropout,
+                        norm=head_cfg.norm or None, rngs=rngs)
+
+  def __call__(self, batch, *, rngs: nnx.Rngs | None = None):
+    return self.head(self.feature_dropout(batch["features"], rngs=rngs), rngs=rngs)
+
+
+def _sub_config(config, **updates):
+  sub = config.copy_and_resolve_references()
+  sub.unlock()
+  sub.train.two_stage = False
+  for key, value in updates.items():
+    node = sub
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return sub
+
+
+def _check(config):
+  if config.model.name != "concat_fusion" or config.model.mode != "fused":
+    raise ValueError("train.two_stage needs model.name='concat_fusion' and model.mode='fused' "
+                     f"(got {config.model.name!r}, {config.model.mode!r})")
+  if config.model.head.get("interaction_dim"):
+    raise ValueError("train.two_stage cannot train head.interaction_dim projections (they sit "
+                     "between the towers); set --config.model.head.interaction_dim=0")
+
+
+def _restore_model(config, workdir: str, vocab_size: int, model_fn=None):
+  """The best (else latest) model of the run in `workdir`, merged."""
+  graphdefs, state = loop.build_state(config, vocab_size=vocab_size, steps_per_epoch=1,
+                                      total_steps=1, model_fn=model_fn)
+  ckpt = ckpt_lib.Checkpointer(workdir)
+  which = ckpt_lib.BEST if ckpt.latest_step(ckpt_lib.BEST) is not None else ckpt_lib.LATEST
+  state, _ = ckpt.restore(state, which=which)
+  ckpt.close()
+  return nnx.merge(graphdefs[0], state[0])
+
+
+def extract_features(model, split: PreparedSplit, *, batch_size: int, num_threads: int):
+  """[image; text] features of every example of `split`, in order: (N, D) float32."""
+  graphdef, model_state = nnx.split(model)
+
+  @jax.jit
+  def features(model_state, batch):
+    m = nnx.merge(graphdef, model_state)
+    m.eval()
+    return m.features(batch)
+
+  out = []
+  for batch in pipeline.iterate(pipeline.eval_dataset(split, batch_size=batch_size),
+                                num_threads=num_threads):
+    feats = np.asarray(features(model_state, batch))
+    out.append(feats[np.asarray(batch["mask"]) > 0])
+  return np.concatenate(out).astype(np.float32)
+
+
+def train_two_stage(config, workdir: str) -> dict:
+  _check(config)
+  spec = loop.task_spec(config)
+  spec.check_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  config_lib.check_workdir_config(config, workdir)
+  ckpt = ckpt_lib.Checkpointer(workdir)
+  done = ckpt.restore_meta(which=ckpt_lib.BEST)
+  if done and done.get("done"):
+    ckpt.close()
+    log.info("two-stage run in %s is complete", workdir)
+    return {"best_metric": done["best_metric"], "best_step": done["best_step"],
+            "step": done["step"]}
+
+  # 1. Each tower alone. The text run fits the vocabulary; every later stage reuses it.
+  stage_dirs = {m: os.path.join(workdir, f"stage1_{m}") for m in ("text", "image")}
+  stage1 = {}
+  for mode in ("text", "image"):
+    log.info("two-stage: training the %s tower alone in %s", mode, stage_dirs[mode])
+    os.makedirs(stage_dirs[mode], exist_ok=True)
+    if mode == "image":
+      shutil.copy(os.path.join(stage_dirs["text"], datasets.VOCAB_FILE), stage_dirs["image"])
+    stage1[mode] = loop.train_and_evaluate(_sub_config(config, **{"model.mode": mode}),
+                                           stage_dirs[mode])
+  shutil.copy(os.path.join(stage_dirs["text"], datasets.VOCAB_FILE), workdir)
+
+  # 2. The fused model with both trained towers; features extracted once.
+  data = spec.prepare(config.data, workdir, with_images=True)
+  vocab_size = len(data.encoder.vocab)
+  graphdefs, state = loop.build_state(config, vocab_size=vocab_size, steps_per_epoch=1,
+                                      total_steps=1)
+  model = nnx.merge(graphdefs[0], state[0])
+  for mode in ("image", "text"):
+    trained = _restore_model(_sub_config(config, **{"model.mode": mode}), stage_dirs[mode],
+                             vocab_size)
+    nnx.update(getattr(model, mode), nnx.state(getattr(trained, mode)))
+  kw = dict(batch_size=config.train.eval_batch_size, num_threads=config.data.num_threads)
+  feats = {name: extract_features(model, split, **kw)
+           for name, split in (("train", data.train), ("val", data.val))}
+  log.info("two-stage: features %s (train) %s (val)", feats["train"].shape, feats["val"].shape)
+
+  def as_split(split, f):
+    return PreparedSplit(ids=split.ids, image_cache=None, image_index=None,
+                         arrays={"features": f, spec.label_key: split.arrays[spec.label_key]})
+
+  feature_data = datasets.PreparedData(train=as_split(data.train, feats["train"]),
+                                       val=as_split(data.val, feats["val"]),
+                                       encoder=data.encoder, skipped=data.skipped)
+
+  # 3. The head alone, on the features.
+  in_features = feats["train"].shape[1]
+  head_cfg = _sub_config(config, **{"train.epochs": config.train.head_epochs,
+                                    "train.tune_thresholds": ""})
+  head_dir = os.path.join(workdir, "stage2_head")
+  head_fn = lambda c, n, v, r: FeatureHead(in_features, c.model.head, n, rngs=r)
+  head_result = loop.train_and_evaluate(head_cfg, head_dir, data=feature_data, model_fn=head_fn)
+  head_model = _restore_model(head_cfg, head_dir, vocab_size, model_fn=head_fn)
+  nnx.update(model.head, nnx.state(head_model.head))
+
+  # 4. The assembled model is this workdir's checkpoint; thresholds tuned on it.
+  state = (nnx.state(model), state[1])
+  meta = loop._fresh_meta()
+  meta.update(step=head_result["best_step"] or 0, best_step=head_result["best_step"],
+              best_metric=head_result["best_metric"], done=True,
+              two_stage={"image": stage1["image"], "text": stage1["text"], "head": head_result})
+  predict_step = steps.make_predict_step(graphdefs[0], loop.build_task(config, data.train))
+  writer = MetricWriter(workdir)
+  val = loop.evaluate_split(spec, predict_step, state, data.val, config)
+  writer.write(meta["step"], val, epoch=config.train.head_epochs)
+  writer.close()
+  meta["best_metric"] = val[config.train.select_metric]
+  ckpt.save(meta["step"], state, meta, which=ckpt_lib.BEST)
+  ckpt.save(meta["step"], state, meta, which=ckpt_lib.LATEST)
+  loop.finalize_thresholds(config, workdir, ckpt, predict_step, state, data.val)
+  ckpt.close()
+  with open(os.path.join(workdir, "two_stage.json"), "w") as f:
+    json.dump(meta["two_stage"], f, indent=1, default=float)
+  log.info("two-stage: fused %s = %.4f (image alone %s, text alone %s)",
+           config.train.select_metric, meta["best_metric"], stage1["image"]["best_metric"],
+           stage1["text"]["best_metric"])
+  return {"best_metric": meta["best_metric"], "best_step": meta["best_step"],
+          "step": meta["step"]}
