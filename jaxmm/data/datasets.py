@@ -29,6 +29,7 @@ class PreparedData:
   val: PreparedSplit | None
   encoder: TextEncoder
   skipped: list[dict]
+  train_captions: list[str] | None = None  # raw, for word vectors trained on them
 
 
 def check_root(root: str) -> None:
@@ -123,4 +124,5 @@ def prepare_comp5329(cfg_data, workdir: str | None, *, with_images: bool = True)
     if workdir:
       with open(os.path.join(workdir, "skipped.json"), "w") as f:
         json.dump(skipped, f, indent=1)
-  return PreparedData(train=train, val=val, encoder=encoder, skipped=skipped)
+  return PreparedData(train=train, val=val, encoder=encoder, skipped=skipped,
+                      train_captions=[r.caption for r in train_recs])

@@ -19,11 +19,11 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from jaxmm import config as config_lib
-from jaxmm.data import comp5329, datasets, pipeline
+from jaxmm.data import comp5329, datasets, pipeline, word_vectors
 from jaxmm.data.pipeline import AugmentConfig
 from jaxmm.models import registry
 from jaxmm.train import checkpoint as ckpt_lib
-from jaxmm.train import evaluation, optim, steps, thresholds as thresholds_lib
+from jaxmm.train import evaluation, optim, steps, thresholds as thresholds_lib, transfer
 from jaxmm.train.writer import MetricWriter
 
 THRESHOLDS_FILE = "thresholds.json"
@@ -66,10 +66,17 @@ def build_task(config, train_split):
                                focal_alpha=config.train.focal_alpha or None)
 
 
-def build_state(config, *, vocab_size: int, steps_per_epoch: int, total_steps: int):
+def build_state(config, *, vocab_size: int, steps_per_epoch: int, total_steps: int,
+                embedding_init=None, pretrained: bool = False):
+  """embedding_init (word vectors) and pretrained (model.image.weights, init.*_from) only matter
+  to a fresh training run: a restored checkpoint overwrites them."""
   model = registry.build_model(config.model, num_outputs=comp5329.NUM_LABELS,
-                               vocab_size=vocab_size, rngs=nnx.Rngs(config.seed))
-  tx = optim.make_optimizer(config.optim, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                               vocab_size=vocab_size, rngs=nnx.Rngs(config.seed),
+                               embedding_init=embedding_init)
+  if pretrained:
+    transfer.init_from_config(model, config)
+  tx = optim.make_optimizer(transfer.resolve_freeze(config.optim, model),
+                            steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                             params=nnx.state(model, nnx.Param))
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   return steps.split_state(model, optimizer)
@@ -96,11 +103,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # The schedule always spans the configured epochs; max_steps only cuts the run short (smoke runs).
   schedule_steps = tc.epochs * spe
   total_steps = min(tc.max_steps, schedule_steps) if tc.max_steps else schedule_steps
+  ckpt = ckpt_lib.Checkpointer(workdir)
+  embedding_init = word_vectors.embedding_matrix_for(config, data.encoder, data.train_captions,
+                                                     workdir)
   graphdefs, state = build_state(config, vocab_size=len(data.encoder.vocab), steps_per_epoch=spe,
-                                 total_steps=schedule_steps)
+                                 total_steps=schedule_steps, embedding_init=embedding_init,
+                                 pretrained=ckpt.latest_step() is None)
   task = build_task(config, data.train)
   schedule = optim.make_schedule(config.optim, steps_per_epoch=spe, total_steps=schedule_steps)
-  ckpt = ckpt_lib.Checkpointer(workdir)
   meta = _fresh_meta()
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(state)
