@@ -44,10 +44,18 @@ def get_config() -> config_dict.ConfigDict:
   c.model = m = config_dict.ConfigDict()
   m.name = "concat_fusion"  # or 'attention_fusion' (S2: image tokens attend over all tokens)
   m.mode = "fused"  # 'fused', 'image' (image-only ablation) or 'text' (text-only ablation)
+  # weights: a torchvision/timm ResNet .safetensors/.pth file ('' = random init; needs
+  # stem='imagenet', num_filters=64; see jaxmm.models.import_weights).
   m.image = config_dict.ConfigDict(dict(name="resnet18", stem="small", activation="relu",
-                                        conv_impl="auto", num_filters=64))
+                                        conv_impl="auto", num_filters=64, weights=""))
   m.text = config_dict.ConfigDict(dict(name="lstm", embed_dim=128, hidden_size=128, num_layers=1,
                                        bidirectional=True, dropout=0.0, pooling="last"))
+  # Embedding init (jaxmm.data.word_vectors): source '' (random) | 'word2vec' | 'fasttext' (trained
+  # on the training captions) | 'glove' | 'word2vec_file' (path); dim 0 = embed_dim. Freeze the
+  # embeddings with optim.freeze=('text.embed',).
+  m.text.word_vectors = config_dict.ConfigDict(dict(
+      source="", path="", dim=0, sg=1, window=5, epochs=10, min_count=1, negative=5,
+      bucket=200_000))
   # norm: '' | 'batch' | 'layer' after each hidden layer; interaction_dim > 0 adds the product and
   # distance of the two towers projected to that size (helps matching).
   m.head = config_dict.ConfigDict(dict(hidden=(512,), dropout=0.2, feature_dropout=0.0, norm="",
@@ -66,9 +74,19 @@ def get_config() -> config_dict.ConfigDict:
   o.warmup_steps = 0
   o.step_gamma = 0.95
   o.min_lr_ratio = 0.0
-  o.freeze = ()
+  o.freeze = ()  # parameter-path prefixes kept fixed, e.g. ('image',) or ('text.embed',)
+  o.unfreeze = ()  # prefixes inside `freeze` that still train, e.g. ('image.layer4',)
   o.plateau_factor = 0.5
   o.plateau_patience = 0  # 0 = off
+
+  # Towers from other workdirs' checkpoints (jaxmm.train.transfer), '' = off; image_key /
+  # text_key name the source sub-tree when it is not 'image' / 'text'.
+  c.init = config_dict.ConfigDict(dict(image_from="", text_from="", which="best", image_key="",
+                                       text_key=""))
+  # Pretext tasks (jaxmm.data.pretext), used when c.task is 'rotation', 'mlm' or 'autoencoder'.
+  c.pretext = config_dict.ConfigDict(dict(rotation_angles=(-60, -30, 0, 30, 60), rotation_fill=0,
+                                          mlm_num=1, mlm_fraction=0.0, mlm_random_prob=0.0,
+                                          mlm_keep_prob=0.0))
 
   c.train = t = config_dict.ConfigDict()
   t.batch_size = 32

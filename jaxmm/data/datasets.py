@@ -29,6 +29,7 @@ class PreparedData:
   val: PreparedSplit | None
   encoder: TextEncoder
   skipped: list[dict]
+  train_captions: list[str] | None = None  # raw, for word vectors trained on them
 
 
 def check_root(root: str) -> None:
@@ -118,7 +119,8 @@ def prepare_comp5329(cfg_data, workdir: str | None, *, with_images: bool = True)
   train = encode_records(train_recs, **kw)
   val = encode_records(val_recs, **kw) if val_recs else None
   _report_skipped(skipped, workdir)
-  return PreparedData(train=train, val=val, encoder=encoder, skipped=skipped)
+  return PreparedData(train=train, val=val, encoder=encoder, skipped=skipped,
+                      train_captions=[r.caption for r in train_recs])
 
 
 # --- image-caption matching (S0 layout) -------------------------------------------------------
@@ -206,7 +208,8 @@ def prepare_matching(cfg_data, workdir: str | None, *, with_images: bool = True)
   val = (encode_matching_records(val_recs, images_dir=os.path.join(cfg_data.root, val_images_dir),
                                  **kw) if val_recs else None)
   _report_skipped(skipped, workdir)
-  return PreparedData(train=train, val=val, encoder=encoder, skipped=skipped)
+  return PreparedData(train=train, val=val, encoder=encoder, skipped=skipped,
+                      train_captions=[r.caption for r in train_recs])
 
 
 def _report_skipped(skipped: list[dict], workdir: str | None) -> None:

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxmm.models.fusion import MLPHead, normalize_images
+from jaxmm.models.text import length_mask
 
 
 class CrossAttention(nnx.Module):
@@ -68,7 +69,7 @@ class AttentionFusionClassifier(nnx.Module):
   """logits = head([mean_q attended image tokens; mean_t text tokens]), both towers required.
 
   The image tower needs `feature_map(images) -> (B, h, w, C)` (the ResNets) or `latent_map` (the
-  conv autoencoder); the text tower needs `sequence(tokens, length) -> (states, mask)` (LSTM,
+  conv autoencoder); the text tower needs `sequence(tokens, length) -> states_BxTxD` (LSTM,
   GRU-attention, bag-of-words towers).
   """
 
@@ -102,7 +103,8 @@ class AttentionFusionClassifier(nnx.Module):
     maps_BxhxwxC = self._image_map(batch["image"]).astype(jnp.float32)
     b, hh, ww, c = maps_BxhxwxC.shape
     img_BxNxD = self.image_proj(maps_BxhxwxC.reshape(b, hh * ww, c)) + self.modality[0]
-    states_BxTxE, mask_BxT = self.text.sequence(batch["tokens"], batch["length"], rngs=rngs)
+    states_BxTxE = self.text.sequence(batch["tokens"], batch["length"], rngs=rngs)
+    mask_BxT = length_mask(batch["length"], batch["tokens"].shape[1])
     txt_BxTxD = self.text_proj(states_BxTxE.astype(jnp.float32)) + self.modality[1]
     tokens = jnp.concatenate([img_BxNxD, txt_BxTxD], axis=1)
     mask = jnp.concatenate([jnp.ones((b, hh * ww), bool), mask_BxT], axis=1)

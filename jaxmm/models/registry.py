@@ -6,6 +6,7 @@ from flax import nnx
 
 from jaxmm.models import fusion
 from jaxmm.models.attention_fusion import AttentionFusionClassifier
+from jaxmm.models.autoencoder import ConvAutoencoder
 from jaxmm.models.resnet import resnet_by_name
 from jaxmm.models.text import text_tower_by_name
 
@@ -23,11 +24,19 @@ def build_image_tower(cfg, *, rngs: nnx.Rngs):
     return ConvAutoencoder(channels=tuple(cfg.get("channels", (32, 64, 128))),
                            latent_dim=cfg.get("latent_dim", 128),
                            conv_impl=cfg.get("conv_impl", "auto"), rngs=rngs)
+# Tower config keys that are not constructor arguments (pretrained weights, applied after building).
+_NOT_ARGS = ("name", "weights", "word_vectors")
+
+
+def build_image_tower(cfg, *, rngs: nnx.Rngs):
+  kwargs = {k: v for k, v in cfg.items() if k not in _NOT_ARGS}
+  if cfg.name == "conv_autoencoder":  # S0's autoencoder; its encoder is the tower
+    return ConvAutoencoder(**kwargs, rngs=rngs)
   return resnet_by_name(cfg.name)(**kwargs, rngs=rngs)
 
 
 def build_text_tower(cfg, *, vocab_size: int, rngs: nnx.Rngs, embedding_init=None):
-  kwargs = {k: v for k, v in cfg.items() if k != "name"}
+  kwargs = {k: v for k, v in cfg.items() if k not in _NOT_ARGS}
   if embedding_init is not None:
     kwargs["embedding_init"] = embedding_init
   return text_tower_by_name(cfg.name, vocab_size=vocab_size, **kwargs, rngs=rngs)

@@ -330,7 +330,8 @@ class LSTMTower(_TextTower):
         for k in range(num_layers)])
     self.out_features = hidden_size * self.num_dirs
 
-  def encode(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
+  def _run(self, tokens_BxT: Array, length_B: Array, rngs) -> tuple[Array, Array]:
+    """-> (last layer's h in scan order (T, D, B, H), mask_TxB)."""
     mask_TxB = length_mask(length_B, tokens_BxT.shape[1]).T
     x_TxBxE = self.embed(tokens_BxT.T)  # time-major straight from the lookup
     ys = None
@@ -338,17 +339,18 @@ class LSTMTower(_TextTower):
       if k > 0:
         x_TxBxE = _scan_to_positions(ys)
       ys = layer(self.dropout(x_TxBxE, rngs=rngs), mask_TxB)
+    return ys, mask_TxB
+
+  def encode(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
+    ys, mask_TxB = self._run(tokens_BxT, length_B, rngs)
     return _pool_steps(ys, _step_masks(mask_TxB, self.num_dirs), length_B, self.pooling)
 
   def sequence(self, tokens_BxT: Array, length_B: Array, *,
-               rngs: nnx.Rngs | None = None) -> tuple[Array, Array]:
-    """Per-token outputs of the top layer in position order -> (states_BxTxD, mask_BxT)."""
-    mask_TxB = length_mask(length_B, tokens_BxT.shape[1]).T
-    x_TxBxE = self.embed(tokens_BxT.T)
-    for k, layer in enumerate(self.layers):
-      x_TxBxE = layer(self.dropout(x_TxBxE, rngs=rngs), mask_TxB)
-      x_TxBxE = _scan_to_positions(x_TxBxE)
-    return x_TxBxE.transpose(1, 0, 2), mask_TxB.T
+               rngs: nnx.Rngs | None = None) -> Array:
+    """Per-position outputs of the last layer, (B, T, D*H): [fwd state, bwd state] at each real
+    token, for token-level heads (masked-token prediction). Padding positions carry no meaning."""
+    ys, _ = self._run(tokens_BxT, length_B, rngs)
+    return _scan_to_positions(ys).transpose(1, 0, 2)
 
 
 class GRUAttentionTower(_TextTower):
@@ -372,30 +374,27 @@ class GRUAttentionTower(_TextTower):
     self.attn_proj = nnx.Linear(self.out_features, attention_dim, rngs=rngs)
     self.attn_query = nnx.Linear(attention_dim, 1, use_bias=False, rngs=rngs)
 
+  def sequence(self, tokens_BxT: Array, length_B: Array, *,
+               rngs: nnx.Rngs | None = None) -> Array:
+    """Per-position GRU outputs (B, T, D*H), [fwd, bwd] at each token (padding: no meaning)."""
+    x_TxBxE = self.dropout(self.embed(tokens_BxT.T), rngs=rngs)
+    mask_TxB = length_mask(length_B, tokens_BxT.shape[1]).T
+    ys = fused_gru_layer(x_TxBxE, self.w_ih[...], self.b_ih[...], self.w_hh[...], self.b_hh[...],
+                         mask_TxB, self.unroll)
+    return _scan_to_positions(ys).transpose(1, 0, 2)
+
   def attend(self, tokens_BxT: Array, length_B: Array, *,
              rngs: nnx.Rngs | None = None) -> tuple[Array, Array]:
     """-> (feats_BxD, attention weights_BxT); the weights are exactly 0 on padding."""
     mask_BxT = length_mask(length_B, tokens_BxT.shape[1])
-    x_TxBxE = self.dropout(self.embed(tokens_BxT.T), rngs=rngs)
-    ys = fused_gru_layer(x_TxBxE, self.w_ih[...], self.b_ih[...], self.w_hh[...], self.b_hh[...],
-                         mask_BxT.T, self.unroll)
-    # Attention scores a token by its fwd and bwd states together, so restore position order.
-    h_BxTxD = _scan_to_positions(ys).transpose(1, 0, 2)
+    # Attention scores a token by its fwd and bwd states together, so in position order.
+    h_BxTxD = self.sequence(tokens_BxT, length_B, rngs=rngs)
     scores_BxT = self.attn_query(jnp.tanh(self.attn_proj(h_BxTxD)))[..., 0]
     weights_BxT = jax.nn.softmax(jnp.where(mask_BxT, scores_BxT, -jnp.inf), axis=-1)
     return jnp.einsum("bt,btd->bd", weights_BxT, h_BxTxD), weights_BxT
 
   def encode(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
     return self.attend(tokens_BxT, length_B, rngs=rngs)[0]
-
-  def sequence(self, tokens_BxT: Array, length_B: Array, *,
-               rngs: nnx.Rngs | None = None) -> tuple[Array, Array]:
-    """Per-token GRU states in position order -> (states_BxTxD, mask_BxT)."""
-    mask_BxT = length_mask(length_B, tokens_BxT.shape[1])
-    x_TxBxE = self.dropout(self.embed(tokens_BxT.T), rngs=rngs)
-    ys = fused_gru_layer(x_TxBxE, self.w_ih[...], self.b_ih[...], self.w_hh[...], self.b_hh[...],
-                         mask_BxT.T, self.unroll)
-    return _scan_to_positions(ys).transpose(1, 0, 2), mask_BxT
 
 
 class EmbeddingMLPTower(_TextTower):
@@ -443,10 +442,10 @@ class BagOfWordsTower(_TextTower):
     return x_BxTxE.sum(1) / length_B[:, None].astype(x_BxTxE.dtype)
 
   def sequence(self, tokens_BxT: Array, length_B: Array, *,
-               rngs: nnx.Rngs | None = None) -> tuple[Array, Array]:
-    """The token embeddings themselves -> (embeddings_BxTxE, mask_BxT)."""
-    del rngs
-    return self.embed(tokens_BxT), length_mask(length_B, tokens_BxT.shape[1])
+               rngs: nnx.Rngs | None = None) -> Array:
+    """The token embeddings themselves, (B, T, E) (padding: no meaning)."""
+    del rngs, length_B
+    return self.embed(tokens_BxT)
 
 
 TEXT_TOWERS: dict[str, Callable[..., Any]] = {

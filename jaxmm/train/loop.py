@@ -19,11 +19,11 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from jaxmm import config as config_lib
-from jaxmm.data import pipeline
+from jaxmm.data import pipeline, word_vectors
 from jaxmm.data.pipeline import AugmentConfig
 from jaxmm.models import registry
 from jaxmm.train import checkpoint as ckpt_lib
-from jaxmm.train import evaluation, optim, steps, tasks
+from jaxmm.train import evaluation, optim, steps, tasks, transfer
 from jaxmm.train.writer import MetricWriter
 
 THRESHOLDS_FILE = "thresholds.json"
@@ -64,13 +64,21 @@ def build_task(config, train_split):
 
 
 def build_state(config, *, vocab_size: int, steps_per_epoch: int, total_steps: int,
-                model_fn=None):
-  """-> (graphdefs, state) of a fresh model + optimizer. `model_fn(config, num_outputs, vocab_size,
-  rngs)` replaces the registry's model (two-stage training trains a bare head this way)."""
-  build = model_fn or (lambda c, n, v, r: registry.build_model(c.model, num_outputs=n,
-                                                               vocab_size=v, rngs=r))
+                model_fn=None, embedding_init=None, pretrained: bool = False):
+  """-> (graphdefs, state) of a fresh model + optimizer.
+
+  `model_fn(config, num_outputs, vocab_size, rngs)` replaces the registry's model (two-stage
+  training trains a bare head this way). embedding_init (word vectors) and pretrained
+  (model.image.weights, init.*_from) only matter to a fresh training run: a restored checkpoint
+  overwrites them.
+  """
+  build = model_fn or (lambda c, n, v, r: registry.build_model(
+      c.model, num_outputs=n, vocab_size=v, rngs=r, embedding_init=embedding_init))
   model = build(config, task_spec(config).num_outputs(config), vocab_size, nnx.Rngs(config.seed))
-  tx = optim.make_optimizer(config.optim, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+  if pretrained and model_fn is None:
+    transfer.init_from_config(model, config)
+  tx = optim.make_optimizer(transfer.resolve_freeze(config.optim, model),
+                            steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                             params=nnx.state(model, nnx.Param))
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   return steps.split_state(model, optimizer)
@@ -107,11 +115,15 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
   # The schedule always spans the configured epochs; max_steps only cuts the run short (smoke runs).
   schedule_steps = tc.epochs * spe
   total_steps = min(tc.max_steps, schedule_steps) if tc.max_steps else schedule_steps
+  ckpt = ckpt_lib.Checkpointer(workdir)
+  embedding_init = word_vectors.embedding_matrix_for(config, data.encoder, data.train_captions,
+                                                     workdir)
   graphdefs, state = build_state(config, vocab_size=len(data.encoder.vocab), steps_per_epoch=spe,
-                                 total_steps=schedule_steps, model_fn=model_fn)
+                                 total_steps=schedule_steps, model_fn=model_fn,
+                                 embedding_init=embedding_init,
+                                 pretrained=ckpt.latest_step() is None)
   task = build_task(config, data.train)
   schedule = optim.make_schedule(config.optim, steps_per_epoch=spe, total_steps=schedule_steps)
-  ckpt = ckpt_lib.Checkpointer(workdir)
   meta = _fresh_meta()
   if ckpt.latest_step() is not None:
     state, meta = ckpt.restore(state)

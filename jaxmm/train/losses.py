@@ -171,3 +171,25 @@ def loss_by_name(name: str, **kwargs) -> Callable:
     raise ValueError(f"unknown loss {name!r}; expected one of {sorted(_LOSSES)}")
   fn = _LOSSES[name]
   return functools.partial(fn, **kwargs) if kwargs else fn
+
+
+def masked_token_ce(logits_BxTxV, targets_BxT, mask_BxT):
+  """Softmax cross-entropy at the masked positions only, mean per example: (B,).
+
+  targets_BxT may hold any value (e.g. an ignore id of -1) where mask_BxT is 0; a row with no
+  masked position gives 0.
+  """
+  logits = jnp.asarray(logits_BxTxV, jnp.float32)
+  mask = jnp.asarray(mask_BxT, logits.dtype)
+  # Ignored positions get a valid class (0) so the CE stays finite; `where` drops them after.
+  targets = jnp.where(mask > 0, jnp.asarray(targets_BxT, jnp.int32), 0)
+  ce_BxT = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  total = jnp.sum(jnp.where(mask > 0, ce_BxT * mask, 0.0), axis=-1)
+  return total / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
+
+
+def masked_token_hits(logits_BxTxV, targets_BxT, mask_BxT):
+  """(correct predictions, masked positions) per example, each (B,): token accuracy as sums."""
+  mask = jnp.asarray(mask_BxT) > 0
+  hits = (jnp.argmax(logits_BxTxV, axis=-1) == jnp.asarray(targets_BxT)) & mask
+  return hits.sum(-1).astype(jnp.float32), mask.sum(-1).astype(jnp.float32)

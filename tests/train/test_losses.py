@@ -138,3 +138,23 @@ def test_loss_by_name():
 def test_losses_jit():
   out = jax.jit(losses.focal_loss)(LOGITS, LABELS)
   np.testing.assert_allclose(out, losses.focal_loss(LOGITS, LABELS), rtol=1e-6)
+
+
+def test_masked_token_ce_only_counts_masked_positions():
+  rng = np.random.default_rng(0)
+  logits = rng.standard_normal((2, 4, 5)).astype(np.float32)
+  targets = np.array([[3, -1, 1, -1], [-1, -1, -1, -1]], np.int32)  # -1: ignored
+  mask = np.array([[1, 0, 1, 0], [0, 0, 0, 0]], np.float32)
+  out = np.asarray(losses.masked_token_ce(logits, targets, mask))
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  np.testing.assert_allclose(out, [-(logp[0, 0, 3] + logp[0, 2, 1]) / 2, 0.0], rtol=1e-5)
+  # Unmasked positions may hold anything, even non-finite logits, without touching the loss.
+  logits[0, 1] = np.inf
+  logits[1] = np.nan
+  np.testing.assert_allclose(losses.masked_token_ce(logits, targets, mask), out, rtol=1e-6)
+  grads = jax.grad(lambda x: losses.masked_token_ce(x, targets, mask).sum())(
+      jnp.asarray(np.where(np.isfinite(logits), logits, 0.0)))
+  assert float(jnp.abs(grads[0, 1]).sum()) == 0.0 and float(jnp.abs(grads[1]).sum()) == 0.0
+  hits, count = losses.masked_token_hits(logits[:1], targets[:1], mask[:1])
+  want = float(np.argmax(logits[0, 0]) == 3) + float(np.argmax(logits[0, 2]) == 1)
+  assert float(hits[0]) == want and float(count[0]) == 2.0

@@ -1,0 +1,146 @@
+"""Transfer of towers between workdirs through real orbax checkpoints; mismatch errors; freezing."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from ml_collections import config_dict
+
+from jaxmm.models import fusion, pretext, text
+from jaxmm.models.resnet import BasicBlock, ResNet
+from jaxmm.train import checkpoint as ckpt_lib
+from jaxmm.train import optim, steps, transfer
+
+VOCAB = 20
+
+
+def _filled(ctor, seed):
+  """`ctor()` built abstractly, every array (BN statistics too) numpy noise of `seed`."""
+  graphdef, state = nnx.split(nnx.eval_shape(ctor))
+  rng = np.random.default_rng(seed)
+  state = jax.tree.map(lambda s: jnp.asarray(rng.uniform(0.5, 1.5, s.shape), s.dtype), state)
+  return nnx.merge(graphdef, state)
+
+
+def _image_tower(width=4):
+  return ResNet(stage_sizes=(1, 1), block=BasicBlock, num_filters=width, stem="small",
+                rngs=nnx.Rngs(0))
+
+
+def _lstm(hidden=6):
+  return text.LSTMTower(VOCAB, 5, hidden, rngs=nnx.Rngs(0))
+
+
+def _classifier(seed, *, width=4, hidden=6):
+  return _filled(lambda: fusion.ConcatFusionClassifier(_image_tower(width), _lstm(hidden), 18,
+                                                       hidden=(8,), rngs=nnx.Rngs(0)), seed)
+
+
+def _save(workdir, model, which=ckpt_lib.BEST, step=3):
+  state = steps.split_state(model, nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param))[1]
+  ck = ckpt_lib.Checkpointer(str(workdir))
+  ck.save(step, state, {"step": step}, which=which)
+  ck.close()
+
+
+def _arrays(module):
+  return {".".join(map(str, p)): np.asarray(v.get_value())
+          for p, v in nnx.to_flat_state(nnx.state(module))}
+
+
+def _assert_equal(a, b):
+  a, b = _arrays(a), _arrays(b)
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def _differs(a, b):
+  a, b = _arrays(a), _arrays(b)
+  return all(not np.array_equal(a[k], b[k]) for k in a)
+
+
+def _config(**init):
+  c = config_dict.ConfigDict()
+  c.model = config_dict.ConfigDict(dict(image=dict(name="resnet18", weights="")))
+  c.init = config_dict.ConfigDict(dict(image_from="", text_from="", which="best", image_key="",
+                                       text_key=""))
+  c.init.update(init)
+  return c
+
+
+def test_round_trip_image_tower_between_classifiers(tmp_path):
+  source = _classifier(seed=0)
+  _save(tmp_path / "a", source)
+  model = _classifier(seed=1)
+  text_before, head_before = _arrays(model.text), _arrays(model.head)
+  assert _differs(model.image, source.image)
+  done = transfer.init_from_config(model, _config(image_from=str(tmp_path / "a")))
+  assert len(done) == 1 and "best step 3" in done[0]
+  _assert_equal(model.image, source.image)  # params and BatchNorm statistics
+  for before, module in ((text_before, model.text), (head_before, model.head)):
+    after = _arrays(module)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_text_tower_from_a_pretext_model_latest_fallback(tmp_path):
+  mlm = _filled(lambda: pretext.MaskedTokenModel(_lstm(), VOCAB, rngs=nnx.Rngs(0)), seed=2)
+  _save(tmp_path / "mlm", mlm, which=ckpt_lib.LATEST, step=5)  # no best: a run without val
+  model = _classifier(seed=1)
+  done = transfer.init_from_config(model, _config(text_from=str(tmp_path / "mlm")))
+  assert "latest step 5" in done[0]
+  _assert_equal(model.text, mlm.text)
+  # A sub-tree under another name: the pretext model's tower loaded as `text_key`.
+  tree, name = transfer.read_model_state(str(tmp_path / "mlm"), which="latest")
+  assert sorted(tree) == ["head", "text"]
+  with pytest.raises(ValueError, match=r"no 'encoder' sub-tree.*\['head', 'text'\]"):
+    transfer.load_subtree(model, "text", tree, source_key="encoder", source_name=name)
+
+
+def test_mismatch_names_the_path_both_shapes_and_the_source(tmp_path):
+  _save(tmp_path / "wide", _classifier(seed=0, width=8, hidden=7))
+  model = _classifier(seed=1)
+  before = _arrays(model.image)
+  with pytest.raises(ValueError) as err:
+    transfer.init_from_config(model, _config(image_from=str(tmp_path / "wide")))
+  msg = str(err.value)
+  assert str(tmp_path / "wide") in msg and "best step 3" in msg
+  assert "image.conv1.kernel: image.conv1.kernel has shape (3, 3, 3, 8), the model needs " \
+         "(3, 3, 3, 4)" in msg
+  after = _arrays(model.image)
+  assert all(np.array_equal(before[k], after[k]) for k in before)  # nothing half-loaded
+  with pytest.raises(ValueError, match=r"text\.layers\.0\.w_hh.*\(2, 7, 28\).*\(2, 6, 24\)"):
+    transfer.init_from_config(model, _config(text_from=str(tmp_path / "wide")))
+  # An image tower with another structure: missing and surplus variables are both named.
+  _save(tmp_path / "deep", _filled(lambda: fusion.ConcatFusionClassifier(
+      ResNet(stage_sizes=(1, 1, 1), block=BasicBlock, num_filters=4, stem="small",
+             rngs=nnx.Rngs(0)), None, 18, rngs=nnx.Rngs(0)), seed=0))
+  with pytest.raises(ValueError, match=r"image\.layer3\.0\.conv1\.kernel \(3, 3, 8, 16\): not in "
+                                       r"the model's image"):
+    transfer.init_from_config(model, _config(image_from=str(tmp_path / "deep")))
+  with pytest.raises(FileNotFoundError, match="no checkpoints"):
+    transfer.init_from_config(model, _config(image_from=str(tmp_path / "nowhere")))
+  text_only = _filled(lambda: fusion.ConcatFusionClassifier(None, _lstm(), 18, rngs=nnx.Rngs(0)), 0)
+  with pytest.raises(ValueError, match="no 'image' tower"):
+    transfer.init_from_config(text_only, _config(image_from=str(tmp_path / "wide")))
+
+
+def test_freeze_a_tower_but_train_its_last_stage():
+  model = _classifier(seed=0)
+  cfg = config_dict.ConfigDict(dict(freeze=("image",), unfreeze=("image.layer2",)))
+  resolved = transfer.resolve_freeze(cfg, model)
+  assert sorted(resolved.freeze) == ["image.bn1", "image.conv1", "image.layer1"]
+  labels = optim.param_labels(nnx.state(model, nnx.Param), resolved.freeze)
+  flat = {".".join(map(str, p)): v for p, v in nnx.to_flat_state(labels)}
+  for path, label in flat.items():
+    frozen = path.startswith("image.") and not path.startswith("image.layer2.")
+    assert label == (optim.FROZEN if frozen else optim.TRAINABLE), path
+  assert transfer.resolve_freeze(config_dict.ConfigDict(dict(freeze=("image",), unfreeze=())),
+                                 model).freeze == ("image",)  # no unfreeze: unchanged
+  with pytest.raises(ValueError, match="match no parameter frozen"):
+    transfer.resolve_freeze(config_dict.ConfigDict(dict(freeze=("image",),
+                                                        unfreeze=("text.embed",))), model)
