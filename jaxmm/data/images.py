@@ -91,7 +91,10 @@ def cached_images(paths: Sequence[str], size: int, *, cache_dir: str | None = No
     ok[[b[0] for b in bad]] = False
     return np.load(arr_path, mmap_mode="r"), ok
 
-  out = np.lib.format.open_memmap(arr_path + ".tmp", mode="w+", dtype=np.uint8,
+  # Per-process temporary names: two runs opening the same new dataset at once each build a
+  # complete file, and whichever renames last wins.
+  tmp = f"{arr_path}.{os.getpid()}.tmp"
+  out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                   shape=(len(paths), size, size, 3))
   bad: list[tuple[int, str, str]] = []
   from tqdm.auto import tqdm  # noqa: local import keeps `import jaxmm.data` light
@@ -110,13 +113,14 @@ def cached_images(paths: Sequence[str], size: int, *, cache_dir: str | None = No
   bad.sort()
   if bad and not skip_bad:
     del out
-    os.remove(arr_path + ".tmp")
+    os.remove(tmp)
     _raise_bad(bad)
   out.flush()
   del out
-  os.replace(arr_path + ".tmp", arr_path)  # atomic: a killed build never leaves a half cache
-  with open(meta_path, "w") as f:
+  os.replace(tmp, arr_path)  # atomic: a killed build never leaves a half cache
+  with open(f"{meta_path}.{os.getpid()}.tmp", "w") as f:
     json.dump({"n": len(paths), "size": size, "bad": bad}, f)
+  os.replace(f"{meta_path}.{os.getpid()}.tmp", meta_path)
   ok = np.ones(len(paths), bool)
   ok[[b[0] for b in bad]] = False
   return np.load(arr_path, mmap_mode="r"), ok
