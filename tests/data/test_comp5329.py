@@ -186,3 +186,23 @@ def test_write_read_round_trip_property(tmp_path, data, labelled, ext):
   except ValueError:
     assume(False)  # a caption the course layout cannot hold; the writer refuses it loudly
   assert read_comp5329(path) == records
+
+
+# Image ids: any text without the separators the layout reserves (comma, quote, line breaks).
+_ID_STEM = st.text(st.characters(codec="utf-8", exclude_characters=',"\r\n'), min_size=1,
+                   max_size=12)
+
+
+@given(stems=st.lists(_ID_STEM, min_size=1, max_size=6, unique=True),
+       ext=st.sampled_from(["jpg", "JPEG", "png"]), caption=_CAPTION)
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
+def test_round_trip_arbitrary_image_ids(tmp_path, stems, ext, caption):
+  records = [Record(f"{stem}.{ext}", (LABEL_IDS[i % NUM_LABELS],), caption)
+             for i, stem in enumerate(stems)]
+  path = tmp_path / "ids.csv"
+  try:
+    write_comp5329(path, records)
+  except ValueError:
+    assume(False)
+  assert read_comp5329(path) == records

@@ -115,8 +115,8 @@ def test_nothing_restorable_says_so(tmp_path):
   ck = ckpt_lib.Checkpointer(str(tmp_path))
   ck.save(1, _state(1), {"step": 1})
   other = {"w": np.zeros((2, 2), np.float32)}  # a state of another model
-  with pytest.raises(RuntimeError, match=r"(?s)no 'latest' checkpoint in .* could be restored \(tried "
-                     r"steps \[1\].*use a new --workdir"):
+  with pytest.raises(RuntimeError, match=r"(?s)no 'latest' checkpoint in .* could be restored "
+                     r"\(tried steps \[1\].*use a new --workdir"):
     ck.restore(other)
 
 

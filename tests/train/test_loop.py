@@ -87,7 +87,8 @@ def _steps(workdir) -> list[int]:
 
 def _saving(workdir, step) -> bool:
   d = _latest_dir(workdir)
-  return os.path.isdir(d) and any(n.startswith(f"{step}.orbax-checkpoint-tmp") for n in os.listdir(d))
+  tmp = f"{step}.orbax-checkpoint-tmp"
+  return os.path.isdir(d) and any(n.startswith(tmp) for n in os.listdir(d))
 
 
 def _poll(cond, proc, workdir, what, timeout=300) -> None:
@@ -106,7 +107,7 @@ def _without_wall_clock(rows):
 
 
 def test_killed_and_signalled_runs_resume_to_the_uninterrupted_metrics(tmp_path, data_root, procs):
-  """SIGKILL during a save, resume, SIGTERM mid-epoch, resume: metrics.jsonl equals a straight run's."""
+  """SIGKILL during a save, resume, SIGTERM mid-epoch, resume: the metrics equal a straight run's."""
   ref_dir, run_dir = tmp_path / "reference", tmp_path / "run"
   reference = _start(procs, ref_dir, data_root)
   # The reference compiles first; the interrupted run starts once it can reuse the XLA cache.
