@@ -2,7 +2,8 @@
 
 Restores the best checkpoint and runs a jitted eval over the workdir's val split, or over any
 labelled COMP5329-layout CSV; every example counts (the last batch is padded, not dropped).
-Prints the metrics and a per-class table and writes them as JSON.
+Prints the metrics and a per-class table and writes them as JSON; `--report_dir D` also writes
+D/report.md with plots (per-class F1, threshold sweep, the training curves) for that split.
 """
 
 import json
@@ -15,6 +16,7 @@ flags.DEFINE_string("csv", None, "A labelled CSV (default: the workdir's val spl
 flags.DEFINE_string("images", None, "Folder of the CSV's images (default: <csv dir>/data).")
 flags.DEFINE_string("out", None, "Metrics JSON (default: <workdir>/eval_metrics.json).")
 flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint to evaluate.")
+flags.DEFINE_string("report_dir", None, "Also write report.md and plots/ for this split here.")
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
@@ -22,7 +24,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from jaxmm import config as config_lib
-  from jaxmm import inference
+  from jaxmm import inference, report
   from jaxmm.data import datasets
   from jaxmm.train import evaluation, metrics, thresholds
 
@@ -54,6 +56,11 @@ def main(argv):
   with open(out, "w") as f:
     json.dump(result, f, indent=1, default=float)
   print(f"wrote {out}")
+  if FLAGS.report_dir:
+    path = report.write_report(FLAGS.workdir, FLAGS.report_dir, probs=probs, labels=labels,
+                               thresholds=restored.thresholds,
+                               source=source if FLAGS.csv is None else f"file {source}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,11 @@ import numpy as np
 # COCO category ids used by the task: 1..19 without 12 (never present in the data).
 LABEL_IDS: tuple[int, ...] = tuple(i for i in range(1, 20) if i != 12)
 NUM_LABELS = len(LABEL_IDS)
+# Their COCO names, for reports.
+LABEL_NAMES: dict[int, str] = {
+    1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus", 7: "train",
+    8: "truck", 9: "boat", 10: "traffic light", 11: "fire hydrant", 13: "stop sign",
+    14: "parking meter", 15: "bench", 16: "bird", 17: "cat", 18: "dog", 19: "horse"}
 _LABEL_INDEX = {label: i for i, label in enumerate(LABEL_IDS)}
 
 _IMAGE_ID = r"[^,\"\r\n]+\.(?:jpe?g|png)"

@@ -19,6 +19,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from jaxmm import config as config_lib
+from jaxmm import report
 from jaxmm.data import comp5329, datasets, pipeline
 from jaxmm.data.pipeline import AugmentConfig
 from jaxmm.models import registry
@@ -205,6 +206,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     finalize_thresholds(config, workdir, ckpt, predict_step, state, data.val)
   writer.close()
   ckpt.close()
+  if stop.signum is None:
+    report.try_write_report(workdir)
   return {"best_metric": meta["best_metric"], "best_step": meta["best_step"], "step": meta["step"],
           "stopped_by_signal": stop.signum}
 
@@ -239,6 +242,8 @@ def finalize_thresholds(config, workdir, ckpt, predict_step, state, val_split):
                                       batch_size=config.train.eval_batch_size,
                                       num_threads=config.data.num_threads)
   labels = val_split.arrays["labels"]
+  report.save_predictions(os.path.join(workdir, report.PREDICTIONS_FILE), val_split.ids, probs,
+                          labels)
   mode = config.train.tune_thresholds
   if mode == "per_class":
     thr, f1 = thresholds_lib.tune_per_class_thresholds(probs, labels)
