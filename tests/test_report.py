@@ -67,7 +67,8 @@ def test_report_of_a_workdir(tmp_path):
   # Every embedded picture exists; every picture is embedded.
   assert sorted(re.findall(r"\]\(plots/([\w.]+)\)", text)) == plots
 
-  assert "| best val_samples_f1 | **0.8000** (epoch 2, step 8; threshold 0.5) |" in text
+  assert ("| best val samples F1 (picks the checkpoint) | **0.8000** (epoch 2, step 8; threshold "
+          "0.5) |") in text
   assert "| tuned threshold (global) | 0.30 |" in text
   assert "**0.8500** (at 0.5: 0.8000)" in text
   assert "| trained | 12 steps (3 epochs)" in text and "| non-finite steps (skipped) | 1 |" in text
@@ -90,18 +91,6 @@ def test_report_without_predictions_still_has_curves(tmp_path):
   assert not os.path.exists(os.path.join(workdir, "report.md"))  # written only where asked
 
 
-def test_epoch_means_weight_steps_and_skip_non_finite():
-  rows = [{"step": 3, "epoch": 0, "train_loss": 1.0, "nonfinite_steps": 0},
-          {"step": 4, "epoch": 0, "train_loss": 2.0, "nonfinite_steps": 0},
-          {"step": 7, "epoch": 1, "train_loss": 1.0, "nonfinite_steps": 1},  # 2 finite steps
-          {"step": 8, "epoch": 1, "train_loss": None, "nonfinite_steps": 1}]
-  assert report._epoch_means(rows, SPE) == [(1, 1.25), (2, 1.0)]
-  assert report._epoch_means(rows, None) == []
-  evals = [{"step": 2, "epoch": 0}, {"step": 4, "epoch": 1}, {"step": 6, "epoch": 1}]
-  assert report._steps_per_epoch(evals) == 4
-  assert report._steps_per_epoch(evals[:1]) is None  # a run cut inside its first epoch
-
-
 def test_matching_predictions_get_a_confusion_matrix(tmp_path):
   workdir = _workdir(tmp_path, predictions=False)
   labels = np.array([1, 1, 1, 0, 0, 0, 0, 1], np.float32)
@@ -111,14 +100,6 @@ def test_matching_predictions_get_a_confusion_matrix(tmp_path):
   assert "| accuracy | 0.7500 |" in text and "![Confusion matrix](plots/confusion_matrix.png)" in text
   img = _picture(os.path.join(workdir, "plots", "confusion_matrix.png"))
   assert img.std() > 5
-
-
-def test_plot_confusion_matrix_checks_its_input(tmp_path):
-  path = str(tmp_path / "cm.png")
-  report.plot_confusion_matrix([[5, 1], [2, 7]], path)
-  assert _picture(path).std() > 5
-  with pytest.raises(ValueError, match=r"must be \(2, 2\); got \(3,\)"):
-    report.plot_confusion_matrix([1, 2, 3], path)
 
 
 def test_a_failing_report_only_warns(tmp_path, caplog):

@@ -138,7 +138,7 @@ def test_killed_and_signalled_runs_resume_to_the_uninterrupted_metrics(tmp_path,
   out, err = _log(run_dir, "out"), _log(run_dir)
   assert "resumed from step" in err and not os.path.exists(partial)
   stopped = int(out.split("stopped by signal 15 at step ")[1].split(";")[0])
-  assert 6 <= stopped < 8, out  # mid-epoch 2
+  assert 6 <= stopped <= 8, out  # in epoch 2 (8 if the signal landed during the last step)
   assert f"signal 15: saved checkpoint at step {stopped}" in err
   assert max(_steps(run_dir)) == stopped
   assert not os.path.exists(run_dir / "thresholds.json")  # not finished: nothing final written
