@@ -27,6 +27,16 @@ def _abstract(state_like: Any) -> Any:
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state_like)
 
 
+def place_like_restored(state: Any) -> Any:
+  """`state` committed to the default device, as `restore` returns it.
+
+  jit compiles uncommitted and committed arguments into different programs: placed alike, a fresh
+  run and its resumption (or evaluate.py) share one persistent-cache entry instead of compiling twice.
+  """
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return jax.device_put(state, sharding)
+
+
 class Checkpointer:
   """Saves and restores (state, meta) under `workdir/checkpoints/{latest,best}/<step>`."""
 

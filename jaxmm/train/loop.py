@@ -102,6 +102,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   total_steps = min(tc.max_steps, schedule_steps) if tc.max_steps else schedule_steps
   graphdefs, state = build_state(config, vocab_size=len(data.encoder.vocab), steps_per_epoch=spe,
                                  total_steps=schedule_steps)
+  state = ckpt_lib.place_like_restored(state)
   task = build_task(config, data.train)
   schedule = optim.make_schedule(config.optim, steps_per_epoch=spe, total_steps=schedule_steps)
   ckpt = ckpt_lib.Checkpointer(workdir, cleanup_tmp=True)

@@ -130,3 +130,13 @@ def test_training_run_removes_interrupted_saves(tmp_path):
   assert tmp.exists()
   ckpt_lib.Checkpointer(str(tmp_path), cleanup_tmp=True).close()
   assert not tmp.exists() and ckpt_lib.Checkpointer(str(tmp_path)).latest_step() == 4
+
+
+def test_fresh_state_placed_like_restored_compiles_the_same_program(tmp_path):
+  ck = ckpt_lib.Checkpointer(str(tmp_path))
+  ck.save(1, _state(0), {})
+  restored, _ = ck.restore(_state(1))
+  step = jax.jit(lambda s: jax.tree.map(lambda x: x * 2, s))
+  want = step.lower(restored).as_text()
+  assert step.lower(ckpt_lib.place_like_restored(_state(0))).as_text() == want
+  assert step.lower(_state(0)).as_text() != want  # why: a resumed run would compile again
