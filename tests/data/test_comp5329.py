@@ -116,6 +116,20 @@ def test_wrong_header_names_it(tmp_path, header):
     read_comp5329(path)
 
 
+@pytest.mark.parametrize("labelled", [True, False])
+def test_row_with_unknown_image_type_is_not_glued_to_the_caption_above(tmp_path, labelled):
+  # The reader splits records at '<id>.jpg|jpeg|png,': a '.gif' row would become caption text.
+  row = '1.gif,2,"a bike"' if labelled else '1.gif,"a bike"'
+  head = "ImageID,Labels,Caption\n0.jpg,1," if labelled else "ImageID,Caption\n0.jpg,"
+  path = _write(tmp_path, f'{head}"a dog"\n{row}\n')
+  with pytest.raises(CsvFormatError, match=r"x\.csv:3: this line looks like the record of image "
+                     r"'1\.gif'.*caption of '0\.jpg' \(line 2\)"):
+    read_comp5329(path)
+  with pytest.raises(ValueError, match="would read as a new record"):  # nor does the writer make one
+    write_comp5329(tmp_path / "w.csv", [Record("0.jpg", (1,) if labelled else (), f"dog\n{row}")],
+                   labelled=labelled)
+
+
 def test_missing_file_names_path(tmp_path):
   with pytest.raises(FileNotFoundError, match="nope.csv"):
     read_comp5329(tmp_path / "nope.csv")
