@@ -40,6 +40,8 @@ def data_root(tmp_path_factory) -> str:
   """The tiny synthetic set and its image cache, made once before any process starts."""
   config = tiny.get_config()
   config.data.root = str(tmp_path_factory.mktemp("loop") / "data")
+  # conftest's JAXMM_CACHE is not set yet for a module fixture: name the same folder here.
+  config.data.cache_dir = str(tmp_path_factory.getbasetemp() / "jaxmm_cache")
   config_lib.ensure_synthetic(config.data)
   datasets.prepare_comp5329(config.data, None)
   return config.data.root
