@@ -3,7 +3,8 @@
 Restores the best checkpoint and runs a jitted eval over the workdir's val split, or over any
 labelled CSV in the layout of the workdir's task (COMP5329 or S0 matching); every example counts
 (the last batch is padded, not dropped). Prints the metrics (with a per-class table or a confusion
-matrix) and writes them as JSON.
+matrix) and writes them as JSON. `--report_dir D` also writes
+D/report.md with plots for that split.
 """
 
 import json
@@ -17,6 +18,7 @@ flags.DEFINE_string("images", None, "Folder of the CSV's images (default: <csv d
                     "<csv dir>/<csv name>_images for matching).")
 flags.DEFINE_string("out", None, "Metrics JSON (default: <workdir>/eval_metrics.json).")
 flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint to evaluate.")
+flags.DEFINE_string("report_dir", None, "Also write report.md and plots/ for this split here.")
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
@@ -24,7 +26,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from jaxmm import config as config_lib
-  from jaxmm import inference
+  from jaxmm import inference, report
   from jaxmm.train import loop, metrics, tasks, thresholds
 
   config_lib.setup_logging()
@@ -59,6 +61,16 @@ def main(argv):
   with open(out, "w") as f:
     json.dump(result, f, indent=1, default=float)
   print(f"wrote {out}")
+  if FLAGS.report_dir:
+    path = report.write_report(FLAGS.workdir, FLAGS.report_dir, probs=probs, labels=labels,
+                               thresholds=restored.thresholds,
+                               source=source if FLAGS.csv is None else f"file {source}")
+    print(f"wrote {path}")
+  if FLAGS.report_dir:
+    path = report.write_report(FLAGS.workdir, FLAGS.report_dir, probs=probs, labels=labels,
+                               thresholds=restored.thresholds,
+                               source=source if FLAGS.csv is None else f"file {source}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
