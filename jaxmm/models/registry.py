@@ -12,25 +12,15 @@ from jaxmm.models.text import text_tower_by_name
 
 
 MODELS = ("concat_fusion", "attention_fusion")
-
-
-def build_image_tower(cfg, *, rngs: nnx.Rngs):
-  """'resnet18' | 'resnet34' | 'resnet50' | 'resnext50_32x4d' (kwargs: the other keys of `cfg`),
-  or 'autoencoder': S0's conv autoencoder, whose encoder is the tower (keys channels, latent_dim,
-  conv_impl)."""
-  kwargs = {k: v for k, v in cfg.items() if k != "name"}
-  if cfg.name == "autoencoder":
-    from jaxmm.models.autoencoder import ConvAutoencoder
-    return ConvAutoencoder(channels=tuple(cfg.get("channels", (32, 64, 128))),
-                           latent_dim=cfg.get("latent_dim", 128),
-                           conv_impl=cfg.get("conv_impl", "auto"), rngs=rngs)
 # Tower config keys that are not constructor arguments (pretrained weights, applied after building).
 _NOT_ARGS = ("name", "weights", "word_vectors")
 
 
 def build_image_tower(cfg, *, rngs: nnx.Rngs):
+  """'resnet18' | 'resnet34' | 'resnet50' | 'resnext50_32x4d' (kwargs: the other keys of `cfg`),
+  or 'conv_autoencoder': S0's autoencoder, whose encoder is the tower."""
   kwargs = {k: v for k, v in cfg.items() if k not in _NOT_ARGS}
-  if cfg.name == "conv_autoencoder":  # S0's autoencoder; its encoder is the tower
+  if cfg.name == "conv_autoencoder":
     return ConvAutoencoder(**kwargs, rngs=rngs)
   return resnet_by_name(cfg.name)(**kwargs, rngs=rngs)
 
