@@ -30,8 +30,8 @@ def main(argv):
   restored = inference.restore(FLAGS.workdir)
   spec = loop.task_spec(restored.config)
   if spec.pretext:
-    raise app.UsageError(
-        f"{FLAGS.workdir} is a {spec.name!r} pretext run: prediction is not defined for a pretext "
+    raise SystemExit(
+        f"error: {FLAGS.workdir} is a {spec.name!r} pretext run: prediction is not defined for a pretext "
         "task. `python evaluate.py --workdir` reports its val metric; transfer its tower with "
         "--config.init.image_from / --config.init.text_from.")
   images = FLAGS.images or tasks.default_images_dir(restored.config, FLAGS.csv)
