@@ -3,8 +3,9 @@
 Restores the best checkpoint and runs a jitted eval over the workdir's val split, or over any
 labelled CSV in the layout of the workdir's task (COMP5329 or S0 matching); every example counts
 (the last batch is padded, not dropped). Prints the metrics (with a per-class table or a confusion
-matrix) and writes them as JSON. A pretext workdir (configs/pretrain_*.py) reports its pretext
-metric: rotation / masked-token accuracy or reconstruction MAE.
+matrix) and writes them as JSON. `--report_dir D` also writes
+D/report.md with plots for that split. A pretext workdir (configs/pretrain_*.py) reports its
+pretext metric: rotation / masked-token accuracy or reconstruction MAE.
 """
 
 import json
@@ -18,6 +19,7 @@ flags.DEFINE_string("images", None, "Folder of the CSV's images (default: <csv d
                     "<csv dir>/<csv name>_images for matching).")
 flags.DEFINE_string("out", None, "Metrics JSON (default: <workdir>/eval_metrics.json).")
 flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint to evaluate.")
+flags.DEFINE_string("report_dir", None, "Also write report.md and plots/ for this split here.")
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
@@ -25,7 +27,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from jaxmm import config as config_lib
-  from jaxmm import inference
+  from jaxmm import inference, report
   from jaxmm.train import loop, metrics, tasks, thresholds
 
   config_lib.setup_logging()
@@ -47,6 +49,8 @@ def main(argv):
     for k in (f"val_{m}" for m in spec.metric_names + ("loss",)):
       print(f"  {k:22s} {result[k]:.4f}")
     _write(result)
+    if FLAGS.report_dir:  # training curves only: a pretext task has no probabilities to plot
+      print(f"wrote {report.write_report(FLAGS.workdir, FLAGS.report_dir)}")
     return
   probs = restored.predict(split)
   labels = split.arrays[spec.label_key]
@@ -65,6 +69,11 @@ def main(argv):
     print(f"  confusion (rows true 0/1, cols predicted 0/1): "
           f"[[{result['tn']}, {result['fp']}], [{result['fn']}, {result['tp']}]]")
   _write(result)
+  if FLAGS.report_dir:
+    path = report.write_report(FLAGS.workdir, FLAGS.report_dir, probs=probs, labels=labels,
+                               thresholds=restored.thresholds,
+                               source=source if FLAGS.csv is None else f"file {source}")
+    print(f"wrote {path}")
 
 
 def _write(result):

@@ -26,6 +26,10 @@ def main(argv):
   config_lib.setup_logging()
   config_lib.setup_compilation_cache()
   result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  if result.get("stopped_by_signal"):
+    print(f"stopped by signal {result['stopped_by_signal']} at step {result['step']}; checkpoint "
+          f"saved in {FLAGS.workdir}: run the same command to resume")
+    return
   print(f"best {FLAGS.config.train.select_metric}: {result['best_metric']} "
         f"(step {result['best_step']}); workdir: {FLAGS.workdir}")
 

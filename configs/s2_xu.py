@@ -21,8 +21,8 @@ def get_config():
   c.model.name = "attention_fusion"
   c.model.image.update(name="resnet34", stem="imagenet", num_filters=32)
   c.model.text.update(name="gru_attention", embed_dim=128, hidden_size=128, dropout=0.1)
-  c.model.text.pop("pooling")
-  c.model.text.pop("num_layers")
+  del c.model.text.pooling  # the GRU tower pools by attention; it has no such options
+  del c.model.text.num_layers
   c.model.attention.update(dim=256, num_heads=4, num_layers=1, dropout=0.1)
   c.model.head.update(hidden=(256,), dropout=0.2, feature_dropout=0.0, norm="layer")
   c.data.augment.update(hflip=True, vflip=True, crop=False)

@@ -20,8 +20,8 @@ def get_config():
   c.data.augment.update(hflip=True, vflip=True, crop=False)
   c.model.image.update(name="resnext50_32x4d", stem="imagenet", num_filters=32)
   c.model.text.update(name="gru_attention", embed_dim=150, hidden_size=128, dropout=0.1)
-  c.model.text.pop("pooling")
-  c.model.text.pop("num_layers")
+  del c.model.text.pooling  # the GRU tower pools by attention; it has no such options
+  del c.model.text.num_layers
   c.model.head.update(hidden=(512,), dropout=0.3, feature_dropout=0.0, norm="batch")
   c.optim.update(name="adam", lr=3e-4, weight_decay=0.0, schedule="constant", warmup_epochs=0.0)
   c.train.update(batch_size=64, epochs=6, early_stopping_patience=10, tune_thresholds="per_class")

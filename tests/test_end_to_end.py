@@ -30,7 +30,8 @@ def test_train_evaluate_predict_resume(tmp_path):
 
   result = train_and_evaluate(config, workdir)
   for name in ("config.json", "vocab.json", "metrics.jsonl", "thresholds.json", "tensorboard",
-               "checkpoints/latest", "checkpoints/best"):
+               "checkpoints/latest", "checkpoints/best", "val_predictions.npz", "report.md",
+               "plots/loss.png", "plots/per_class_f1.png", "plots/threshold_sweep.png"):
     assert os.path.exists(os.path.join(workdir, name)), name
   rows = read_metrics(os.path.join(workdir, "metrics.jsonl"))
   evals = [r for r in rows if "val_samples_f1" in r]
@@ -42,12 +43,16 @@ def test_train_evaluate_predict_resume(tmp_path):
 
   # evaluate.py restores the best checkpoint and sees all 16 val examples (batch 12: one padded).
   out = tmp_path / "eval.json"
-  proc = _run(["evaluate.py", "--workdir", workdir, "--out", str(out)])
+  proc = _run(["evaluate.py", "--workdir", workdir, "--out", str(out), "--report_dir",
+               str(tmp_path / "eval_report")])
   metrics = json.loads(out.read_text())
   assert metrics["n_examples"] == 16
   assert abs(metrics["samples_f1"] - json.load(open(os.path.join(workdir, "thresholds.json")))[
       "val_samples_f1"]) < 1e-6
   assert "label" in proc.stdout and len(metrics["per_class"]) == comp5329.NUM_LABELS
+  eval_report = (tmp_path / "eval_report" / "report.md").read_text()
+  assert f"| samples F1 | {metrics['samples_f1']:.4f} |" in eval_report
+  assert (tmp_path / "eval_report" / "plots" / "per_class_f1.png").is_file()
 
   # predict.py: one row per input row, in input order, >= 1 valid label each.
   test_csv = os.path.join(config.data.root, "test.csv")

@@ -18,6 +18,11 @@ import numpy as np
 # COCO category ids used by the task: 1..19 without 12 (never present in the data).
 LABEL_IDS: tuple[int, ...] = tuple(i for i in range(1, 20) if i != 12)
 NUM_LABELS = len(LABEL_IDS)
+# Their COCO names, for reports.
+LABEL_NAMES: dict[int, str] = {
+    1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus", 7: "train",
+    8: "truck", 9: "boat", 10: "traffic light", 11: "fire hydrant", 13: "stop sign",
+    14: "parking meter", 15: "bench", 16: "bird", 17: "cat", 18: "dog", 19: "horse"}
 _LABEL_INDEX = {label: i for i, label in enumerate(LABEL_IDS)}
 
 _IMAGE_ID = r"[^,\"\r\n]+\.(?:jpe?g|png)"
@@ -25,6 +30,10 @@ _IMAGE_ID = r"[^,\"\r\n]+\.(?:jpe?g|png)"
 _RECORD_START = re.compile(rf"(?:^|\r?\n)(?={_IMAGE_ID},)", re.IGNORECASE)
 _WITH_LABELS = re.compile(rf'^({_IMAGE_ID}),([0-9 ]*),"(.*)"$', re.IGNORECASE | re.DOTALL)
 _WITHOUT_LABELS = re.compile(rf'^({_IMAGE_ID}),"(.*)"$', re.IGNORECASE | re.DOTALL)
+# A line inside a record shaped like a record start, but with an image id the reader does not take
+# ('7.gif'): left alone, the reader would glue that row to the previous caption and lose it.
+_FOREIGN_START = {True: re.compile(r'\n([^,"\r\n]+),[0-9 ]*,"'),
+                  False: re.compile(r'\n([^,"\r\n]+),"')}
 HEADER_LABELLED = "ImageID,Labels,Caption"
 HEADER_UNLABELLED = "ImageID,Caption"
 
@@ -90,6 +99,14 @@ def _parse_record(raw: str, pattern: re.Pattern, labelled: bool, path: str, line
         f"{path}:{line_no}: malformed record {raw[:80]!r}; expected {layout} with the caption in "
         "double quotes. Fix or remove this line.")
   image_id = match.group(1)
+  # (A quote that closes the record, as in a caption ending '\n0,', starts nothing.)
+  foreign = next((m for m in _FOREIGN_START[labelled].finditer(raw) if m.end() < len(raw)), None)
+  if foreign:
+    line = line_no + raw[:foreign.start()].count("\n") + 1
+    raise CsvFormatError(
+        f"{path}:{line}: this line looks like the record of image {foreign.group(1)!r}, but image "
+        f"ids must end in .jpg, .jpeg or .png; as it is, it would be read as part of the caption of "
+        f"{image_id!r} (line {line_no}). Rename the image or fix the row.")
   if image_id in seen:
     raise CsvFormatError(
         f"{path}:{line_no}: duplicate ImageID {image_id!r} (first on line {seen[image_id]}); "
@@ -111,7 +128,8 @@ def write_comp5329(csv_path: str | os.PathLike, records: Iterable[Record], *,
   """Writes records in the course's own (unescaped) layout, which `read_comp5329` reads back exactly."""
   lines = [HEADER_LABELLED if labelled else HEADER_UNLABELLED]
   for r in records:
-    if re.search(rf"\n{_IMAGE_ID},", r.caption, re.IGNORECASE) or r.caption.endswith("\r"):
+    if (re.search(rf"\n{_IMAGE_ID},", r.caption, re.IGNORECASE) or r.caption.endswith("\r")
+        or _FOREIGN_START[labelled].search(r.caption)):
       raise ValueError(f"caption of {r.image_id!r} holds a line that would read as a new record")
     labels = " ".join(str(l) for l in r.labels)
     lines.append(f'{r.image_id},{labels},"{r.caption}"' if labelled else f'{r.image_id},"{r.caption}"')

@@ -112,12 +112,20 @@ def prepare_comp5329(cfg_data, workdir: str | None, *, with_images: bool = True)
         f"{csv_path}: {len(unlabelled)} record(s) have no label (first: {unlabelled[:5]}); "
         "every training record needs at least one label id.")
   train_recs, val_recs = split_records(records, cfg_data)
+  images_dir = os.path.join(cfg_data.root, cfg_data.images_dir)
+  if with_images and not os.path.isdir(images_dir):
+    raise images_lib.ImageDataError(
+        f"the images folder {images_dir!r} of {csv_path} does not exist; put the images there, "
+        "or set --config.data.images_dir")
   encoder = text_encoder_for(cfg_data, workdir, [r.caption for r in train_recs])
-  kw = dict(encoder=encoder, images_dir=os.path.join(cfg_data.root, cfg_data.images_dir),
+  kw = dict(encoder=encoder, images_dir=images_dir,
             image_size=cfg_data.image_size, cache_dir=cfg_data.get("cache_dir") or None,
             skip_bad=cfg_data.skip_bad, skipped=skipped, with_images=with_images)
-  train = encode_records(train_recs, **kw)
-  val = encode_records(val_recs, **kw) if val_recs else None
+  try:
+    train = encode_records(train_recs, **kw)
+    val = encode_records(val_recs, **kw) if val_recs else None
+  except images_lib.ImageDataError as e:  # say which CSV lists them
+    raise images_lib.ImageDataError(f"{csv_path}: {e}") from None
   _report_skipped(skipped, workdir)
   return PreparedData(train=train, val=val, encoder=encoder, skipped=skipped,
                       train_captions=[r.caption for r in train_recs])

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: 16-bit and float images rescaled, no longer clipped
 # ImageNet statistics: the usual choice, and what imported ImageNet weights expect.
 MEAN_RGB = (0.485, 0.456, 0.406)
 STD_RGB = (0.229, 0.224, 0.225)
@@ -28,13 +28,28 @@ class ImageDataError(ValueError):
   """Images that are missing or cannot be decoded; the message lists them."""
 
 
+def _to_8bit(im: Image.Image) -> Image.Image:
+  """16-bit and float grayscale as 8-bit 'L': PIL's convert('RGB') would clip them to 0/255."""
+  if not (im.mode.startswith("I;16") or im.mode in ("I", "F")):
+    return im
+  arr = np.asarray(im, np.float64)
+  if im.mode == "F":
+    top = 1.0 if arr.max() <= 1.0 else 255.0  # [0, 1] floats, else already 0..255
+  else:
+    top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+  return Image.fromarray(np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+
+
 def load_image(path: str, size: int) -> np.ndarray:
-  """Decodes any PIL-readable file (JPEG, PNG, grayscale, CMYK...) to uint8 (size, size, 3)."""
+  """Decodes any PIL-readable file (JPEG, PNG, grayscale, CMYK, 16-bit...) to uint8 (size, size, 3).
+
+  The content decides the format, not the name (a PNG called .jpg is fine); alpha is dropped.
+  """
   with Image.open(path) as im:
     # draft() lets libjpeg decode at a reduced scale: several times faster for big-to-small resizes.
     if im.format == "JPEG":
       im.draft("RGB", (size, size))
-    im = im.convert("RGB")
+    im = _to_8bit(im).convert("RGB")
     if im.size != (size, size):
       im = im.resize((size, size), Image.BILINEAR)
     return np.asarray(im, dtype=np.uint8)
@@ -91,7 +106,10 @@ def cached_images(paths: Sequence[str], size: int, *, cache_dir: str | None = No
     ok[[b[0] for b in bad]] = False
     return np.load(arr_path, mmap_mode="r"), ok
 
-  out = np.lib.format.open_memmap(arr_path + ".tmp", mode="w+", dtype=np.uint8,
+  # Per-process temporary names: two runs opening the same new dataset at once each build a
+  # complete file, and whichever renames last wins.
+  tmp = f"{arr_path}.{os.getpid()}.tmp"
+  out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                   shape=(len(paths), size, size, 3))
   bad: list[tuple[int, str, str]] = []
   from tqdm.auto import tqdm  # noqa: local import keeps `import jaxmm.data` light
@@ -110,13 +128,14 @@ def cached_images(paths: Sequence[str], size: int, *, cache_dir: str | None = No
   bad.sort()
   if bad and not skip_bad:
     del out
-    os.remove(arr_path + ".tmp")
+    os.remove(tmp)
     _raise_bad(bad)
   out.flush()
   del out
-  os.replace(arr_path + ".tmp", arr_path)  # atomic: a killed build never leaves a half cache
-  with open(meta_path, "w") as f:
+  os.replace(tmp, arr_path)  # atomic: a killed build never leaves a half cache
+  with open(f"{meta_path}.{os.getpid()}.tmp", "w") as f:
     json.dump({"n": len(paths), "size": size, "bad": bad}, f)
+  os.replace(f"{meta_path}.{os.getpid()}.tmp", meta_path)
   ok = np.ones(len(paths), bool)
   ok[[b[0] for b in bad]] = False
   return np.load(arr_path, mmap_mode="r"), ok

@@ -19,6 +19,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from jaxmm import config as config_lib
+from jaxmm import report
 from jaxmm.data import pipeline, word_vectors
 from jaxmm.data.pipeline import AugmentConfig
 from jaxmm.train import checkpoint as ckpt_lib
@@ -42,6 +43,9 @@ class _StopFlag:
     return self
 
   def _handle(self, signum, frame):
+    if self.signum is not None:  # asked twice (a second Ctrl-C): stop now, without saving
+      signal.signal(signum, signal.SIG_DFL)
+      os.kill(os.getpid(), signum)
     self.signum = signum
 
   def __exit__(self, *exc):
@@ -87,7 +91,7 @@ def build_state(config, *, vocab_size: int, steps_per_epoch: int, total_steps: i
 def _fresh_meta() -> dict:
   return {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_metric": None, "best_step": None,
           "early_stopping": None, "plateau": None, "lr_scale": 1.0, "bad_steps": 0, "done": False,
-          "elapsed_s": 0.0}
+          "elapsed_s": 0.0, "metric_rows": 0, "pending": []}
 
 
 def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dict:
@@ -117,7 +121,7 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
   # The schedule always spans the configured epochs; max_steps only cuts the run short (smoke runs).
   schedule_steps = tc.epochs * spe
   total_steps = min(tc.max_steps, schedule_steps) if tc.max_steps else schedule_steps
-  ckpt = ckpt_lib.Checkpointer(workdir)
+  ckpt = ckpt_lib.Checkpointer(workdir, cleanup_tmp=True)
   vocab_size = len(data.encoder.vocab)
   extra_map = spec.extra_map(config, vocab_size)  # pretext targets (None for other tasks)
   embedding_init = word_vectors.embedding_matrix_for(config, data.encoder, data.train_captions,
@@ -126,6 +130,7 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
                                  total_steps=schedule_steps, model_fn=model_fn,
                                  embedding_init=embedding_init,
                                  pretrained=ckpt.latest_step() is None)
+  state = ckpt_lib.place_like_restored(state)
   task = build_task(config, data.train)
   schedule = optim.make_schedule(config.optim, steps_per_epoch=spe, total_steps=schedule_steps)
   meta = _fresh_meta()
@@ -133,7 +138,10 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
     state, meta = ckpt.restore(state)
     log.info("resumed from step %d (epoch %d, batch %d)", meta["step"], meta["epoch"],
              meta["batch_in_epoch"])
-  writer = MetricWriter(workdir, resume_step=meta["step"] if meta["step"] else None)
+  # The checkpoint's row count and unlogged step metrics make the resumed metrics.jsonl exact.
+  resuming = bool(meta["step"])
+  writer = MetricWriter(workdir, resume_step=meta["step"] if resuming else None,
+                        keep_rows=meta.get("metric_rows") if resuming else None)
   train_step = steps.make_train_step(graphdefs, task, seed=config.seed)
   predict_step = steps.make_predict_step(graphdefs[0], task)
   mode = spec.select_mode(config)  # 'min' for val_mae / val_loss
@@ -152,6 +160,8 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
     meta["elapsed_s"] = time.time() - t_start
     meta["early_stopping"] = early.state_dict()
     meta["plateau"] = plateau.state_dict() if plateau is not None else None
+    meta["metric_rows"] = writer.num_rows
+    meta["pending"] = [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
     ckpt.save(meta["step"], state, meta, which=which)
 
   def evaluate_now():
@@ -164,7 +174,7 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
   t_start = time.time() - meta.get("elapsed_s", 0.0)  # wall-clock accumulates over resumes
   pbar = tqdm(total=total_steps, initial=meta["step"], desc="train", unit="step",
               disable=not tc.progress_bar, dynamic_ncols=True)
-  pending: list[dict] = []
+  pending: list[dict] = list(meta.get("pending") or [])
   with _StopFlag() as stop:
     while meta["step"] < total_steps and not meta["done"]:
       ds = pipeline.train_dataset(data.train, batch_size=tc.batch_size, seed=config.seed,
@@ -185,14 +195,14 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
           save()
         if stop.signum is not None or meta["step"] >= total_steps:
           break
-      if pending:
-        log_train(pending)
-        pending = []
-      if stop.signum is not None:
+      if stop.signum is not None:  # before the flush: unlogged steps go into the checkpoint
         save()
         log.warning("signal %d: saved checkpoint at step %d; run the same command to resume",
                     stop.signum, meta["step"])
         break
+      if pending:
+        log_train(pending)
+        pending = []
       epoch_done = meta["batch_in_epoch"] >= spe
       if epoch_done or meta["step"] >= total_steps:
         if data.val is not None:
@@ -224,7 +234,10 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
       spec.after_training(config, workdir, predict_step, best, data.val, vocab_size=vocab_size)
   writer.close()
   ckpt.close()
-  return {"best_metric": meta["best_metric"], "best_step": meta["best_step"], "step": meta["step"]}
+  if stop.signum is None:
+    report.try_write_report(workdir)
+  return {"best_metric": meta["best_metric"], "best_step": meta["best_step"], "step": meta["step"],
+          "stopped_by_signal": stop.signum}
 
 
 def evaluate_split(spec, predict_step, state, split, config, *, vocab_size=None) -> dict:
@@ -236,7 +249,7 @@ def evaluate_split(spec, predict_step, state, split, config, *, vocab_size=None)
 def _log_train(writer, pending, meta, pbar, elapsed, lr):
   fetched = jax.device_get(pending)
   losses = np.array([float(m["loss"]) for m in fetched])
-  finite = np.array([bool(m["finite"]) for m in fetched])
+  finite = np.array([bool(m["finite"]) for m in fetched])  # bool, or 0./1. from a checkpoint
   for ok in finite:  # consecutive non-finite steps, across log points
     meta["bad_steps"] = 0 if ok else meta["bad_steps"] + 1
   row = {"train_loss": float(losses[finite].mean()) if finite.any() else float("nan"),
@@ -264,6 +277,8 @@ def finalize_thresholds(config, workdir, ckpt, predict_step, state, val_split):
                                       num_threads=config.data.num_threads)
   spec = task_spec(config)
   labels = val_split.arrays[spec.label_key]
+  report.save_predictions(os.path.join(workdir, report.PREDICTIONS_FILE), val_split.ids, probs,
+                          labels)
   mode = config.train.tune_thresholds
   thr, value = spec.tune_thresholds(probs, labels, mode, config.train.threshold)
   # The selection metric of the task at the tuned and at the default threshold(s).

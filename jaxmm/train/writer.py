@@ -17,25 +17,30 @@ def _clean(v):
 
 
 class MetricWriter:
-  """Appends one JSON object per log/eval point; on resume, drops rows past the restored step so a
-  resumed run's file equals an uninterrupted run's."""
+  """Appends one JSON object per log/eval point. On resume it keeps the first `keep_rows` rows
+  (the count the checkpoint recorded) or, without it, the rows up to `resume_step`, so a resumed
+  run's file equals an uninterrupted run's."""
 
-  def __init__(self, workdir: str, *, resume_step: int | None = None, tensorboard: bool = True):
+  def __init__(self, workdir: str, *, resume_step: int | None = None,
+               keep_rows: int | None = None, tensorboard: bool = True):
     self.path = os.path.join(workdir, METRICS_FILE)
-    if resume_step is None:
-      open(self.path, "w").close()
-    elif os.path.exists(self.path):
+    rows: list[dict] = []
+    if (resume_step is not None or keep_rows is not None) and os.path.exists(self.path):
       rows = read_metrics(self.path)
-      with open(self.path, "w") as f:
-        for row in rows:
-          if row["step"] <= resume_step:
-            f.write(json.dumps(row) + "\n")
+      rows = rows[:keep_rows] if keep_rows is not None else [
+          r for r in rows if r["step"] <= resume_step]
+    # Replace, not rewrite in place: a kill here must not lose the history.
+    with open(self.path + ".tmp", "w") as f:
+      f.writelines(json.dumps(row) + "\n" for row in rows)
+    os.replace(self.path + ".tmp", self.path)
+    self.num_rows = len(rows)
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard")) if tensorboard else None
 
   def write(self, step: int, metrics: dict, **extra) -> dict:
     row = {"step": int(step), **extra, **{k: _clean(v) for k, v in metrics.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
+    self.num_rows += 1
     if self._tb is not None:
       for k, v in row.items():
         if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -48,5 +53,15 @@ class MetricWriter:
 
 
 def read_metrics(path: str) -> list[dict]:
+  """The rows of a metrics.jsonl; a cut-off last line (a kill in mid-write) is dropped."""
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [(i, line) for i, line in enumerate(f, 1) if line.strip()]
+  rows = []
+  for i, line in lines:
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if i == lines[-1][0] and not line.endswith("\n"):
+        break
+      raise ValueError(f"{path}:{i}: not a JSON object ({e}); fix or delete this line") from None
+  return rows

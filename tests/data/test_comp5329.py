@@ -116,6 +116,20 @@ def test_wrong_header_names_it(tmp_path, header):
     read_comp5329(path)
 
 
+@pytest.mark.parametrize("labelled", [True, False])
+def test_row_with_unknown_image_type_is_not_glued_to_the_caption_above(tmp_path, labelled):
+  # The reader splits records at '<id>.jpg|jpeg|png,': a '.gif' row would become caption text.
+  row = '1.gif,2,"a bike"' if labelled else '1.gif,"a bike"'
+  head = "ImageID,Labels,Caption\n0.jpg,1," if labelled else "ImageID,Caption\n0.jpg,"
+  path = _write(tmp_path, f'{head}"a dog"\n{row}\n')
+  with pytest.raises(CsvFormatError, match=r"x\.csv:3: this line looks like the record of image "
+                     r"'1\.gif'.*caption of '0\.jpg' \(line 2\)"):
+    read_comp5329(path)
+  with pytest.raises(ValueError, match="would read as a new record"):  # nor does the writer make one
+    write_comp5329(tmp_path / "w.csv", [Record("0.jpg", (1,) if labelled else (), f"dog\n{row}")],
+                   labelled=labelled)
+
+
 def test_missing_file_names_path(tmp_path):
   with pytest.raises(FileNotFoundError, match="nope.csv"):
     read_comp5329(tmp_path / "nope.csv")
@@ -185,4 +199,24 @@ def test_write_read_round_trip_property(tmp_path, data, labelled, ext):
     write_comp5329(path, records, labelled=labelled)
   except ValueError:
     assume(False)  # a caption the course layout cannot hold; the writer refuses it loudly
+  assert read_comp5329(path) == records
+
+
+# Image ids: any text without the separators the layout reserves (comma, quote, line breaks).
+_ID_STEM = st.text(st.characters(codec="utf-8", exclude_characters=',"\r\n'), min_size=1,
+                   max_size=12)
+
+
+@given(stems=st.lists(_ID_STEM, min_size=1, max_size=6, unique=True),
+       ext=st.sampled_from(["jpg", "JPEG", "png"]), caption=_CAPTION)
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
+def test_round_trip_arbitrary_image_ids(tmp_path, stems, ext, caption):
+  records = [Record(f"{stem}.{ext}", (LABEL_IDS[i % NUM_LABELS],), caption)
+             for i, stem in enumerate(stems)]
+  path = tmp_path / "ids.csv"
+  try:
+    write_comp5329(path, records)
+  except ValueError:
+    assume(False)
   assert read_comp5329(path) == records

@@ -232,6 +232,49 @@ def test_corrupt_image(root, workdir):
   assert [s["image_id"] for s in data.skipped] == ["2.jpg"]
 
 
+def test_truncated_image_names_csv_and_file(root, workdir):
+  path = os.path.join(root, "data", "3.jpg")
+  data = open(path, "rb").read()
+  with open(path, "wb") as f:
+    f.write(data[:len(data) // 2])  # a download or copy cut short
+  with pytest.raises(ImageDataError) as e:
+    datasets.prepare_comp5329(_cfg(root), workdir)
+  msg = str(e.value)
+  assert msg.startswith(os.path.join(root, "train.csv") + ":") and path in msg
+  assert "1 undecodable" in msg and "skip_bad" in msg
+
+
+def test_odd_but_valid_images_are_kept(root, workdir):
+  """Grayscale, CMYK, PNG bytes behind a .jpg name, RGBA, 16-bit: decoded as RGB, none skipped,
+  the pixels as the file holds them (exactly for the lossless formats)."""
+  from PIL import Image
+  odd = {"1.jpg": ("L", "JPEG"), "2.jpg": ("CMYK", "JPEG"), "3.jpg": ("RGB", "PNG"),
+         "4.jpg": ("RGBA", "PNG"), "5.jpg": ("I;16", "PNG")}
+  want = {}
+  for name, (mode, fmt) in odd.items():
+    path = os.path.join(root, "data", name)
+    with Image.open(path) as im:
+      im = im.convert("L" if mode == "I;16" else mode)
+    want[name] = np.asarray(im.convert("RGB"), np.float64)
+    if mode == "I;16":
+      im = Image.fromarray(np.asarray(im).astype(np.uint16) * 257)  # the same picture, 16 bits
+    im.save(path, format=fmt, quality=95)
+  data = datasets.prepare_comp5329(_cfg(root, split="last"), workdir)
+  assert data.skipped == [] and len(data.train) + len(data.val) == N_TRAIN
+  cache = np.load(data.train.image_cache)
+  for name, (_, fmt) in odd.items():
+    got = cache[data.train.image_index[data.train.ids.index(name)]].astype(np.float64)
+    err = np.abs(got - want[name]).mean()
+    assert err == 0 if fmt == "PNG" else err < 4, (name, err)  # JPEG: its own loss only
+
+
+def test_missing_images_folder_is_named(root, workdir):
+  shutil.rmtree(os.path.join(root, "data"))
+  with pytest.raises(ImageDataError, match=r"the images folder '.*data' of .*train\.csv does not "
+                     r"exist"):
+    datasets.prepare_comp5329(_cfg(root), workdir)
+
+
 def test_missing_root(tmp_path, workdir):
   missing = str(tmp_path / "no_such_dataset")
   with pytest.raises(FileNotFoundError, match="no_such_dataset"):

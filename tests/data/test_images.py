@@ -77,6 +77,35 @@ def test_load_image_grayscale_has_equal_channels(tmp_path):
   np.testing.assert_array_equal(img[..., 0], img[..., 2])
 
 
+def test_png_bytes_in_a_jpg_lose_nothing(tmp_path):
+  img = _pattern(S, S)
+  path = tmp_path / "really_a_png.jpg"
+  Image.fromarray(img).save(path, format="PNG")
+  np.testing.assert_array_equal(load_image(str(path), S), img)  # lossless: every pixel kept
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_grayscale_and_cmyk_jpegs_keep_their_content(tmp_path, mode):
+  img = _pattern(S, S)
+  path = tmp_path / f"{mode}.jpg"
+  Image.fromarray(img).convert(mode).save(path, format="JPEG", quality=95)
+  want = np.asarray(Image.fromarray(img).convert(mode).convert("RGB"), np.float64)
+  got = load_image(str(path), S).astype(np.float64)
+  assert np.abs(got - want).mean() < 4  # JPEG's loss only, no colour or level change
+
+
+def test_16bit_grayscale_is_rescaled_not_clipped(tmp_path):
+  # PIL's own convert("RGB") maps a 16-bit image to two levels (0 and 255).
+  levels = (np.arange(S * S).reshape(S, S) * 257).astype(np.uint16)  # 0..65535 in 256 steps
+  path = tmp_path / "deep.png"
+  Image.fromarray(levels).save(path)
+  with Image.open(path) as im:
+    assert im.mode.startswith("I")
+  img = load_image(str(path), S)
+  np.testing.assert_array_equal(img[..., 0], levels // 257)
+  np.testing.assert_array_equal(img[..., 0], img[..., 2])
+
+
 # --- cached_images ----------------------------------------------------------------------------
 
 

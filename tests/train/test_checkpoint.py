@@ -7,6 +7,7 @@ import os
 import jax
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from jaxmm.train import checkpoint as ckpt_lib
@@ -84,3 +85,58 @@ def test_missing_checkpoint_error_names_directory(tmp_path):
     assert "latest" in str(e) and "train first" in str(e)
   else:
     raise AssertionError("expected FileNotFoundError")
+
+
+def _damage(step_dir) -> None:
+  """Overwrites every array file of a finished save (a bad disk, a careless hand)."""
+  for dirpath, _, files in os.walk(os.path.join(step_dir, "state")):
+    for name in files:
+      if os.path.basename(dirpath) == "d":
+        with open(os.path.join(dirpath, name), "wb") as f:
+          f.write(b"garbage")
+
+
+def test_damaged_latest_falls_back_to_the_step_before(tmp_path, caplog):
+  ck = ckpt_lib.Checkpointer(str(tmp_path))
+  for step in (4, 6):
+    ck.save(step, _state(step), {"step": step})
+  _damage(tmp_path / "checkpoints" / "latest" / "6")
+  with caplog.at_level("WARNING", logger="jaxmm"):
+    restored, meta = ck.restore(_state(0))
+  assert meta["step"] == 4 and _equal(restored, _state(4))
+  assert "[6]" in caplog.text and "using step 4" in caplog.text
+  # Training goes on from step 4: the next save at step 5 replaces the damaged step 6 (orbax alone
+  # would skip a save below its latest step, silently).
+  ck.save(5, _state(5), {"step": 5})
+  assert ck.latest_step() == 5 and ck.restore(_state(0))[1] == {"step": 5}
+
+
+def test_nothing_restorable_says_so(tmp_path):
+  ck = ckpt_lib.Checkpointer(str(tmp_path))
+  ck.save(1, _state(1), {"step": 1})
+  other = {"w": np.zeros((2, 2), np.float32)}  # a state of another model
+  with pytest.raises(RuntimeError, match=r"(?s)no 'latest' checkpoint in .* could be restored "
+                     r"\(tried steps \[1\].*use a new --workdir"):
+    ck.restore(other)
+
+
+def test_training_run_removes_interrupted_saves(tmp_path):
+  ck = ckpt_lib.Checkpointer(str(tmp_path))
+  ck.save(4, _state(4), {"step": 4})
+  ck.close()
+  tmp = tmp_path / "checkpoints" / "latest" / "5.orbax-checkpoint-tmp-123"
+  tmp.mkdir()
+  ckpt_lib.Checkpointer(str(tmp_path)).close()  # a reader leaves it: it may be a save in flight
+  assert tmp.exists()
+  ckpt_lib.Checkpointer(str(tmp_path), cleanup_tmp=True).close()
+  assert not tmp.exists() and ckpt_lib.Checkpointer(str(tmp_path)).latest_step() == 4
+
+
+def test_fresh_state_placed_like_restored_compiles_the_same_program(tmp_path):
+  ck = ckpt_lib.Checkpointer(str(tmp_path))
+  ck.save(1, _state(0), {})
+  restored, _ = ck.restore(_state(1))
+  step = jax.jit(lambda s: jax.tree.map(lambda x: x * 2, s))
+  want = step.lower(restored).as_text()
+  assert step.lower(ckpt_lib.place_like_restored(_state(0))).as_text() == want
+  assert step.lower(_state(0)).as_text() != want  # why: a resumed run would compile again

@@ -100,3 +100,31 @@ def test_read_metrics_skips_blank_lines(tmp_path):
   p = tmp_path / "m.jsonl"
   p.write_text('{"step": 1}\n\n{"step": 2}\n')
   assert read_metrics(str(p)) == [{"step": 1}, {"step": 2}]
+
+
+def test_resume_keeps_the_rows_the_checkpoint_counted(tmp_path):
+  # Rows written after the checkpoint (here an eval row of the same step) are dropped, which
+  # a step filter cannot do; the rerun writes them again.
+  w = MetricWriter(str(tmp_path), tensorboard=False)
+  w.write(4, {"loss": 1.0})
+  assert w.num_rows == 1  # what the loop stores in the checkpoint
+  w.write(4, {"val": 0.5})
+  w2 = MetricWriter(str(tmp_path), resume_step=4, keep_rows=1, tensorboard=False)
+  assert w2.num_rows == 1 and read_metrics(_path(tmp_path)) == [{"step": 4, "loss": 1.0}]
+  assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_cut_off_last_line_is_dropped(tmp_path):
+  p = tmp_path / METRICS_FILE
+  p.write_text('{"step": 1}\n{"step": 2, "lo')  # a kill in mid-write
+  assert read_metrics(str(p)) == [{"step": 1}]
+  w = MetricWriter(str(tmp_path), resume_step=1, tensorboard=False)
+  w.write(2, {"a": 1.0})
+  assert read_metrics(str(p)) == [{"step": 1}, {"step": 2, "a": 1.0}]
+
+
+def test_garbled_line_inside_names_file_and_line(tmp_path):
+  p = tmp_path / "m.jsonl"
+  p.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+  with pytest.raises(ValueError, match=r"m\.jsonl:2: not a JSON object"):
+    read_metrics(str(p))

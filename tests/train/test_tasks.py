@@ -1,0 +1,141 @@
+"""The matching task end to end (train -> evaluate.py -> predict.py) and S1's two-stage recipe."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import s0_best, tiny
+from jaxmm.data import matching
+from jaxmm.train import checkpoint as ckpt_lib
+from jaxmm.train import loop, tasks
+from jaxmm.train.writer import read_metrics
+from tests.conftest import ROOT
+
+
+def _matching_config(data_root, **train):
+  c = s0_best.get_config()
+  c.data.root = str(data_root)
+  c.data.synthetic.update(generate=True, n_train=48, n_test=16, image_size=16)
+  c.data.image_size = 16
+  c.data.num_threads = 1
+  c.model.image.update(stem="small", num_filters=8)
+  c.model.text.update(embed_dim=16, hidden_size=16)
+  c.model.head.update(hidden=(16,), interaction_dim=16)
+  c.train.update(batch_size=8, eval_batch_size=12, epochs=1, log_every=2, progress_bar=False,
+                 **train)
+  return c
+
+
+def _run(args):
+  proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                        timeout=600, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+@pytest.mark.parametrize("loss", ["ce", "bce"])
+def test_matching_train_evaluate_predict(tmp_path, loss):
+  config = _matching_config(tmp_path / "data", loss=loss,
+                            contrastive_weight=1.0 if loss == "ce" else 0.0)
+  workdir = tmp_path / "run"
+  result = loop.train_and_evaluate(config, str(workdir))
+  rows = read_metrics(str(workdir / "metrics.jsonl"))
+  evals = [r for r in rows if "val_accuracy" in r]
+  assert len(evals) == 1 and evals[0]["step"] == result["step"] == 6  # 48 pairs / batch 8
+  ev = evals[0]
+  assert ev["val_tn"] + ev["val_fp"] + ev["val_fn"] + ev["val_tp"] == 16
+  assert ev["val_accuracy"] == pytest.approx((ev["val_tn"] + ev["val_tp"]) / 16)
+  thr = json.loads((workdir / "thresholds.json").read_text())
+  assert thr["mode"] == "global" and 0 < thr["thresholds"] < 1
+  assert thr["val_accuracy"] >= thr["val_accuracy_at_default"]
+
+  # evaluate.py on the val CSV (images found at <csv dir>/val_images) reproduces the tuned accuracy.
+  val_csv = str(tmp_path / "data" / "val.csv")
+  out = tmp_path / "eval.json"
+  proc = _run(["evaluate.py", "--workdir", str(workdir), "--csv", val_csv, "--out", str(out)])
+  metrics = json.loads(out.read_text())
+  assert metrics["n_examples"] == 16 and "confusion" in proc.stdout
+  assert metrics["accuracy"] == pytest.approx(thr["val_accuracy"])
+
+  # predict.py writes id,label for every pair, in input order, also for an unlabelled CSV.
+  records = matching.read_matching(val_csv)
+  unlabelled = tmp_path / "data" / "val_nolabel.csv"
+  matching.write_matching(unlabelled, [matching.MatchRecord(r.id, r.caption, r.image_id, None)
+                                       for r in records])
+  sub = tmp_path / "pred.csv"
+  _run(["predict.py", "--workdir", str(workdir), "--csv", str(unlabelled), "--images",
+        str(tmp_path / "data" / "val_images"), "--out", str(sub)])
+  with open(sub, newline="") as f:
+    got = list(csv.reader(f))
+  assert got[0] == ["id", "label"] and [r[0] for r in got[1:]] == [r.id for r in records]
+  preds = np.array([int(r[1]) for r in got[1:]])
+  labels = np.array([r.label for r in records])
+  assert set(preds) <= {0, 1}
+  assert (preds == labels).mean() == pytest.approx(thr["val_accuracy"])
+
+
+def test_matching_config_errors(tmp_path):
+  spec = tasks.task_by_name("matching")
+  with pytest.raises(ValueError, match="not a matching loss"):
+    spec.check_config(_matching_config(tmp_path, loss="focal"))
+  with pytest.raises(ValueError, match="one threshold"):
+    spec.check_config(_matching_config(tmp_path, loss="ce", tune_thresholds="per_class"))
+  with pytest.raises(ValueError, match="select_metric"):
+    spec.check_config(_matching_config(tmp_path, loss="ce", select_metric="val_samples_f1"))
+  c = _matching_config(tmp_path, loss="ce", contrastive_weight=1.0)
+  c.model.head.interaction_dim = 0
+  with pytest.raises(ValueError, match="interaction_dim"):
+    spec.check_config(c)
+  with pytest.raises(ValueError, match="unknown task"):
+    tasks.task_by_name("segmentation")
+
+
+def test_two_stage_assembles_stage_one_towers_and_stage_two_head(tmp_path):
+  config = tiny.get_config()
+  config.data.root = str(tmp_path / "data")
+  config.train.update(epochs=1, two_stage=True, head_epochs=2)
+  workdir = str(tmp_path / "run")
+  result = loop.train_and_evaluate(config, workdir)
+  for sub in ("stage1_image", "stage1_text", "stage2_head"):
+    assert os.path.exists(os.path.join(workdir, sub, "checkpoints", "best"))
+  assert os.path.exists(os.path.join(workdir, "thresholds.json"))
+  assert result["best_metric"] is not None
+
+  def best_params(run_dir, cfg, model_fn=None):
+    graphdefs, state = loop.build_state(cfg, vocab_size=len(json.load(open(
+        os.path.join(workdir, "vocab.json")))["tokens"]), steps_per_epoch=1, total_steps=1,
+        model_fn=model_fn)
+    ckpt = ckpt_lib.Checkpointer(run_dir)
+    state, _ = ckpt.restore(state, which=ckpt_lib.BEST)
+    ckpt.close()
+    return nnx.merge(graphdefs[0], state[0])
+
+  from jaxmm.train import two_stage
+  fused = best_params(workdir, config)
+  for mode in ("image", "text"):
+    alone = best_params(os.path.join(workdir, f"stage1_{mode}"),
+                        two_stage._sub_config(config, **{"model.mode": mode}))
+    a, b = nnx.state(getattr(fused, mode)), nnx.state(getattr(alone, mode))
+    for x, y in zip(jax_leaves(a), jax_leaves(b)):
+      np.testing.assert_array_equal(x, y)
+  # The head is stage 2's, not the fused model's fresh one nor either stage-1 head.
+  in_features = fused.image.out_features + fused.text.out_features
+  head = best_params(os.path.join(workdir, "stage2_head"), config,
+                     lambda c, n, v, r: two_stage.FeatureHead(in_features, c.model.head, n, rngs=r))
+  for x, y in zip(jax_leaves(nnx.state(fused.head)), jax_leaves(nnx.state(head.head))):
+    np.testing.assert_array_equal(x, y)
+  # evaluate.py works on the assembled workdir like on any other.
+  _run(["evaluate.py", "--workdir", workdir, "--out", str(tmp_path / "e.json")])
+
+
+def jax_leaves(state):
+  return [np.asarray(x) for x in jax.tree.leaves(state)]
