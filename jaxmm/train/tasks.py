@@ -1,7 +1,8 @@
 """What differs between the tasks jaxmm trains: data, head size, loss, metrics, thresholds, output.
 
 `config.task` names a TaskSpec; the loop, evaluate.py and predict.py ask it instead of knowing the
-task, so a new task (a pretext task, say) is one more class here.
+task, so a new task is one more class: the pretext tasks ('rotation', 'mlm', 'autoencoder') live
+in jaxmm/train/pretext_tasks.py and register themselves in TASKS.
 """
 
 from __future__ import annotations
