@@ -44,6 +44,7 @@ def get_config() -> config_dict.ConfigDict:
   c.model = m = config_dict.ConfigDict()
   m.name = "concat_fusion"  # or 'attention_fusion' (S2: image tokens attend over all tokens)
   m.mode = "fused"  # 'fused', 'image' (image-only ablation) or 'text' (text-only ablation)
+  m.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16' (GPU); params/optimizer/loss stay f32
   # weights: a torchvision/timm ResNet .safetensors/.pth file ('' = random init; needs
   # stem='imagenet', num_filters=64; see jaxmm.models.import_weights).
   m.image = config_dict.ConfigDict(dict(name="resnet18", stem="small", activation="relu",
@@ -112,4 +113,10 @@ def get_config() -> config_dict.ConfigDict:
   t.head_epochs = 10
   t.progress_bar = True
   t.allow_config_change = False
+  t.data_parallel = True  # shard each batch over all devices when there are several
+  # Multi-host: jax.distributed.initialize(); unset values are left to jax's env/cluster detection.
+  t.distributed = False
+  t.coordinator_address = ""
+  t.num_processes = 0
+  t.process_id = -1
   return c
