@@ -18,6 +18,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxmm.train import steps
+
 DATA_AXIS = "data"
 log = logging.getLogger("jaxmm")
 
@@ -93,8 +95,9 @@ def parallel_train_step(train_step: Callable, mesh: Mesh) -> Callable:
 
   The inputs carry their own shardings (`replicate`, `shard_batch`); the state stays donated.
   """
-  rep = replicated(mesh)
-  return jax.jit(train_step, out_shardings=(rep, rep), donate_argnums=0)
+  rep = replicated(mesh)  # the compiler options of the (inlined) inner jit do not carry over
+  return jax.jit(train_step, out_shardings=(rep, rep), donate_argnums=0,
+                 compiler_options=steps.compiler_options())
 
 
 def parallel_predict_step(predict_step: Callable, mesh: Mesh, eval_batch_size: int) -> Callable:
