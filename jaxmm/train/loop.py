@@ -139,17 +139,17 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
   resuming = bool(meta["step"])
   writer = MetricWriter(workdir, resume_step=meta["step"] if resuming else None,
                         keep_rows=meta.get("metric_rows") if resuming else None)
-  train_step = steps.make_train_step(graphdefs, task, seed=config.seed)
-  predict_step = steps.make_predict_step(graphdefs[0], task)
   # Data parallel over all devices (jaxmm.train.parallel): each process loads `local_batch` rows of
   # every global batch; the state is replicated after the (single-device) restore.
   mesh = parallel.make_mesh() if parallel.enabled(tc) else None
+  train_step = steps.make_train_step(graphdefs, task, seed=config.seed,
+                                     out_shardings=parallel.replicated(mesh) if mesh else None)
+  predict_step = steps.make_predict_step(graphdefs[0], task)
   local_batch, shard, eval_predict = tc.batch_size, (0, 1), predict_step
   if mesh is not None:
     local_batch = parallel.per_process_batch(tc.batch_size, mesh)
     shard = (jax.process_index(), jax.process_count())
     state = parallel.replicate(state, mesh)
-    train_step = parallel.parallel_train_step(train_step, mesh)
     eval_predict = parallel.parallel_predict_step(predict_step, mesh, tc.eval_batch_size)
   early = optim.EarlyStopping(tc.early_stopping_patience or 10**9, mode="max")
   plateau = (optim.ReduceOnPlateau(config.optim.plateau_factor, config.optim.plateau_patience,

@@ -6,6 +6,8 @@ with these shardings lets XLA's SPMD partitioner split the batch, all-reduce the
 the update replicated; batch-norm statistics and the loss stay global-batch quantities, so N
 devices compute what one device does on the whole batch (tests/train/test_parallel.py).
 Each process feeds only its own slice of every global batch (`pipeline.train_dataset(shard=...)`).
+The train step itself is `steps.make_train_step(..., out_shardings=replicated(mesh))`; its inputs
+carry their shardings (`replicate`, `shard_batch`).
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from typing import Any
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-from jaxmm.train import steps
 
 DATA_AXIS = "data"
 log = logging.getLogger("jaxmm")
@@ -88,16 +88,6 @@ def shard_full_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.
   return jax.tree.map(
       lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda idx: np.asarray(x)[idx]),
       batch)
-
-
-def parallel_train_step(train_step: Callable, mesh: Mesh) -> Callable:
-  """`train_step(state, batch) -> (state, metrics)` with a replicated state and metrics out.
-
-  The inputs carry their own shardings (`replicate`, `shard_batch`); the state stays donated.
-  """
-  rep = replicated(mesh)  # the compiler options of the (inlined) inner jit do not carry over
-  return jax.jit(train_step, out_shardings=(rep, rep), donate_argnums=0,
-                 compiler_options=steps.compiler_options())
 
 
 def parallel_predict_step(predict_step: Callable, mesh: Mesh, eval_batch_size: int) -> Callable:

@@ -67,7 +67,12 @@ def split_state(model: nnx.Module, optimizer: nnx.Optimizer):
   return (model_def, opt_def), (model_state, opt_state)
 
 
-def make_train_step(graphdefs, task: Task, *, seed: int):
+def make_train_step(graphdefs, task: Task, *, seed: int, out_shardings: Any = None):
+  """-> jitted `train_step(state, batch) -> (state, metrics)`, the state donated.
+
+  out_shardings: where the new state and metrics live (jaxmm.train.parallel replicates them over
+  a mesh); None leaves it to jit.
+  """
   model_def, opt_def = graphdefs
   base_key = jax.random.key(seed)
 
@@ -98,7 +103,8 @@ def make_train_step(graphdefs, task: Task, *, seed: int):
                              old_state)
     return new_state, {"loss": loss, "grad_norm": grad_norm, "finite": finite}
 
-  return jax.jit(train_step, donate_argnums=0, compiler_options=compiler_options())
+  kwargs = {} if out_shardings is None else {"out_shardings": out_shardings}
+  return jax.jit(train_step, donate_argnums=0, compiler_options=compiler_options(), **kwargs)
 
 
 def make_predict_step(model_def, task: Task):
