@@ -34,7 +34,7 @@ def place_like_restored(state: Any) -> Any:
   jit compiles uncommitted and committed arguments into different programs: placed alike, a fresh
   run and its resumption (or evaluate.py) share one persistent-cache entry instead of compiling twice.
   """
-  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   return jax.device_put(state, sharding)
 
 
