@@ -13,7 +13,9 @@ alike, and steps/s is the median over repeats.
 
 On a GPU: jax computes in bfloat16 (`model.dtype`), torch uses autocast(bfloat16) + channels_last.
 `--json` prints, as the last line, a JSON list of {"model", "jax_steps_per_s", "torch_steps_per_s",
-"ratio", "batch", "image_size", "device"}.
+"ratio", "batch", "image_size", "device"}; ratio = jax_steps_per_s / torch_steps_per_s (medians).
+The table also shows the median and quartiles of the per-repeat paired ratios and the process CPU
+time per step of each side (less moved by other processes' load than wall time).
 """
 
 from __future__ import annotations
@@ -175,13 +177,18 @@ def compare(name: str, args, threads: int) -> dict:
       cpu_ms[label].append((time.process_time() - c0) / args.steps * 1e3)
       time.sleep(args.pause)  # lets torch's OpenMP workers stop spinning before jax runs
   jax_rate, torch_rate = (statistics.median(rates[k]) for k in ("jax", "torch"))
+  # Each repeat times jax and torch back to back, under about the same background load: the
+  # median of these paired ratios is the figure least moved by load drifting over the run.
+  paired = sorted(j / t for j, t in zip(rates["jax"], rates["torch"]))
   dev = jax.devices()[0]
   return {"model": name, "jax_steps_per_s": round(jax_rate, 3),
           "torch_steps_per_s": round(torch_rate, 3), "ratio": round(jax_rate / torch_rate, 3),
           "batch": batch, "image_size": args.image_size if MODELS[name][0] else None,
           "device": f"{dev.platform} ({dev.device_kind})",
           "_spread": {k: (round(min(v), 2), round(max(v), 2)) for k, v in rates.items()},
-          "_cpu_ms": {k: round(statistics.median(v)) for k, v in cpu_ms.items()}}
+          "_cpu_ms": {k: round(statistics.median(v)) for k, v in cpu_ms.items()},
+          "_paired": (round(statistics.median(paired), 2), round(paired[len(paired) // 4], 2),
+                      round(paired[(3 * len(paired)) // 4], 2))}
 
 
 def main(argv=None):
@@ -226,7 +233,8 @@ def main(argv=None):
     rows.append(row)
     print(f"{name:<16} batch {row['batch']:>4} img {row['image_size'] or '-':>4}  jax "
           f"{row['jax_steps_per_s']:7.2f}  torch {row['torch_steps_per_s']:7.2f} steps/s  ratio "
-          f"{row['ratio']:.2f}x  (min-max jax {row['_spread']['jax']}, torch "
+          f"{row['ratio']:.2f}x  (paired ratios median {row['_paired'][0]}, quartiles "
+          f"{row['_paired'][1]}-{row['_paired'][2]}; min-max jax {row['_spread']['jax']}, torch "
           f"{row['_spread']['torch']}; CPU ms/step jax {row['_cpu_ms']['jax']}, torch "
           f"{row['_cpu_ms']['torch']})", flush=True)
   print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
