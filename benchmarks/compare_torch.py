@@ -45,7 +45,9 @@ MODELS = {
     "resnet50_bilstm": ("resnet50", "lstm", 32),
     "bilstm": (None, "lstm", 128),
     "bigru_attention": (None, "gru_attention", 128),
+    "resnet18": ("resnet18", None, 32),  # image tower alone (diagnostic, not in the list)
 }
+DEFAULT_MODELS = ("resnet18_bilstm", "resnet50_bilstm", "bilstm", "bigru_attention")
 
 
 def machine_line() -> str:
@@ -75,10 +77,11 @@ def jax_config(name: str, args):
   m.mode = "fused" if image and text else ("image" if image else "text")
   if image:
     m.image.update(name=image, stem="imagenet", num_filters=64, conv_impl="auto")
-  m.text.update(name=text, embed_dim=args.embed, hidden_size=args.hidden, dropout=0.0)
+  if text:
+    m.text.update(name=text, embed_dim=args.embed, hidden_size=args.hidden, dropout=0.0)
   if text == "lstm":
     m.text.update(num_layers=1, bidirectional=True, pooling="last")
-  else:
+  elif text:
     for k in ("num_layers", "pooling"):
       del m.text[k]
   m.head.update(hidden=(512,), dropout=0.2, feature_dropout=0.0, norm="")
@@ -107,6 +110,7 @@ def jax_runner(name: str, batch_np: dict, args):
   tx = optim.make_optimizer(c.optim, steps_per_epoch=100, total_steps=10**6,
                             params=nnx.state(model, nnx.Param))
   graphdefs, state = steps.split_state(model, nnx.Optimizer(model, tx, wrt=nnx.Param))
+  # One device, as torch gets one: the comparison is per device.
   train_step = steps.make_train_step(graphdefs, steps.multilabel_task("bce"), seed=0)
   batch = jax.device_put(batch_np)
   holder = {"state": state}
@@ -193,7 +197,8 @@ def compare(name: str, args, threads: int) -> dict:
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--models", default=",".join(MODELS), help=f"comma list of {list(MODELS)}")
+  p.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                 help=f"comma list of {list(MODELS)}")
   p.add_argument("--image-size", type=int, default=64)
   p.add_argument("--batch", type=int, default=0, help="0: 32 for image models, 128 for text ones")
   p.add_argument("--vocab", type=int, default=5000)

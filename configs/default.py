@@ -49,8 +49,10 @@ def get_config() -> config_dict.ConfigDict:
   # stem='imagenet', num_filters=64; see jaxmm.models.import_weights).
   m.image = config_dict.ConfigDict(dict(name="resnet18", stem="small", activation="relu",
                                         conv_impl="auto", num_filters=64, weights=""))
+  # impl: 'fused' (jaxmm's scan, any backend) or 'cudnn' (LSTM on an NVIDIA GPU, float32).
   m.text = config_dict.ConfigDict(dict(name="lstm", embed_dim=128, hidden_size=128, num_layers=1,
-                                       bidirectional=True, dropout=0.0, pooling="last"))
+                                       bidirectional=True, dropout=0.0, pooling="last",
+                                       impl="fused"))
   # Embedding init (jaxmm.data.word_vectors): source '' (random) | 'word2vec' | 'fasttext' (trained
   # on the training captions) | 'glove' | 'word2vec_file' (path); dim 0 = embed_dim. Freeze the
   # embeddings with optim.freeze=('text.embed',).

@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxmm.models import cudnn_lstm
+
 Array = jax.Array
 
 # scan unroll factor for the recurrent towers; chosen by benchmarks/text_towers.py.
@@ -306,22 +308,35 @@ def _init_recurrent_params(in_features: int, hidden_size: int, num_dirs: int, nu
           stacked(nnx.initializers.orthogonal(), hidden_size))
 
 
+def _check_impl(impl: str, allowed=cudnn_lstm.IMPLS) -> str:
+  if impl not in allowed:
+    raise ValueError(f"model.text.impl must be one of {allowed}, got {impl!r}")
+  return impl
+
+
 class BiLSTMLayer(nnx.Module):
   """One (bi)directional LSTM layer: `(x_TxBxE, mask_TxB) -> h_TxDxBxH` in scan order.
 
   Params: w_ih (D, E, 4H), w_hh (D, H, 4H), bias (D, 4H); gate order i, f, g, o.
+  impl: 'fused' (one scan, hand-written VJP; any backend) or 'cudnn' (jaxmm.models.cudnn_lstm;
+  NVIDIA GPUs, float32). Both read the same params.
   """
 
   def __init__(self, in_features: int, hidden_size: int, *, bidirectional: bool = True,
-               unroll: int = DEFAULT_UNROLL, dtype: Any = None, rngs: nnx.Rngs):
+               unroll: int = DEFAULT_UNROLL, dtype: Any = None, impl: str = "fused",
+               rngs: nnx.Rngs):
     num_dirs = 2 if bidirectional else 1
     self.unroll = unroll
     self.dtype = dtype
+    self.impl = _check_impl(impl)
     w_ih, w_hh = _init_recurrent_params(in_features, hidden_size, num_dirs, 4, rngs)
     self.w_ih, self.w_hh = nnx.Param(w_ih), nnx.Param(w_hh)
     self.bias = nnx.Param(jnp.zeros((num_dirs, 4 * hidden_size), jnp.float32))
 
   def __call__(self, x_TxBxE: Array, mask_TxB: Array) -> Array:
+    if self.impl == "cudnn":
+      return cudnn_lstm.cudnn_lstm_layer(x_TxBxE, self.w_ih[...], self.w_hh[...], self.bias[...],
+                                         mask_TxB)
     return fused_lstm_layer(x_TxBxE, self.w_ih[...], self.w_hh[...], self.bias[...], mask_TxB,
                             self.unroll, _dtype_key(self.dtype))
 
@@ -333,12 +348,13 @@ class LSTMTower(_TextTower):
   `nnx.Bidirectional` with `seq_lengths`); 'mean'/'max' over real tokens. Stacked layers take the
   concatenated per-token outputs of the layer below. Dropout (rate `dropout`) is applied to the
   input of every layer, embeddings included. dtype: matmul compute dtype (float32 features out).
+  impl: 'fused' | 'cudnn', see BiLSTMLayer.
   """
 
   def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, *, num_layers: int = 1,
                bidirectional: bool = True, dropout: float = 0.0, pooling: str = "last",
                embedding_init: np.ndarray | None = None, unroll: int = DEFAULT_UNROLL,
-               dtype: Any = None, rngs: nnx.Rngs):
+               dtype: Any = None, impl: str = "fused", rngs: nnx.Rngs):
     if pooling not in ("last", "mean", "max"):
       raise ValueError(f"unknown pooling {pooling!r}; expected 'last', 'mean' or 'max'")
     self.num_dirs = 2 if bidirectional else 1
@@ -347,7 +363,8 @@ class LSTMTower(_TextTower):
     self.dropout = nnx.Dropout(dropout)
     self.layers = nnx.List([
         BiLSTMLayer(embed_dim if k == 0 else hidden_size * self.num_dirs, hidden_size,
-                    bidirectional=bidirectional, unroll=unroll, dtype=dtype, rngs=rngs)
+                    bidirectional=bidirectional, unroll=unroll, dtype=dtype, impl=impl,
+                    rngs=rngs)
         for k in range(num_layers)])
     self.out_features = hidden_size * self.num_dirs
 
@@ -381,7 +398,8 @@ class GRUAttentionTower(_TextTower):
   def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, *,
                bidirectional: bool = True, attention_dim: int | None = None, dropout: float = 0.0,
                embedding_init: np.ndarray | None = None, unroll: int = DEFAULT_UNROLL,
-               dtype: Any = None, rngs: nnx.Rngs):
+               dtype: Any = None, impl: str = "fused", rngs: nnx.Rngs):
+    _check_impl(impl, ("fused",))  # no cuDNN GRU in jax
     num_dirs = 2 if bidirectional else 1
     self.unroll = unroll
     self.dtype = dtype
