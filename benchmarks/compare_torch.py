@@ -10,6 +10,7 @@ alike, and steps/s is the median over repeats.
   python benchmarks/compare_torch.py                                 # all four models, CPU sizes
   python benchmarks/compare_torch.py --models bilstm --repeats 9 --json
   python benchmarks/compare_torch.py --models resnet50_bilstm --image-size 224 --batch 256  # GPU
+  python benchmarks/compare_torch.py --models bilstm --text-impl cudnn   # GPU: cuDNN LSTM
 
 On a GPU: jax computes in bfloat16 (`model.dtype`), torch uses autocast(bfloat16) + channels_last.
 `--json` prints, as the last line, a JSON list of {"model", "jax_steps_per_s", "torch_steps_per_s",
@@ -80,7 +81,7 @@ def jax_config(name: str, args):
   if text:
     m.text.update(name=text, embed_dim=args.embed, hidden_size=args.hidden, dropout=0.0)
   if text == "lstm":
-    m.text.update(num_layers=1, bidirectional=True, pooling="last")
+    m.text.update(num_layers=1, bidirectional=True, pooling="last", impl=args.text_impl)
   elif text:
     for k in ("num_layers", "pooling"):
       del m.text[k]
@@ -207,6 +208,7 @@ def main(argv=None):
   p.add_argument("--length", type=int, default=32)
   p.add_argument("--dtype", default="auto", help="jax compute dtype: auto (bf16 on GPU), float32, "
                  "bfloat16")
+  p.add_argument("--text-impl", default="fused", help="jax LSTM: fused | cudnn (NVIDIA GPU)")
   p.add_argument("--warmup", type=int, default=3)
   p.add_argument("--steps", type=int, default=5, help="steps per timed repeat")
   p.add_argument("--repeats", type=int, default=7)
