@@ -77,7 +77,7 @@ def jax_config(name: str, args):
   m = c.model
   m.mode = "fused" if image and text else ("image" if image else "text")
   if image:
-    m.image.update(name=image, stem="imagenet", num_filters=64, conv_impl="auto")
+    m.image.update(name=image, stem="imagenet", num_filters=args.width, conv_impl="auto")
   if text:
     m.text.update(name=text, embed_dim=args.embed, hidden_size=args.hidden, dropout=0.0)
   if text == "lstm":
@@ -136,7 +136,8 @@ def torch_runner(name: str, batch_np: dict, args, threads: int):
   device = torch.device("cuda" if cuda else "cpu")
   image, text, _ = MODELS[name]
   model = torch_models.FusionClassifier(image, text, vocab=args.vocab, embed=args.embed,
-                                        hidden=args.hidden, channels_last=cuda).to(device)
+                                        hidden=args.hidden, width=args.width,
+                                        channels_last=cuda).to(device)
   if cuda:
     model = model.to(memory_format=torch.channels_last)
   opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -202,6 +203,7 @@ def main(argv=None):
                  help=f"comma list of {list(MODELS)}")
   p.add_argument("--image-size", type=int, default=64)
   p.add_argument("--batch", type=int, default=0, help="0: 32 for image models, 128 for text ones")
+  p.add_argument("--width", type=int, default=64, help="ResNet num_filters (64 = torchvision)")
   p.add_argument("--vocab", type=int, default=5000)
   p.add_argument("--embed", type=int, default=128)
   p.add_argument("--hidden", type=int, default=128)

@@ -128,10 +128,10 @@ class FusionClassifier(nn.Module):
   """[image tower; text tower] -> Linear -> ReLU -> Dropout -> Linear(num_outputs)."""
 
   def __init__(self, image: str | None, text: str | None, *, vocab: int, embed: int, hidden: int,
-               head_hidden: int = 512, dropout: float = 0.2, num_outputs: int = 18,
-               channels_last: bool = False):
+               width: int = 64, head_hidden: int = 512, dropout: float = 0.2,
+               num_outputs: int = 18, channels_last: bool = False):
     super().__init__()
-    self.image = ResNet(*RESNETS[image]) if image else None
+    self.image = ResNet(*RESNETS[image], num_filters=width) if image else None
     towers = {"lstm": BiLSTMTower, "gru_attention": BiGRUAttentionTower}
     self.text = towers[text](vocab, embed, hidden) if text else None
     self.channels_last = channels_last
