@@ -7,7 +7,8 @@ Variants (all traced in one process, timed in alternation, median of repeats):
   current      the library as it is
   xla_pool     the ResNet stem's max-pool through XLA's reduce-window (jaxmm.models.pool impl='xla')
   no_region    the train step without XLA:CPU copy-insertion region analysis (steps.compiler_options)
-  before       both switched off: the step as it was before issue 5
+  xla_1x1      1x1 convs through XLA's conv instead of the matmul path (conv.AUTO_POINTWISE)
+  before       all three switched off: the step as it was before issue 5
 Switches are applied while the step is traced (its first call), so they change only that variant.
 """
 
@@ -24,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import compare_torch  # noqa: E402
-from jaxmm.models import pool  # noqa: E402
+from jaxmm.models import conv, pool  # noqa: E402
 from jaxmm.train import steps  # noqa: E402
 
 
@@ -53,13 +54,22 @@ def no_region():
 
 
 @contextlib.contextmanager
+def xla_1x1():
+  conv.AUTO_POINTWISE = False
+  try:
+    yield
+  finally:
+    conv.AUTO_POINTWISE = True
+
+
+@contextlib.contextmanager
 def before():
-  with xla_pool(), no_region():
+  with xla_pool(), no_region(), xla_1x1():
     yield
 
 
 VARIANTS = {"current": contextlib.nullcontext, "xla_pool": xla_pool, "no_region": no_region,
-            "before": before}
+            "xla_1x1": xla_1x1, "before": before}
 
 
 def main(argv=None):
