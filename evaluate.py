@@ -4,7 +4,8 @@ Restores the best checkpoint and runs a jitted eval over the workdir's val split
 labelled CSV in the layout of the workdir's task (COMP5329 or S0 matching); every example counts
 (the last batch is padded, not dropped). Prints the metrics (with a per-class table or a confusion
 matrix) and writes them as JSON. `--report_dir D` also writes
-D/report.md with plots for that split.
+D/report.md with plots for that split. A pretext workdir (configs/pretrain_*.py) reports its
+pretext metric: rotation / masked-token accuracy or reconstruction MAE.
 """
 
 import json
@@ -38,9 +39,19 @@ def main(argv):
     split = inference.split_from_csv(restored, FLAGS.csv, images, labelled=True)
     source = FLAGS.csv
   else:
-    data = spec.prepare(restored.config.data, FLAGS.workdir,
-                        with_images=restored.config.model.mode != "text")
-    split, source = data.val, "val split"
+    split, source = spec.load_data(restored.config, FLAGS.workdir).val, "val split"
+  if spec.pretext:  # its targets come from the transform: the task's own val metric
+    result = spec.evaluate(restored.predict_step, restored.model_state, split, restored.config,
+                           vocab_size=len(restored.encoder.vocab))
+    result.update(n_examples=len(split), source=source, step=restored.step, task=spec.name)
+    print(f"{source}: {len(split)} examples, {spec.name} pretext task, checkpoint step "
+          f"{restored.step}")
+    for k in (f"val_{m}" for m in spec.metric_names + ("loss",)):
+      print(f"  {k:22s} {result[k]:.4f}")
+    _write(result)
+    if FLAGS.report_dir:  # training curves only: a pretext task has no probabilities to plot
+      print(f"wrote {report.write_report(FLAGS.workdir, FLAGS.report_dir)}")
+    return
   probs = restored.predict(split)
   labels = split.arrays[spec.label_key]
   result = spec.report(probs, labels, restored.thresholds)
@@ -57,20 +68,19 @@ def main(argv):
   elif spec.name == "matching":
     print(f"  confusion (rows true 0/1, cols predicted 0/1): "
           f"[[{result['tn']}, {result['fp']}], [{result['fn']}, {result['tp']}]]")
+  _write(result)
+  if FLAGS.report_dir:
+    path = report.write_report(FLAGS.workdir, FLAGS.report_dir, probs=probs, labels=labels,
+                               thresholds=restored.thresholds,
+                               source=source if FLAGS.csv is None else f"file {source}")
+    print(f"wrote {path}")
+
+
+def _write(result):
   out = FLAGS.out or os.path.join(FLAGS.workdir, "eval_metrics.json")
   with open(out, "w") as f:
     json.dump(result, f, indent=1, default=float)
   print(f"wrote {out}")
-  if FLAGS.report_dir:
-    path = report.write_report(FLAGS.workdir, FLAGS.report_dir, probs=probs, labels=labels,
-                               thresholds=restored.thresholds,
-                               source=source if FLAGS.csv is None else f"file {source}")
-    print(f"wrote {path}")
-  if FLAGS.report_dir:
-    path = report.write_report(FLAGS.workdir, FLAGS.report_dir, probs=probs, labels=labels,
-                               thresholds=restored.thresholds,
-                               source=source if FLAGS.csv is None else f"file {source}")
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

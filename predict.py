@@ -29,6 +29,11 @@ def main(argv):
   config_lib.setup_compilation_cache()
   restored = inference.restore(FLAGS.workdir)
   spec = loop.task_spec(restored.config)
+  if spec.pretext:
+    raise SystemExit(
+        f"error: {FLAGS.workdir} is a {spec.name!r} pretext run: prediction is not defined for a "
+        "pretext task. `python evaluate.py --workdir` reports its val metric; transfer its tower "
+        "with --config.init.image_from / --config.init.text_from.")
   images = FLAGS.images or tasks.default_images_dir(restored.config, FLAGS.csv)
   split = inference.split_from_csv(restored, FLAGS.csv, images,
                                    labelled=spec.csv_is_labelled(FLAGS.csv))

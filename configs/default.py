@@ -9,7 +9,9 @@ from ml_collections import config_dict
 def get_config() -> config_dict.ConfigDict:
   c = config_dict.ConfigDict()
   c.seed = 0
-  c.task = "multilabel"  # 'multilabel' (COMP5329, 18 labels) or 'matching' (S0 image-caption pairs)
+  # 'multilabel' (COMP5329, 18 labels), 'matching' (S0 image-caption pairs), or a pretext task:
+  # 'rotation' | 'mlm' | 'autoencoder' (see configs/pretrain_*.py)
+  c.task = "multilabel"
 
   c.data = d = config_dict.ConfigDict()
   d.root = "data/synthetic"  # a folder with train.csv, test.csv and data/*.jpg
@@ -86,10 +88,11 @@ def get_config() -> config_dict.ConfigDict:
   # text_key name the source sub-tree when it is not 'image' / 'text'.
   c.init = config_dict.ConfigDict(dict(image_from="", text_from="", which="best", image_key="",
                                        text_key=""))
-  # Pretext tasks (jaxmm.data.pretext), used when c.task is 'rotation', 'mlm' or 'autoencoder'.
-  c.pretext = config_dict.ConfigDict(dict(rotation_angles=(-60, -30, 0, 30, 60), rotation_fill=0,
-                                          mlm_num=1, mlm_fraction=0.0, mlm_random_prob=0.0,
-                                          mlm_keep_prob=0.0))
+  # Pretext tasks (jaxmm.data.pretext), used when c.task is 'rotation', 'mlm' or 'autoencoder';
+  # data: whose images / captions they learn from, 'matching' (S0 layout) or 'comp5329'.
+  c.pretext = config_dict.ConfigDict(dict(data="matching", rotation_angles=(-60, -30, 0, 30, 60),
+                                          rotation_fill=0, mlm_num=1, mlm_fraction=0.0,
+                                          mlm_random_prob=0.0, mlm_keep_prob=0.0))
 
   c.train = t = config_dict.ConfigDict()
   t.batch_size = 32

@@ -17,7 +17,9 @@ from jaxmm.train import thresholds as thresholds_lib
 
 # Validation curves, in legend order: (metrics.jsonl key, legend label).
 VAL_CURVES = (("val_samples_f1", "samples F1 (Kaggle's Mean F1)"), ("val_micro_f1", "micro F1"),
-              ("val_macro_f1", "macro F1"), ("val_f1", "F1"), ("val_accuracy", "accuracy"))
+              ("val_macro_f1", "macro F1"), ("val_f1", "F1"), ("val_accuracy", "accuracy"),
+              ("val_rotation_accuracy", "rotation accuracy"),
+              ("val_mlm_accuracy", "masked-token accuracy"), ("val_mae", "reconstruction MAE"))
 
 
 def _figure(width: float = 7.0, height: float = 4.2):
@@ -68,8 +70,10 @@ def plot_loss(train_rows, eval_rows, spe, path: str, *, loss_name: str = "loss")
 
 
 def plot_val_scores(eval_rows, spe, path: str, *, select_metric: str = "val_samples_f1",
-                    threshold: float = 0.5) -> None:
-  """Validation F1 (samples/micro/macro) per epoch; the best epoch of `select_metric` marked."""
+                    threshold: float | None = 0.5, lower_is_better: bool = False) -> None:
+  """Validation F1 (samples/micro/macro) per epoch; the best epoch of `select_metric` marked.
+
+  threshold None: the task predicts no labels (pretext tasks); lower_is_better: e.g. val_mae."""
   fig, ax = _figure()
   x = _x(eval_rows, spe)
   for key, label in VAL_CURVES:
@@ -78,13 +82,15 @@ def plot_val_scores(eval_rows, spe, path: str, *, select_metric: str = "val_samp
       ax.plot(x, [np.nan if y is None else y for y in ys], "o-", ms=4, label=label)
   scores = [r.get(select_metric) for r in eval_rows]
   if any(s is not None for s in scores):
-    best = int(np.nanargmax([np.nan if s is None else s for s in scores]))
+    pick = np.nanargmin if lower_is_better else np.nanargmax
+    best = int(pick([np.nan if s is None else s for s in scores]))
     name = select_metric.removeprefix("val_").replace("_", " ").replace("f1", "F1")
     where = f"epoch {x[best]:g}" if spe else f"step {x[best]:g}"
     ax.plot([x[best]], [scores[best]], "*", ms=16, color="gold", mec="black", zorder=5,
             label=f"best {name}: {scores[best]:.4f} ({where}, the checkpoint kept)")
   ax.set_ylabel("score")
-  ax.set_title(f"Validation scores per epoch (labels predicted above {threshold:g})")
+  ax.set_title("Validation scores per epoch" + (
+      f" (labels predicted above {threshold:g})" if threshold is not None else ""))
   _xlabel(ax, spe)
   _legend_below(fig, ax, ncols=2)
   _save(fig, path)

@@ -84,6 +84,8 @@ def write_report(workdir: str, out_dir: str | None = None, *, probs=None, labels
   if thresholds is None:
     thresholds = tuned["thresholds"] if tuned else _get(config, "train.threshold", 0.5)
   select = _get(config, "train.select_metric", "val_samples_f1")
+  lower, labels_task = _selection(config, select)
+  threshold = _get(config, "train.threshold", 0.5) if labels_task else None
   train_rows = [r for r in rows if "train_loss" in r]
   eval_rows = [r for r in rows if any(k in r for k, _ in plots.VAL_CURVES) or "val_loss" in r]
   spe = plots.steps_per_epoch(eval_rows)
@@ -99,7 +101,7 @@ def write_report(workdir: str, out_dir: str | None = None, *, probs=None, labels
         loss_name=_get(config, "train.loss", "loss"))
   if eval_rows:
     add("val_scores.png", "Validation scores per epoch", plots.plot_val_scores, eval_rows, spe,
-        select_metric=select, threshold=_get(config, "train.threshold", 0.5))
+        select_metric=select, threshold=threshold, lower_is_better=lower)
   if any(r.get("lr") is not None for r in train_rows):
     add("lr.png", "Learning rate", plots.plot_lr, train_rows, spe)
 
@@ -128,7 +130,8 @@ def write_report(workdir: str, out_dir: str | None = None, *, probs=None, labels
     add("confusion_matrix.png", "Confusion matrix", plots.plot_confusion_matrix, confusion)
 
   text = _markdown(workdir, config, tuned, rows, train_rows, eval_rows, spe, select, source,
-                   thresholds, per_class, at_thresholds, figures)
+                   thresholds, per_class, at_thresholds, figures, lower=lower,
+                   threshold=threshold)
   path = os.path.join(out_dir, REPORT_FILE)
   with open(path, "w") as f:
     f.write(text)
@@ -170,8 +173,19 @@ def _fmt(v) -> str:
   return str(v)
 
 
+def _selection(config: dict, select: str) -> tuple[bool, bool]:
+  """-> (does `select` improve downwards, does the task predict labels at a threshold)."""
+  from jaxmm.train import tasks  # deferred: the task registry pulls in the model stack
+  try:
+    spec = tasks.task_by_name(_get(config, "task", "multilabel"))
+  except ValueError:
+    return select == "val_loss", True
+  return select in spec.lower_is_better, not spec.pretext
+
+
 def _markdown(workdir, config, tuned, rows, train_rows, eval_rows, spe, select, source,
-              thresholds, per_class, at_thresholds, figures) -> str:
+              thresholds, per_class, at_thresholds, figures, *, lower=False,
+              threshold=0.5) -> str:
   name = os.path.basename(os.path.normpath(workdir))
   split = source or "evaluated split"
   thr = _thresholds_text(thresholds)
@@ -182,11 +196,13 @@ def _markdown(workdir, config, tuned, rows, train_rows, eval_rows, spe, select, 
   out += ["", "## Best result (validation, during training)", "", "| | |", "|---|---|"]
   scores = [r.get(select) for r in eval_rows]
   if any(s is not None for s in scores):
-    best = eval_rows[int(np.nanargmax([np.nan if s is None else s for s in scores]))]
+    pick = np.nanargmin if lower else np.nanargmax
+    best = eval_rows[int(pick([np.nan if s is None else s for s in scores]))]
     where = f"epoch {best['epoch']}, step {best['step']}" if spe else f"step {best['step']}"
     label = select.removeprefix("val_").replace("_", " ").replace("f1", "F1")
-    out.append(f"| best val {label} (picks the checkpoint) | **{best[select]:.4f}** ({where}; "
-               f"threshold {_get(config, 'train.threshold', 0.5):g}) |")
+    at = f"; threshold {threshold:g}" if threshold is not None else ""
+    out.append(f"| best val {label} (picks the checkpoint) | **{best[select]:.4f}** "
+               f"({where}{at}) |")
     for key, label in _SUMMARY + _BINARY + (("loss", "loss"),):
       if best.get(f"val_{key}") is not None and f"val_{key}" != select:
         out.append(f"| val {label} at that epoch | {best[f'val_{key}']:.4f} |")

@@ -109,3 +109,16 @@ def test_a_failing_report_only_warns(tmp_path, caplog):
   with caplog.at_level(logging.WARNING, logger="jaxmm"):
     assert report.try_write_report(workdir) is None
   assert "could not write the report" in caplog.text and "metrics.jsonl" in caplog.text
+
+
+def test_autoencoder_report_picks_the_lowest_mae_and_names_no_threshold(tmp_path):
+  from configs import pretrain_autoencoder
+  workdir = str(tmp_path / "ae")
+  os.makedirs(workdir)
+  config_lib.check_workdir_config(pretrain_autoencoder.get_config(), workdir)
+  w = MetricWriter(workdir, tensorboard=False)
+  for epoch, mae in enumerate([0.30, 0.12, 0.20]):  # best (lowest) at epoch 2
+    w.write((epoch + 1) * SPE, {"val_mae": mae, "val_loss": mae}, epoch=epoch + 1, elapsed_s=1.0)
+  w.close()
+  text = open(report.write_report(workdir)).read()
+  assert "| best val mae (picks the checkpoint) | **0.1200** (epoch 2, step 8) |" in text

@@ -68,11 +68,11 @@ def to_unit(images_BxHxWx3: jax.Array) -> jax.Array:
 
 
 def build_pretext_model(task: str, model_cfg, *, vocab_size: int, num_classes: int = 5,
-                        rngs: nnx.Rngs) -> nnx.Module:
+                        rngs: nnx.Rngs, embedding_init=None) -> nnx.Module:
   """The model of a pretext task from `config.model` (its `image` / `text` tower configs).
 
   num_classes: rotation classes (`pretext.Rotation(...).num_classes`). `model_cfg.head.hidden`
-  and `.dropout` shape the rotation head.
+  and `.dropout` shape the rotation head. embedding_init: word vectors for the mlm text tower.
   """
   from jaxmm.models import registry  # deferred: registry imports the fusion models
   if task == "rotation":
@@ -81,7 +81,8 @@ def build_pretext_model(task: str, model_cfg, *, vocab_size: int, num_classes: i
                               hidden=tuple(head.get("hidden", ())),
                               dropout=head.get("dropout", 0.0), rngs=rngs)
   if task == "mlm":
-    tower = registry.build_text_tower(model_cfg.text, vocab_size=vocab_size, rngs=rngs)
+    tower = registry.build_text_tower(model_cfg.text, vocab_size=vocab_size, rngs=rngs,
+                                      embedding_init=embedding_init)
     return MaskedTokenModel(tower, vocab_size, rngs=rngs)
   if task == "autoencoder":
     return ReconstructionModel(registry.build_image_tower(model_cfg.image, rngs=rngs))

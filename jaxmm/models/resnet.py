@@ -122,6 +122,9 @@ class BottleneckBlock(nnx.Module):
                zero_init_residual: bool = False, dtype: Any = None,
                rngs: nnx.Rngs):
     width = int(planes * (width_per_group / 64.0)) * groups
+    if width < 1:
+      raise ValueError(f'bottleneck width is 0 for planes={planes}, groups={groups}, '
+                       f'width_per_group={width_per_group}: raise num_filters')
     out_features = planes * self.expansion
     self.activation = activation
     self.conv1 = _conv(in_features, width, 1, conv_impl=conv_impl, dtype=dtype,

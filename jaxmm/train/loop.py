@@ -22,7 +22,6 @@ from jaxmm import config as config_lib
 from jaxmm import report
 from jaxmm.data import pipeline, word_vectors
 from jaxmm.data.pipeline import AugmentConfig
-from jaxmm.models import registry
 from jaxmm.train import checkpoint as ckpt_lib
 from jaxmm.train import evaluation, optim, parallel, steps, tasks, transfer
 from jaxmm.train.writer import MetricWriter
@@ -76,9 +75,10 @@ def build_state(config, *, vocab_size: int, steps_per_epoch: int, total_steps: i
   (model.image.weights, init.*_from) only matter to a fresh training run: a restored checkpoint
   overwrites them.
   """
-  build = model_fn or (lambda c, n, v, r: registry.build_model(
-      c.model, num_outputs=n, vocab_size=v, rngs=r, embedding_init=embedding_init))
-  model = build(config, task_spec(config).num_outputs(config), vocab_size, nnx.Rngs(config.seed))
+  spec = task_spec(config)
+  build = model_fn or (lambda c, n, v, r: spec.build_model(c, n, v, r,
+                                                           embedding_init=embedding_init))
+  model = build(config, spec.num_outputs(config), vocab_size, nnx.Rngs(config.seed))
   if pretrained and model_fn is None:
     transfer.init_from_config(model, config)
   tx = optim.make_optimizer(transfer.resolve_freeze(config.optim, model),
@@ -109,9 +109,11 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
   parallel.maybe_initialize_distributed(config.train)  # before anything touches a device
   config_lib.check_workdir_config(config, workdir)
   if config.data.get("synthetic") and config.data.synthetic.generate:
-    config_lib.ensure_synthetic(config.data, task=spec.name)
+    config_lib.ensure_synthetic(config.data, task=spec.layout(config))
   if data is None:
-    data = spec.prepare(config.data, workdir, with_images=config.model.mode != "text")
+    if config.get("init", {}).get("text_from"):
+      transfer.share_vocab(config.init.text_from, workdir)
+    data = spec.load_data(config, workdir)
   tc = config.train
   spe = pipeline.steps_per_epoch(len(data.train), tc.batch_size)
   if spe == 0:
@@ -121,9 +123,11 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
   schedule_steps = tc.epochs * spe
   total_steps = min(tc.max_steps, schedule_steps) if tc.max_steps else schedule_steps
   ckpt = ckpt_lib.Checkpointer(workdir, cleanup_tmp=True)
+  vocab_size = len(data.encoder.vocab)
+  extra_map = spec.extra_map(config, vocab_size)  # pretext targets (None for other tasks)
   embedding_init = word_vectors.embedding_matrix_for(config, data.encoder, data.train_captions,
                                                      workdir)
-  graphdefs, state = build_state(config, vocab_size=len(data.encoder.vocab), steps_per_epoch=spe,
+  graphdefs, state = build_state(config, vocab_size=vocab_size, steps_per_epoch=spe,
                                  total_steps=schedule_steps, model_fn=model_fn,
                                  embedding_init=embedding_init,
                                  pretrained=ckpt.latest_step() is None)
@@ -151,9 +155,10 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
     shard = (jax.process_index(), jax.process_count())
     state = parallel.replicate(state, mesh)
     eval_predict = parallel.parallel_predict_step(predict_step, mesh, tc.eval_batch_size)
-  early = optim.EarlyStopping(tc.early_stopping_patience or 10**9, mode="max")
+  mode = spec.select_mode(config)  # 'min' for val_mae / val_loss
+  early = optim.EarlyStopping(tc.early_stopping_patience or 10**9, mode=mode)
   plateau = (optim.ReduceOnPlateau(config.optim.plateau_factor, config.optim.plateau_patience,
-                                   mode="max") if config.optim.plateau_patience else None)
+                                   mode=mode) if config.optim.plateau_patience else None)
   if meta["early_stopping"]:
     early.load_state_dict(meta["early_stopping"])
   if plateau is not None and meta["plateau"]:
@@ -171,7 +176,7 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
     ckpt.save(meta["step"], state, meta, which=which)
 
   def evaluate_now():
-    return evaluate_split(spec, eval_predict, state, data.val, config)
+    return evaluate_split(spec, eval_predict, state, data.val, config, vocab_size=vocab_size)
 
   def log_train(pending):
     lr = float(schedule(meta["step"])) * meta["lr_scale"]
@@ -184,7 +189,8 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
   with _StopFlag() as stop:
     while meta["step"] < total_steps and not meta["done"]:
       ds = pipeline.train_dataset(data.train, batch_size=local_batch, seed=config.seed,
-                                  epoch=meta["epoch"], augment=augment, shard=shard)
+                                  epoch=meta["epoch"], augment=augment, extra_map=extra_map,
+                                  shard=shard)
       it = pipeline.iterate(ds, start=meta["batch_in_epoch"], num_threads=config.data.num_threads,
                             num_workers=config.data.num_workers)
       for batch in it:
@@ -223,7 +229,7 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
               state = parallel.replicate(state, mesh)
           row = writer.write(meta["step"], val, epoch=meta["epoch"] + int(epoch_done),
                              elapsed_s=round(time.time() - t_start, 2))
-          pbar.set_postfix(val_f1=f"{val[tc.select_metric]:.4f}")
+          pbar.set_postfix({tc.select_metric: f"{val[tc.select_metric]:.4f}"})
           log.info("eval %s", json.dumps(row))
           if improved:
             meta["best_metric"], meta["best_step"] = val[tc.select_metric], meta["step"]
@@ -237,7 +243,11 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
         save()
   pbar.close()
   if stop.signum is None and data.val is not None:
-    finalize_thresholds(config, workdir, ckpt, predict_step, state, data.val)
+    if spec.tunes_thresholds:
+      finalize_thresholds(config, workdir, ckpt, predict_step, state, data.val)
+    if ckpt.latest_step(ckpt_lib.BEST) is not None:
+      best = lambda: steps.model_state_of(ckpt.restore(state, which=ckpt_lib.BEST)[0])
+      spec.after_training(config, workdir, predict_step, best, data.val, vocab_size=vocab_size)
   writer.close()
   ckpt.close()
   if stop.signum is None:
@@ -246,15 +256,10 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
           "stopped_by_signal": stop.signum}
 
 
-def evaluate_split(spec, predict_step, state, split, config) -> dict:
-  """The task's metrics on `split` at train.threshold, prefixed 'val_', plus val_loss."""
-  probs, loss = evaluation.predict_split(predict_step, steps.model_state_of(state), split,
-                                         batch_size=config.train.eval_batch_size,
-                                         num_threads=config.data.num_threads)
-  out = {f"val_{k}": v for k, v in
-         spec.report(probs, split.arrays[spec.label_key], config.train.threshold).items()}
-  out["val_loss"] = loss
-  return out
+def evaluate_split(spec, predict_step, state, split, config, *, vocab_size=None) -> dict:
+  """The task's val metrics on `split` (TaskSpec.evaluate), prefixed 'val_', plus val_loss."""
+  return spec.evaluate(predict_step, steps.model_state_of(state), split, config,
+                       vocab_size=vocab_size)
 
 
 def _log_train(writer, pending, meta, pbar, elapsed, lr):

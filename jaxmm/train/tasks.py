@@ -1,7 +1,8 @@
 """What differs between the tasks jaxmm trains: data, head size, loss, metrics, thresholds, output.
 
 `config.task` names a TaskSpec; the loop, evaluate.py and predict.py ask it instead of knowing the
-task, so a new task (a pretext task, say) is one more class here.
+task, so a new task is one more class: the pretext tasks ('rotation', 'mlm', 'autoencoder') live
+in jaxmm/train/pretext_tasks.py and register themselves in TASKS.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import jax
 import numpy as np
 
 from jaxmm.data import comp5329, datasets, matching
+from jaxmm.models import registry
 from jaxmm.train import evaluation, losses, metrics as metrics_lib, steps
 from jaxmm.train import thresholds as thresholds_lib
 
@@ -21,12 +23,50 @@ class TaskSpec:
   name: str
   metric_names: tuple[str, ...]  # what `report` returns (the loop prefixes them with 'val_')
   label_key: str
+  lower_is_better: tuple[str, ...] = ("val_loss",)  # selection metrics that improve downwards
+  tunes_thresholds = True  # the loop writes thresholds.json after training
+  pretext = False  # pretext tasks have no predictions (predict.py) and no thresholds
 
   def prepare(self, cfg_data, workdir, *, with_images: bool) -> datasets.PreparedData:
     raise NotImplementedError
 
+  def load_data(self, config, workdir) -> datasets.PreparedData:
+    """train/val of the configured dataset (what the loop and evaluate.py call)."""
+    return self.prepare(config.data, workdir, with_images=config.model.mode != "text")
+
+  def layout(self, config) -> str:
+    """The dataset layout this task reads: 'multilabel' (COMP5329) or 'matching' (S0)."""
+    return self.name
+
   def num_outputs(self, config) -> int:
     raise NotImplementedError
+
+  def build_model(self, config, num_outputs: int, vocab_size: int, rngs, *, embedding_init=None):
+    return registry.build_model(config.model, num_outputs=num_outputs, vocab_size=vocab_size,
+                                rngs=rngs, embedding_init=embedding_init)
+
+  def extra_map(self, config, vocab_size: int):
+    """A grain RandomMap applied to train and eval examples (pretext transforms), or None."""
+    return None
+
+  def select_mode(self, config) -> str:
+    """'max' or 'min': the direction in which train.select_metric improves."""
+    return "min" if config.train.select_metric in self.lower_is_better else "max"
+
+  def evaluate(self, predict_step, model_state, split, config, *, vocab_size=None) -> dict:
+    """The task's metrics on `split` at train.threshold, prefixed 'val_', plus val_loss."""
+    probs, loss = evaluation.predict_split(predict_step, model_state, split,
+                                           batch_size=config.train.eval_batch_size,
+                                           num_threads=config.data.num_threads)
+    out = {f"val_{k}": v for k, v in
+           self.report(probs, split.arrays[self.label_key], config.train.threshold).items()}
+    out["val_loss"] = loss
+    return out
+
+  def after_training(self, config, workdir, predict_step, best_model_state, val_split, *,
+                     vocab_size=None) -> None:
+    """Extra outputs once training ends (the autoencoder's PNG grid); best_model_state() restores
+    the best checkpoint's model state."""
 
   def step_task(self, config, train_split=None) -> steps.Task:
     """The jitted part: loss and probabilities (`train_split` lets losses use label statistics)."""
@@ -138,6 +178,10 @@ class MatchingTask(TaskSpec):
     if config.train.get("contrastive_weight") and not config.model.head.get("interaction_dim"):
       raise ValueError("train.contrastive_weight needs the interaction projections: set "
                        "model.head.interaction_dim > 0 (e.g. 256)")
+    if config.train.get("contrastive_weight") and config.model.mode != "fused":
+      raise ValueError("train.contrastive_weight pairs the image and text towers: it needs "
+                       f"model.mode='fused' (got {config.model.mode!r}); set "
+                       "--config.train.contrastive_weight=0")
     if config.train.tune_thresholds == "per_class":
       raise ValueError("train.tune_thresholds='per_class' needs classes; matching has one "
                        "threshold: use 'global' or ''")
@@ -195,6 +239,9 @@ class MatchingTask(TaskSpec):
 
 
 TASKS: dict[str, TaskSpec] = {t.name: t for t in (MultilabelTask(), MatchingTask())}
+# The pretext tasks (rotation, mlm, autoencoder) register themselves; imported here so that
+# every caller of task_by_name sees them.
+from jaxmm.train import pretext_tasks  # noqa: E402,F401  (circular: it imports TaskSpec)
 
 
 def task_by_name(name: str) -> TaskSpec:
@@ -207,7 +254,7 @@ def default_images_dir(config, csv_path: str) -> str:
   """Where a CSV's images are when --images is not given: COMP5329 `<dir>/data`, S0
   `<dir>/<csv stem>_images`."""
   folder = os.path.dirname(os.path.abspath(csv_path))
-  if config.get("task", "multilabel") == "matching":
+  if task_by_name(config.get("task", "multilabel")).layout(config) == "matching":
     stem = os.path.splitext(os.path.basename(csv_path))[0]
     return os.path.join(folder, f"{stem}_images")
   return os.path.join(folder, "data")

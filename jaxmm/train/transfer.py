@@ -209,3 +209,21 @@ def resolve_freeze(optim_cfg, model: nnx.Module):
   out["freeze"] = tuple(prefixes)
   out["unfreeze"] = ()
   return out
+
+
+def share_vocab(source_dir: str, workdir: str) -> bool:
+  """Copies `source_dir`'s vocab.json into a fresh `workdir` (one without its own).
+
+  A transferred text tower's embedding rows mean the source's token ids, so the downstream run
+  must encode its captions with the source's vocabulary, even when its data differ. -> copied?
+  """
+  from jaxmm.data import datasets  # deferred: keeps this module free of the data stack
+  src, dst = (os.path.join(d, datasets.VOCAB_FILE) for d in (source_dir, workdir))
+  if os.path.exists(dst) or not os.path.exists(src):
+    return False
+  os.makedirs(workdir, exist_ok=True)
+  with open(src, "rb") as f_in, open(dst + ".tmp", "wb") as f_out:
+    f_out.write(f_in.read())
+  os.replace(dst + ".tmp", dst)
+  log.info("init.text_from: using the vocabulary of %s (%s)", source_dir, src)
+  return True

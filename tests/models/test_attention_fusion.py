@@ -8,10 +8,13 @@ import pytest
 from flax import nnx
 
 from jaxmm.models import attention_fusion, resnet, text
+from jaxmm.models.autoencoder import ConvAutoencoder
 
 
-def _model(text_name="gru_attention", num_outputs=18):
-  image = resnet.ResNet18(stem="small", num_filters=8, rngs=nnx.Rngs(0))
+def _model(text_name="gru_attention", num_outputs=18, image="autoencoder"):
+  # A one-layer autoencoder encoder keeps these eager tests fast; one test uses the ResNet's map.
+  image = (resnet.ResNet18(stem="small", num_filters=8, rngs=nnx.Rngs(0)) if image == "resnet"
+           else ConvAutoencoder(channels=(8,), latent_dim=8, rngs=nnx.Rngs(0)))
   towers = {"gru_attention": lambda: text.GRUAttentionTower(30, 8, 6, rngs=nnx.Rngs(1)),
             "lstm": lambda: text.LSTMTower(30, 8, 6, num_layers=2, rngs=nnx.Rngs(1)),
             "bow": lambda: text.BagOfWordsTower(30, 8, rngs=nnx.Rngs(1))}
@@ -40,7 +43,7 @@ def test_shapes_and_padding_invariance(text_name):
 
 
 def test_image_tokens_attend_to_the_text():
-  model = _model()
+  model = _model(image="resnet")
   a = model(_batch([[3, 4, 5]], [3]))
   b = model(_batch([[9, 4, 5]], [3]))
   assert float(jnp.abs(a - b).max()) > 1e-6

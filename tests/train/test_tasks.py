@@ -57,6 +57,8 @@ def test_matching_train_evaluate_predict(tmp_path, loss):
   thr = json.loads((workdir / "thresholds.json").read_text())
   assert thr["mode"] == "global" and 0 < thr["thresholds"] < 1
   assert thr["val_accuracy"] >= thr["val_accuracy_at_default"]
+  if loss == "bce":  # the scripts do not depend on the head: exercised once, with CE
+    return
 
   # evaluate.py on the val CSV (images found at <csv dir>/val_images) reproduces the tuned accuracy.
   val_csv = str(tmp_path / "data" / "val.csv")
