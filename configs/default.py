@@ -46,12 +46,15 @@ def get_config() -> config_dict.ConfigDict:
   c.model = m = config_dict.ConfigDict()
   m.name = "concat_fusion"  # or 'attention_fusion' (S2: image tokens attend over all tokens)
   m.mode = "fused"  # 'fused', 'image' (image-only ablation) or 'text' (text-only ablation)
+  m.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16' (GPU); params/optimizer/loss stay f32
   # weights: a torchvision/timm ResNet .safetensors/.pth file ('' = random init; needs
   # stem='imagenet', num_filters=64; see jaxmm.models.import_weights).
   m.image = config_dict.ConfigDict(dict(name="resnet18", stem="small", activation="relu",
                                         conv_impl="auto", num_filters=64, weights=""))
+  # impl: 'fused' (jaxmm's scan, any backend) or 'cudnn' (LSTM on an NVIDIA GPU, float32).
   m.text = config_dict.ConfigDict(dict(name="lstm", embed_dim=128, hidden_size=128, num_layers=1,
-                                       bidirectional=True, dropout=0.0, pooling="last"))
+                                       bidirectional=True, dropout=0.0, pooling="last",
+                                       impl="fused"))
   # Embedding init (jaxmm.data.word_vectors): source '' (random) | 'word2vec' | 'fasttext' (trained
   # on the training captions) | 'glove' | 'word2vec_file' (path); dim 0 = embed_dim. Freeze the
   # embeddings with optim.freeze=('text.embed',).
@@ -115,4 +118,10 @@ def get_config() -> config_dict.ConfigDict:
   t.head_epochs = 10
   t.progress_bar = True
   t.allow_config_change = False
+  t.data_parallel = True  # shard each batch over all devices when there are several
+  # Multi-host: jax.distributed.initialize(); unset values are left to jax's env/cluster detection.
+  t.distributed = False
+  t.coordinator_address = ""
+  t.num_processes = 0
+  t.process_id = -1
   return c

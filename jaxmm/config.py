@@ -13,7 +13,7 @@ CONFIG_FILE = "config.json"
 log = logging.getLogger("jaxmm")
 # Keys that may change between a run and its resumption (how long, how fast, how verbose).
 _RESUMABLE_PREFIXES = ("train.", "data.num_threads", "data.num_workers", "data.cache_dir",
-                       "data.synthetic.")
+                       "data.synthetic.", "model.dtype")  # dtype: params are float32 either way
 
 
 def flatten(d, prefix: str = "") -> dict:

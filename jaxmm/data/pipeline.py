@@ -93,16 +93,24 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 def train_dataset(split: PreparedSplit, *, batch_size: int, seed: int, epoch: int,
-                  augment: AugmentConfig = AugmentConfig(), extra_map=None) -> grain.MapDataset:
+                  augment: AugmentConfig = AugmentConfig(), extra_map=None,
+                  shard: tuple[int, int] = (0, 1)) -> grain.MapDataset:
   """Epoch `epoch` as a MapDataset of full batches (the remainder is dropped, as usual in training).
 
   `extra_map(example, rng) -> example` adds task-specific random transforms (pretext tasks).
+  shard=(index, count): multi-host data parallelism, `batch_size` rows per process. Process
+  `index` reads every count-th example of the shuffled, augmented epoch, so global batch k is the
+  same examples with the same augmentation as batch k of a one-process run with batch_size*count.
   """
   ds = grain.MapDataset.source(SplitSource(split)).shuffle(seed=_epoch_seed(seed, epoch))
   if augment.any:
     ds = ds.random_map(_Augment(augment), seed=_epoch_seed(seed + 1, epoch))
   if extra_map is not None:
     ds = ds.random_map(extra_map, seed=_epoch_seed(seed + 2, epoch))
+  index, count = shard
+  if count > 1:  # whole global batches only, so every process has the same number of steps
+    full = len(ds) // (batch_size * count) * batch_size * count
+    ds = ds[:full][index::count]
   return ds.batch(batch_size, drop_remainder=True)
 
 

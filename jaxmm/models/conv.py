@@ -33,7 +33,12 @@ IMPLS = ('xla', 'im2col', 'auto')
 # 1x1x512 6.5, 2x2x256 15, 2x2x512 51, 3x3x512 1.4, 4x4 0.9-1.1 (a wash),
 # 8x8 0.67-0.85, 16x16 and up 0.63-0.70. ResNet-18 train steps with
 # thresholds 9, 16 and 64 were within noise of each other.
+# 1x1 convs always take the matmul path on CPU: as a conv, XLA computes their kernel gradient with
+# a transposed copy of both the activations and the output gradient; in a ResNet-50 train step at
+# 64 px those transposes were 17% of the op time; the matmul path cut the step's CPU time by ~9%
+# (benchmarks/results/issue5.md). Read at trace time (benchmarks/cpu_step_ablation.py turns it off).
 AUTO_MAX_HW = 16
+AUTO_POINTWISE = True
 
 _NHWC_SPEC = ('NHWC', 'HWIO', 'NHWC')
 
@@ -233,7 +238,7 @@ def auto_conv(
     max_hw: int = AUTO_MAX_HW,
     **kwargs: Any,
 ) -> jax.Array:
-  """im2col on CPU for grouped/transposed convs or maps of <= max_hw pixels.
+  """im2col on CPU for grouped/transposed/1x1 convs or maps of <= max_hw pixels.
 
   Decided at trace time from static shapes and `jax.default_backend()`, so it
   costs nothing at run time. GPUs/TPUs always get XLA's conv (cuDNN).
@@ -250,7 +255,8 @@ def auto_conv(
     pads = _explicit_pads(lhs.shape[1:3], (kh, kw), strides, padding)
     ho, wo = _out_hw(lhs.shape[1:3], (kh, kw), strides, pads, dilation)
     lhs_dilated = not _all_ones(lhs_dilation)
-    use_im2col = feature_group_count > 1 or lhs_dilated or ho * wo <= max_hw
+    pointwise = AUTO_POINTWISE and (kh, kw) == (1, 1)
+    use_im2col = feature_group_count > 1 or lhs_dilated or pointwise or ho * wo <= max_hw
   fn = im2col_conv if use_im2col else lax.conv_general_dilated
   return fn(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
             rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
@@ -263,8 +269,8 @@ def make_conv_fn(impl: str = 'auto', *, max_hw: int | None = None) -> ConvFn:
   """Returns a `conv_general_dilated`-compatible function for `nnx.Conv`.
 
   impl: 'xla' (lax.conv_general_dilated), 'im2col' (always patches + matmul),
-  or 'auto' (on CPU: im2col for grouped and transposed convs and for maps with
-  <= max_hw pixels, default AUTO_MAX_HW; XLA otherwise and always on GPU).
+  or 'auto' (on CPU: im2col for grouped, transposed and 1x1 convs and for maps
+  with <= max_hw pixels, default AUTO_MAX_HW; XLA otherwise and always on GPU).
   Cached, so equal arguments give the identical function object and thus
   identical NNX graphdefs.
   """

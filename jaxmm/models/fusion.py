@@ -8,6 +8,7 @@ the very same towers and head.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,19 +29,21 @@ class MLPHead(nnx.Module):
   """Dense -> [norm] -> ReLU -> dropout, repeated, then a linear output layer."""
 
   def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, *,
-               dropout: float = 0.0, norm: str | None = None, rngs: nnx.Rngs):
+               dropout: float = 0.0, norm: str | None = None, dtype: Any = None,
+               rngs: nnx.Rngs):
     if norm not in (None, "", "batch", "layer"):
       raise ValueError(f"norm must be None, 'batch' or 'layer', got {norm!r}")
     dims = [in_features, *hidden]
-    self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(dims, dims[1:])])
+    self.layers = nnx.List([nnx.Linear(a, b, dtype=dtype, rngs=rngs)
+                            for a, b in zip(dims, dims[1:])])
     if norm == "batch":
-      self.norms = nnx.List([nnx.BatchNorm(b, rngs=rngs) for b in hidden])
+      self.norms = nnx.List([nnx.BatchNorm(b, dtype=dtype, rngs=rngs) for b in hidden])
     elif norm == "layer":
-      self.norms = nnx.List([nnx.LayerNorm(b, rngs=rngs) for b in hidden])
+      self.norms = nnx.List([nnx.LayerNorm(b, dtype=dtype, rngs=rngs) for b in hidden])
     else:
       self.norms = None
     self.dropout = nnx.Dropout(dropout)
-    self.out = nnx.Linear(dims[-1], out_features, rngs=rngs)
+    self.out = nnx.Linear(dims[-1], out_features, dtype=dtype, rngs=rngs)
 
   def __call__(self, x_BxD: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
     for i, layer in enumerate(self.layers):
@@ -48,19 +51,20 @@ class MLPHead(nnx.Module):
       if self.norms is not None:
         x_BxD = self.norms[i](x_BxD)
       x_BxD = self.dropout(nnx.relu(x_BxD), rngs=rngs)
-    return self.out(x_BxD)
+    return self.out(x_BxD).astype(jnp.float32)  # logits (and so the loss) in float32
 
 
 class ConcatFusionClassifier(nnx.Module):
   """logits = head([image.encode(image); text.encode(tokens, length)]).
 
   In 'image' or 'text' mode only that tower is built, so an ablation is a real unimodal model.
+  dtype: the head's compute dtype (the towers get theirs from the registry); logits are float32.
   """
 
   def __init__(self, image_tower: nnx.Module | None, text_tower: nnx.Module | None,
                num_outputs: int, *, hidden: Sequence[int] = (512,), dropout: float = 0.0,
                feature_dropout: float = 0.0, norm: str | None = None,
-               interaction_dim: int = 0, rngs: nnx.Rngs):
+               interaction_dim: int = 0, dtype: Any = None, rngs: nnx.Rngs):
     if image_tower is None and text_tower is None:
       raise ValueError("at least one tower is needed")
     self.image = image_tower
@@ -76,7 +80,8 @@ class ConcatFusionClassifier(nnx.Module):
         text=nnx.Linear(text_tower.out_features, interaction_dim, rngs=rngs)) if interact else None
     in_features += 2 * interaction_dim if interact else 0
     self.feature_dropout = nnx.Dropout(feature_dropout)
-    self.head = MLPHead(in_features, hidden, num_outputs, dropout=dropout, norm=norm, rngs=rngs)
+    self.head = MLPHead(in_features, hidden, num_outputs, dropout=dropout, norm=norm, dtype=dtype,
+                        rngs=rngs)
 
   def features(self, batch: dict[str, jax.Array], *, rngs: nnx.Rngs | None = None) -> jax.Array:
     """The concatenated tower features (B, D_image + D_text [+ 2 D_interaction]): the head input."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 from flax import nnx
 
 from jaxmm.models import fusion
@@ -12,23 +13,39 @@ from jaxmm.models.text import text_tower_by_name
 
 
 MODELS = ("concat_fusion", "attention_fusion")
+DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 # Tower config keys that are not constructor arguments (pretrained weights, applied after building).
 _NOT_ARGS = ("name", "weights", "word_vectors")
 
 
-def build_image_tower(cfg, *, rngs: nnx.Rngs):
+def compute_dtype(model_cfg):
+  """`model.dtype` ('float32' | 'bfloat16') -> the towers' compute dtype (None = float32).
+
+  Params, optimizer state and the loss stay float32 whatever the compute dtype.
+  """
+  name = model_cfg.get("dtype", "float32") or "float32"
+  if name not in DTYPES:
+    raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {name!r}")
+  return DTYPES[name]
+
+
+def build_image_tower(cfg, *, rngs: nnx.Rngs, dtype=None):
   """'resnet18' | 'resnet34' | 'resnet50' | 'resnext50_32x4d' (kwargs: the other keys of `cfg`),
   or 'conv_autoencoder': S0's autoencoder, whose encoder is the tower."""
   kwargs = {k: v for k, v in cfg.items() if k not in _NOT_ARGS}
+  if dtype is not None:
+    kwargs["dtype"] = dtype
   if cfg.name == "conv_autoencoder":
     return ConvAutoencoder(**kwargs, rngs=rngs)
   return resnet_by_name(cfg.name)(**kwargs, rngs=rngs)
 
 
-def build_text_tower(cfg, *, vocab_size: int, rngs: nnx.Rngs, embedding_init=None):
+def build_text_tower(cfg, *, vocab_size: int, rngs: nnx.Rngs, embedding_init=None, dtype=None):
   kwargs = {k: v for k, v in cfg.items() if k not in _NOT_ARGS}
   if embedding_init is not None:
     kwargs["embedding_init"] = embedding_init
+  if dtype is not None:
+    kwargs["dtype"] = dtype
   return text_tower_by_name(cfg.name, vocab_size=vocab_size, **kwargs, rngs=rngs)
 
 
@@ -39,17 +56,20 @@ def build_model(model_cfg, *, num_outputs: int, vocab_size: int, rngs: nnx.Rngs,
     raise ValueError(f"unknown model.name {model_cfg.name!r}; known: {MODELS}")
   if model_cfg.mode not in fusion.MODES:
     raise ValueError(f"model.mode must be one of {fusion.MODES}, got {model_cfg.mode!r}")
-  image = build_image_tower(model_cfg.image, rngs=rngs) if model_cfg.mode != "text" else None
+  dtype = compute_dtype(model_cfg)
+  image = (build_image_tower(model_cfg.image, rngs=rngs, dtype=dtype)
+           if model_cfg.mode != "text" else None)
   text = (build_text_tower(model_cfg.text, vocab_size=vocab_size, rngs=rngs,
-                           embedding_init=embedding_init) if model_cfg.mode != "image" else None)
+                           embedding_init=embedding_init, dtype=dtype)
+          if model_cfg.mode != "image" else None)
   head = model_cfg.head
   if model_cfg.name == "attention_fusion":
     att = model_cfg.attention
     return AttentionFusionClassifier(
         image, text, num_outputs, dim=att.dim, num_heads=att.num_heads, num_layers=att.num_layers,
         attention_dropout=att.dropout, hidden=tuple(head.hidden), dropout=head.dropout,
-        norm=head.norm or None, rngs=rngs)
+        norm=head.norm or None, rngs=rngs)  # fusion blocks and head in float32
   return fusion.ConcatFusionClassifier(
       image, text, num_outputs, hidden=tuple(head.hidden), dropout=head.dropout,
       feature_dropout=head.feature_dropout, norm=head.norm or None,
-      interaction_dim=head.get("interaction_dim", 0), rngs=rngs)
+      interaction_dim=head.get("interaction_dim", 0), dtype=dtype, rngs=rngs)

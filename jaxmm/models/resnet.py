@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxmm.models import pool
 from jaxmm.models.conv import make_conv_fn
 
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'), untruncated.
@@ -214,8 +215,9 @@ class ResNet(nnx.Module):
     x = jnp.asarray(images_BxHxWxC, self.dtype or jnp.float32)
     x = _activate(self.bn1(self.conv1(x)), self.activation)
     if self.stem == 'imagenet':
-      # torchvision MaxPool2d(3, 2, padding=1); flax pads max_pool with -inf.
-      x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+      # torchvision MaxPool2d(3, 2, padding=1), -inf pads; strided slices on CPU, whose
+      # gradient is ~10x cheaper there than XLA's reduce-window (jaxmm.models.pool).
+      x = pool.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
     for i in range(self.num_stages):
       for block in getattr(self, f'layer{i + 1}'):
         x = block(x)

@@ -15,6 +15,9 @@ The recurrent layers run both directions in ONE time-major `lax.scan`:
     per-step buffers are reused in place (projection -> gates -> dz), and the weight gradients are
     one matmul over all steps, not T small ones accumulated by autodiff. CPU figures in
     benchmarks/text_towers.py.
+
+`dtype` (e.g. bfloat16 on a GPU) is the matmul operand dtype: params, the recurrent state, the gates
+and every accumulation stay float32 (`_mm`), so a long sequence does not drift in bf16.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from jaxmm.models import cudnn_lstm
 
 Array = jax.Array
 
@@ -47,6 +52,13 @@ def make_embed(vocab_size: int, embed_dim: int, embedding_init: np.ndarray | Non
     raise ValueError(f"embedding_init has shape {matrix.shape}, expected {(vocab_size, embed_dim)}")
   return nnx.Embed(vocab_size, embed_dim, embedding_init=lambda key, shape, dtype: jnp.asarray(
       matrix, dtype), rngs=rngs)
+
+
+def _mm(spec: str, a: Array, b: Array, dtype: Any = None) -> Array:
+  """einsum in the compute dtype with a float32 result (bf16 operands, f32 accumulation)."""
+  if dtype is None or jnp.dtype(dtype) == jnp.float32:
+    return jnp.einsum(spec, a, b)
+  return jnp.einsum(spec, a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
 
 
 def length_mask(length_B: Array, num_steps: int) -> Array:
@@ -111,15 +123,15 @@ def _lstm_cell(z_DxBxG: Array, c_DxBxH: Array, h_DxBxH: Array, m_DxBx1: Array):
   return h_out, c_out, jnp.concatenate([i, f, g, o], axis=-1)
 
 
-def _input_projections(x_TxBxE: Array, w_ih_DxExG: Array) -> list[Array]:
+def _input_projections(x_TxBxE: Array, w_ih_DxExG: Array, dtype: Any = None) -> list[Array]:
   """Input projection of all steps, hoisted out of the scan: one (T*B, E) x (E, G) matmul per
   direction, in scan order. Reversing x (E wide) rather than the projection (G wide) is cheaper."""
   num_dirs = w_ih_DxExG.shape[0]
-  return [jnp.einsum("tbe,eg->tbg", x_d, w_ih_DxExG[d])
+  return [_mm("tbe,eg->tbg", x_d, w_ih_DxExG[d], dtype)
           for d, x_d in enumerate(_direction_inputs(x_TxBxE, num_dirs))]
 
 
-def _lstm_layer_forward(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll):
+def _lstm_layer_forward(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll, dtype=None):
   """Runs the layer -> (h, c) of every scan step (T, D, B, H) and the gate activations.
 
   The gates of step s overwrite the projected inputs of step s in place (a (T, B, G) buffer per
@@ -133,37 +145,39 @@ def _lstm_layer_forward(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll
     h_DxBxH, c_DxBxH, bufs = carry
     s, m_DxBx1 = inputs
     proj = jnp.stack([jax.lax.dynamic_index_in_dim(buf, s, 0, keepdims=False) for buf in bufs])
-    z = proj + b_Dx1xG + jnp.einsum("dbh,dhg->dbg", h_DxBxH, w_hh_DxHxG)
+    z = proj + b_Dx1xG + _mm("dbh,dhg->dbg", h_DxBxH, w_hh_DxHxG, dtype)
     h_out, c_out, acts = _lstm_cell(z, c_DxBxH, h_DxBxH, m_DxBx1)
     bufs = tuple(jax.lax.dynamic_update_index_in_dim(buf, acts[d], s, 0)
                  for d, buf in enumerate(bufs))
     return (h_out, c_out, bufs), (h_out, c_out)
 
-  zeros = jnp.zeros((num_dirs, batch, hidden), x_TxBxE.dtype)
-  init = (zeros, zeros, tuple(_input_projections(x_TxBxE, w_ih_DxExG)))
+  zeros = jnp.zeros((num_dirs, batch, hidden), jnp.float32)
+  init = (zeros, zeros, tuple(_input_projections(x_TxBxE, w_ih_DxExG, dtype)))
   xs = (jnp.arange(num_steps), _step_masks(mask_TxB, num_dirs))
   (_, _, gates), (ys, cs) = jax.lax.scan(step, init, xs, unroll=unroll)
   return ys, cs, gates
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
 def fused_lstm_layer(x_TxBxE: Array, w_ih_DxExG: Array, w_hh_DxHxG: Array, b_DxG: Array,
-                     mask_TxB: Array, unroll: int = DEFAULT_UNROLL) -> Array:
+                     mask_TxB: Array, unroll: int = DEFAULT_UNROLL, dtype: Any = None) -> Array:
   """D LSTM directions in one scan (G = 4H, gate order i, f, g, o), hand-written VJP.
 
   x_TxBxE: time-major inputs; mask_TxB: bool, True on real tokens. Returns h of every scan step
   (T, D, B, H): the fwd direction at position s, the bwd direction at position T-1-s (zeros on
-  padding); step T-1 holds the final states of both directions.
+  padding); step T-1 holds the final states of both directions. `dtype`: matmul operand dtype
+  (None = float32); the outputs are float32.
   """
-  return _lstm_layer_forward(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll)[0]
+  return _lstm_layer_forward(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll, dtype)[0]
 
 
-def _fused_lstm_fwd(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll):
-  ys, cs, gates = _lstm_layer_forward(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll)
+def _fused_lstm_fwd(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll, dtype):
+  ys, cs, gates = _lstm_layer_forward(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB, unroll,
+                                      dtype)
   return ys, (x_TxBxE, w_ih_DxExG, w_hh_DxHxG, mask_TxB, ys, cs, gates)
 
 
-def _fused_lstm_bwd(unroll, saved, dys_TxDxBxH):
+def _fused_lstm_bwd(unroll, dtype, saved, dys_TxDxBxH):
   x_TxBxE, w_ih_DxExG, w_hh_DxHxG, mask_TxB, ys, cs, gates = saved
   num_dirs, hidden, _ = w_hh_DxHxG.shape
   step_mask = _step_masks(mask_TxB, num_dirs).astype(ys.dtype)
@@ -189,7 +203,7 @@ def _fused_lstm_bwd(unroll, saved, dys_TxDxBxH):
         dh_new * tc * o * (1.0 - o),
     ], axis=-1)
     # Frozen steps pass the cotangent straight through to the previous state.
-    dh_prev = jnp.einsum("dbg,dhg->dbh", dz, w_hh_DxHxG) + (1.0 - m) * dh
+    dh_prev = _mm("dbg,dhg->dbh", dz, w_hh_DxHxG, dtype) + (1.0 - m) * dh
     dc_prev = dc_new * f + (1.0 - m) * dc
     # dz of step s replaces the gates of step s, which nothing reads again.
     bufs = tuple(jax.lax.dynamic_update_index_in_dim(buf, dz[d], s, 0)
@@ -201,15 +215,17 @@ def _fused_lstm_bwd(unroll, saved, dys_TxDxBxH):
   # Weight gradients of each direction as ONE matmul over all steps, [x, h_prev]^T dz, instead of
   # T small ones accumulated in the loop carry (what autodiff of the scan does).
   in_features = x_TxBxE.shape[-1]
-  dws = [jnp.einsum("tbk,tbg->kg", jnp.concatenate(
-      [x_d, jnp.concatenate([zeros[None, d], ys[:-1, d]])], axis=-1), dz)
+  dws = [_mm("tbk,tbg->kg", jnp.concatenate(
+      [x_d.astype(ys.dtype), jnp.concatenate([zeros[None, d], ys[:-1, d]])], axis=-1), dz, dtype)
          for x_d, dz, d in zip(_direction_inputs(x_TxBxE, num_dirs), dzs, range(num_dirs))]
   dw_ih = jnp.stack([dw[:in_features] for dw in dws])
   dw_hh = jnp.stack([dw[in_features:] for dw in dws])
   db = jnp.stack([dz.sum((0, 1)) for dz in dzs])
-  dx_dirs = [jnp.einsum("tbg,eg->tbe", dz, w_ih_DxExG[d]) for d, dz in enumerate(dzs)]
+  dx_dirs = [_mm("tbg,eg->tbe", dz, w_ih_DxExG[d], dtype) for d, dz in enumerate(dzs)]
   dx = dx_dirs[0] if num_dirs == 1 else dx_dirs[0] + jnp.flip(dx_dirs[1], 0)
-  return dx, dw_ih, dw_hh, db, None
+  # Cotangents in the primals' dtypes (custom_vjp requires it).
+  return (dx.astype(x_TxBxE.dtype), dw_ih.astype(w_ih_DxExG.dtype),
+          dw_hh.astype(w_hh_DxHxG.dtype), db, None)
 
 
 fused_lstm_layer.defvjp(_fused_lstm_fwd, _fused_lstm_bwd)
@@ -238,32 +254,38 @@ def lstm_layer_autodiff(x_TxBxE, w_ih_DxExG, w_hh_DxHxG, b_DxG, mask_TxB,
 
 
 def fused_gru_layer(x_TxBxE: Array, w_ih_DxExG: Array, b_ih_DxG: Array, w_hh_DxHxG: Array,
-                    b_hh_DxG: Array, mask_TxB: Array, unroll: int = DEFAULT_UNROLL) -> Array:
+                    b_hh_DxG: Array, mask_TxB: Array, unroll: int = DEFAULT_UNROLL,
+                    dtype: Any = None) -> Array:
   """D GRU directions in one scan (G = 3H, gate order r, z, n; torch's form, b_hn inside r*(.)).
 
   Same layout and semantics as `fused_lstm_layer`; plain autodiff.
   """
   num_dirs, hidden, _ = w_hh_DxHxG.shape
   batch = x_TxBxE.shape[1]
-  projs = _input_projections(x_TxBxE, w_ih_DxExG)
+  projs = _input_projections(x_TxBxE, w_ih_DxExG, dtype)
   b_ih_Dx1xG, b_hh_Dx1xG = b_ih_DxG[:, None, :], b_hh_DxG[:, None, :]
 
   def step(h_DxBxH, inputs):
     *proj_d, m_DxBx1 = inputs
     xp = jnp.stack(proj_d) + b_ih_Dx1xG
-    hp = jnp.einsum("dbh,dhg->dbg", h_DxBxH, w_hh_DxHxG) + b_hh_Dx1xG
+    hp = _mm("dbh,dhg->dbg", h_DxBxH, w_hh_DxHxG, dtype) + b_hh_Dx1xG
     r = jax.nn.sigmoid(xp[..., :hidden] + hp[..., :hidden])
     z = jax.nn.sigmoid(xp[..., hidden:2 * hidden] + hp[..., hidden:2 * hidden])
     n = jnp.tanh(xp[..., 2 * hidden:] + r * hp[..., 2 * hidden:])
     h = jnp.where(m_DxBx1, (1.0 - z) * n + z * h_DxBxH, h_DxBxH)
     return h, h
 
-  h0 = jnp.zeros((num_dirs, batch, hidden), x_TxBxE.dtype)
+  h0 = jnp.zeros((num_dirs, batch, hidden), jnp.float32)
   xs = (*projs, _step_masks(mask_TxB, num_dirs))
   return jax.lax.scan(step, h0, xs, unroll=unroll)[1]
 
 
 # --------------------------------------------------------------------------------------- towers
+
+
+def _dtype_key(dtype: Any) -> str | None:
+  """A hashable static form of a dtype for custom_vjp's nondiff arguments."""
+  return None if dtype is None else jnp.dtype(dtype).name
 
 
 class _TextTower(nnx.Module):
@@ -286,23 +308,37 @@ def _init_recurrent_params(in_features: int, hidden_size: int, num_dirs: int, nu
           stacked(nnx.initializers.orthogonal(), hidden_size))
 
 
+def _check_impl(impl: str, allowed=cudnn_lstm.IMPLS) -> str:
+  if impl not in allowed:
+    raise ValueError(f"model.text.impl must be one of {allowed}, got {impl!r}")
+  return impl
+
+
 class BiLSTMLayer(nnx.Module):
   """One (bi)directional LSTM layer: `(x_TxBxE, mask_TxB) -> h_TxDxBxH` in scan order.
 
   Params: w_ih (D, E, 4H), w_hh (D, H, 4H), bias (D, 4H); gate order i, f, g, o.
+  impl: 'fused' (one scan, hand-written VJP; any backend) or 'cudnn' (jaxmm.models.cudnn_lstm;
+  NVIDIA GPUs, float32). Both read the same params.
   """
 
   def __init__(self, in_features: int, hidden_size: int, *, bidirectional: bool = True,
-               unroll: int = DEFAULT_UNROLL, rngs: nnx.Rngs):
+               unroll: int = DEFAULT_UNROLL, dtype: Any = None, impl: str = "fused",
+               rngs: nnx.Rngs):
     num_dirs = 2 if bidirectional else 1
     self.unroll = unroll
+    self.dtype = dtype
+    self.impl = _check_impl(impl)
     w_ih, w_hh = _init_recurrent_params(in_features, hidden_size, num_dirs, 4, rngs)
     self.w_ih, self.w_hh = nnx.Param(w_ih), nnx.Param(w_hh)
     self.bias = nnx.Param(jnp.zeros((num_dirs, 4 * hidden_size), jnp.float32))
 
   def __call__(self, x_TxBxE: Array, mask_TxB: Array) -> Array:
+    if self.impl == "cudnn":
+      return cudnn_lstm.cudnn_lstm_layer(x_TxBxE, self.w_ih[...], self.w_hh[...], self.bias[...],
+                                         mask_TxB)
     return fused_lstm_layer(x_TxBxE, self.w_ih[...], self.w_hh[...], self.bias[...], mask_TxB,
-                            self.unroll)
+                            self.unroll, _dtype_key(self.dtype))
 
 
 class LSTMTower(_TextTower):
@@ -311,13 +347,14 @@ class LSTMTower(_TextTower):
   pooling: 'last' = [fwd state at the last real token, bwd state at the first token] (as
   `nnx.Bidirectional` with `seq_lengths`); 'mean'/'max' over real tokens. Stacked layers take the
   concatenated per-token outputs of the layer below. Dropout (rate `dropout`) is applied to the
-  input of every layer, embeddings included.
+  input of every layer, embeddings included. dtype: matmul compute dtype (float32 features out).
+  impl: 'fused' | 'cudnn', see BiLSTMLayer.
   """
 
   def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, *, num_layers: int = 1,
                bidirectional: bool = True, dropout: float = 0.0, pooling: str = "last",
                embedding_init: np.ndarray | None = None, unroll: int = DEFAULT_UNROLL,
-               rngs: nnx.Rngs):
+               dtype: Any = None, impl: str = "fused", rngs: nnx.Rngs):
     if pooling not in ("last", "mean", "max"):
       raise ValueError(f"unknown pooling {pooling!r}; expected 'last', 'mean' or 'max'")
     self.num_dirs = 2 if bidirectional else 1
@@ -326,7 +363,8 @@ class LSTMTower(_TextTower):
     self.dropout = nnx.Dropout(dropout)
     self.layers = nnx.List([
         BiLSTMLayer(embed_dim if k == 0 else hidden_size * self.num_dirs, hidden_size,
-                    bidirectional=bidirectional, unroll=unroll, rngs=rngs)
+                    bidirectional=bidirectional, unroll=unroll, dtype=dtype, impl=impl,
+                    rngs=rngs)
         for k in range(num_layers)])
     self.out_features = hidden_size * self.num_dirs
 
@@ -360,9 +398,11 @@ class GRUAttentionTower(_TextTower):
   def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, *,
                bidirectional: bool = True, attention_dim: int | None = None, dropout: float = 0.0,
                embedding_init: np.ndarray | None = None, unroll: int = DEFAULT_UNROLL,
-               rngs: nnx.Rngs):
+               dtype: Any = None, impl: str = "fused", rngs: nnx.Rngs):
+    _check_impl(impl, ("fused",))  # no cuDNN GRU in jax
     num_dirs = 2 if bidirectional else 1
     self.unroll = unroll
+    self.dtype = dtype
     self.out_features = hidden_size * num_dirs
     attention_dim = attention_dim or self.out_features
     self.embed = make_embed(vocab_size, embed_dim, embedding_init, rngs=rngs)
@@ -371,8 +411,8 @@ class GRUAttentionTower(_TextTower):
     self.w_ih, self.w_hh = nnx.Param(w_ih), nnx.Param(w_hh)
     self.b_ih = nnx.Param(jnp.zeros((num_dirs, 3 * hidden_size), jnp.float32))
     self.b_hh = nnx.Param(jnp.zeros((num_dirs, 3 * hidden_size), jnp.float32))
-    self.attn_proj = nnx.Linear(self.out_features, attention_dim, rngs=rngs)
-    self.attn_query = nnx.Linear(attention_dim, 1, use_bias=False, rngs=rngs)
+    self.attn_proj = nnx.Linear(self.out_features, attention_dim, dtype=dtype, rngs=rngs)
+    self.attn_query = nnx.Linear(attention_dim, 1, use_bias=False, dtype=dtype, rngs=rngs)
 
   def sequence(self, tokens_BxT: Array, length_B: Array, *,
                rngs: nnx.Rngs | None = None) -> Array:
@@ -380,7 +420,7 @@ class GRUAttentionTower(_TextTower):
     x_TxBxE = self.dropout(self.embed(tokens_BxT.T), rngs=rngs)
     mask_TxB = length_mask(length_B, tokens_BxT.shape[1]).T
     ys = fused_gru_layer(x_TxBxE, self.w_ih[...], self.b_ih[...], self.w_hh[...], self.b_hh[...],
-                         mask_TxB, self.unroll)
+                         mask_TxB, self.unroll, _dtype_key(self.dtype))
     return _scan_to_positions(ys).transpose(1, 0, 2)
 
   def attend(self, tokens_BxT: Array, length_B: Array, *,
@@ -389,7 +429,7 @@ class GRUAttentionTower(_TextTower):
     mask_BxT = length_mask(length_B, tokens_BxT.shape[1])
     # Attention scores a token by its fwd and bwd states together, so in position order.
     h_BxTxD = self.sequence(tokens_BxT, length_B, rngs=rngs)
-    scores_BxT = self.attn_query(jnp.tanh(self.attn_proj(h_BxTxD)))[..., 0]
+    scores_BxT = self.attn_query(jnp.tanh(self.attn_proj(h_BxTxD)))[..., 0].astype(jnp.float32)
     weights_BxT = jax.nn.softmax(jnp.where(mask_BxT, scores_BxT, -jnp.inf), axis=-1)
     return jnp.einsum("bt,btd->bd", weights_BxT, h_BxTxD), weights_BxT
 
@@ -405,11 +445,12 @@ class EmbeddingMLPTower(_TextTower):
 
   def __init__(self, vocab_size: int, embed_dim: int = 32, max_len: int = 32,
                hidden: Sequence[int] = (1024, 512), *, dropout: float = 0.0,
-               embedding_init: np.ndarray | None = None, rngs: nnx.Rngs):
+               embedding_init: np.ndarray | None = None, dtype: Any = None, rngs: nnx.Rngs):
     self.max_len = max_len
     self.embed = make_embed(vocab_size, embed_dim, embedding_init, rngs=rngs)
     sizes = [max_len * embed_dim, *hidden]
-    self.linears = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+    self.linears = nnx.List([nnx.Linear(a, b, dtype=dtype, rngs=rngs)
+                             for a, b in zip(sizes[:-1], sizes[1:])])
     self.dropout = nnx.Dropout(dropout)
     self.out_features = sizes[-1]
 
@@ -424,14 +465,15 @@ class EmbeddingMLPTower(_TextTower):
     x = x_BxLxE.reshape(batch, -1)
     for linear in self.linears:
       x = self.dropout(jax.nn.relu(linear(x)), rngs=rngs)
-    return x
+    return x.astype(jnp.float32)
 
 
 class BagOfWordsTower(_TextTower):
   """Mean of the embeddings of the real tokens. `-> (B, embed_dim)`."""
 
   def __init__(self, vocab_size: int, embed_dim: int, *, embedding_init: np.ndarray | None = None,
-               rngs: nnx.Rngs):
+               dtype: Any = None, rngs: nnx.Rngs):
+    del dtype  # no matmul: the mean stays float32
     self.embed = make_embed(vocab_size, embed_dim, embedding_init, rngs=rngs)
     self.out_features = embed_dim
 

@@ -23,7 +23,8 @@ log = logging.getLogger("jaxmm")
 
 def _abstract(state_like: Any) -> Any:
   """Restore target on this machine's default device: a checkpoint written on a GPU restores on CPU."""
-  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  # local_devices: under multi-host data parallelism, devices()[0] belongs to process 0 only.
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state_like)
 
 
@@ -33,7 +34,7 @@ def place_like_restored(state: Any) -> Any:
   jit compiles uncommitted and committed arguments into different programs: placed alike, a fresh
   run and its resumption (or evaluate.py) share one persistent-cache entry instead of compiling twice.
   """
-  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   return jax.device_put(state, sharding)
 
 

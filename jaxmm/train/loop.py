@@ -23,7 +23,7 @@ from jaxmm import report
 from jaxmm.data import pipeline, word_vectors
 from jaxmm.data.pipeline import AugmentConfig
 from jaxmm.train import checkpoint as ckpt_lib
-from jaxmm.train import evaluation, optim, steps, tasks, transfer
+from jaxmm.train import evaluation, optim, parallel, steps, tasks, transfer
 from jaxmm.train.writer import MetricWriter
 
 THRESHOLDS_FILE = "thresholds.json"
@@ -106,6 +106,7 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
   spec = task_spec(config)
   spec.check_config(config)
   os.makedirs(workdir, exist_ok=True)
+  parallel.maybe_initialize_distributed(config.train)  # before anything touches a device
   config_lib.check_workdir_config(config, workdir)
   if config.data.get("synthetic") and config.data.synthetic.generate:
     config_lib.ensure_synthetic(config.data, task=spec.layout(config))
@@ -142,8 +143,18 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
   resuming = bool(meta["step"])
   writer = MetricWriter(workdir, resume_step=meta["step"] if resuming else None,
                         keep_rows=meta.get("metric_rows") if resuming else None)
-  train_step = steps.make_train_step(graphdefs, task, seed=config.seed)
+  # Data parallel over all devices (jaxmm.train.parallel): each process loads `local_batch` rows of
+  # every global batch; the state is replicated after the (single-device) restore.
+  mesh = parallel.make_mesh() if parallel.enabled(tc) else None
+  train_step = steps.make_train_step(graphdefs, task, seed=config.seed,
+                                     out_shardings=parallel.replicated(mesh) if mesh else None)
   predict_step = steps.make_predict_step(graphdefs[0], task)
+  local_batch, shard, eval_predict = tc.batch_size, (0, 1), predict_step
+  if mesh is not None:
+    local_batch = parallel.per_process_batch(tc.batch_size, mesh)
+    shard = (jax.process_index(), jax.process_count())
+    state = parallel.replicate(state, mesh)
+    eval_predict = parallel.parallel_predict_step(predict_step, mesh, tc.eval_batch_size)
   mode = spec.select_mode(config)  # 'min' for val_mae / val_loss
   early = optim.EarlyStopping(tc.early_stopping_patience or 10**9, mode=mode)
   plateau = (optim.ReduceOnPlateau(config.optim.plateau_factor, config.optim.plateau_patience,
@@ -165,7 +176,7 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
     ckpt.save(meta["step"], state, meta, which=which)
 
   def evaluate_now():
-    return evaluate_split(spec, predict_step, state, data.val, config, vocab_size=vocab_size)
+    return evaluate_split(spec, eval_predict, state, data.val, config, vocab_size=vocab_size)
 
   def log_train(pending):
     lr = float(schedule(meta["step"])) * meta["lr_scale"]
@@ -177,11 +188,14 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
   pending: list[dict] = list(meta.get("pending") or [])
   with _StopFlag() as stop:
     while meta["step"] < total_steps and not meta["done"]:
-      ds = pipeline.train_dataset(data.train, batch_size=tc.batch_size, seed=config.seed,
-                                  epoch=meta["epoch"], augment=augment, extra_map=extra_map)
+      ds = pipeline.train_dataset(data.train, batch_size=local_batch, seed=config.seed,
+                                  epoch=meta["epoch"], augment=augment, extra_map=extra_map,
+                                  shard=shard)
       it = pipeline.iterate(ds, start=meta["batch_in_epoch"], num_threads=config.data.num_threads,
                             num_workers=config.data.num_workers)
       for batch in it:
+        if mesh is not None:
+          batch = parallel.shard_batch(batch, mesh)
         state, m = train_step(state, batch)
         pending.append(m)
         meta["step"] += 1
@@ -211,6 +225,8 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
           if plateau is not None:
             meta["lr_scale"] = plateau.update(val[tc.select_metric])
             state = (state[0], optim.set_lr_scale(state[1], meta["lr_scale"]))
+            if mesh is not None:
+              state = parallel.replicate(state, mesh)
           row = writer.write(meta["step"], val, epoch=meta["epoch"] + int(epoch_done),
                              elapsed_s=round(time.time() - t_start, 2))
           pbar.set_postfix({tc.select_metric: f"{val[tc.select_metric]:.4f}"})

@@ -21,6 +21,16 @@ from jaxmm.train import losses
 
 LossFn = Callable[[jax.Array, dict], jax.Array]  # (logits, batch) -> per-example loss (B,)
 
+# XLA:CPU's default copy insertion copies the Adam moments before updating them in place, as the
+# update and the non-finite fallback read them in separate fusions (~10% of a ResNet-18 step at
+# 64 px; benchmarks/results/issue5.md); its region analysis sees that the copies are not needed.
+_COMPILER_OPTIONS = {"cpu": {"xla_cpu_copy_insertion_use_region_analysis": True}}
+
+
+def compiler_options() -> dict | None:
+  """XLA options for jitting a train step on this backend (None: the defaults)."""
+  return _COMPILER_OPTIONS.get(jax.default_backend())
+
 
 @dataclasses.dataclass(frozen=True)
 class Task:
@@ -57,7 +67,12 @@ def split_state(model: nnx.Module, optimizer: nnx.Optimizer):
   return (model_def, opt_def), (model_state, opt_state)
 
 
-def make_train_step(graphdefs, task: Task, *, seed: int):
+def make_train_step(graphdefs, task: Task, *, seed: int, out_shardings: Any = None):
+  """-> jitted `train_step(state, batch) -> (state, metrics)`, the state donated.
+
+  out_shardings: where the new state and metrics live (jaxmm.train.parallel replicates them over
+  a mesh); None leaves it to jit.
+  """
   model_def, opt_def = graphdefs
   base_key = jax.random.key(seed)
 
@@ -88,7 +103,8 @@ def make_train_step(graphdefs, task: Task, *, seed: int):
                              old_state)
     return new_state, {"loss": loss, "grad_norm": grad_norm, "finite": finite}
 
-  return jax.jit(train_step, donate_argnums=0)
+  kwargs = {} if out_shardings is None else {"out_shardings": out_shardings}
+  return jax.jit(train_step, donate_argnums=0, compiler_options=compiler_options(), **kwargs)
 
 
 def make_predict_step(model_def, task: Task):

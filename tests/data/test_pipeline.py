@@ -232,3 +232,20 @@ def test_worker_process_matches_threads(split):
   ds = train_dataset(split, batch_size=BS, seed=5, epoch=1, augment=AUG)
   full = _collect(ds, num_threads=1)
   _assert_same(_collect(ds, start=1, num_threads=1, num_workers=1), full[1:])
+
+
+def test_process_shards_make_up_the_one_process_batches(split):
+  """Multi-host: the shards of global batch k hold exactly batch k of a one-process run, with the
+  same augmentation, and every process gets the same number of batches."""
+  aug = AugmentConfig(crop=True, hflip=True)
+  whole = list(train_dataset(split, batch_size=12, seed=3, epoch=1, augment=aug))
+  shards = [list(train_dataset(split, batch_size=4, seed=3, epoch=1, augment=aug, shard=(i, 3)))
+            for i in range(3)]
+  assert [len(s) for s in shards] == [len(whole)] * 3 == [40 // 12] * 3
+  for k, batch in enumerate(whole):
+    rows = np.concatenate([s[k]["index"] for s in shards])
+    assert sorted(rows) == sorted(batch["index"])
+    for i in range(len(rows)):
+      j = int(np.flatnonzero(batch["index"] == rows[i])[0])
+      got = np.concatenate([s[k]["image"] for s in shards])[i]
+      np.testing.assert_array_equal(got, batch["image"][j])

@@ -110,6 +110,10 @@ def test_auto_dispatch_on_cpu():
   big = conv.make_conv_fn('auto', max_hw=32 * 32)
   assert not _conv_prims(big, lhs, rhs, window_strides=(1, 1),
                          padding='SAME')
+  # 1x1 convs always go to the matmul path on CPU, strided ones too.
+  lhs1, rhs1 = _inputs((2, 32, 32, 8), 1, 8, 1)
+  for stride in ((1, 1), (2, 2)):
+    assert not _conv_prims(auto, lhs1, rhs1, window_strides=stride, padding='VALID')
   # Grouped convs always go to im2col on CPU.
   lhs, rhs = _inputs((2, 32, 32, 8), 3, 8, 4)
   assert not _conv_prims(auto, lhs, rhs, window_strides=(1, 1),

@@ -63,3 +63,46 @@ def test_predict_step_is_deterministic_eval_mode():
   np.testing.assert_array_equal(np.asarray(p1), np.asarray(p2))  # dropout off in eval
   assert p1.shape == (4, 18) and np.all((np.asarray(p1) > 0) & (np.asarray(p1) < 1))
   assert loss1.shape == (4,)
+
+
+def _fused_setup(dtype: str):
+  from configs import tiny
+  from jaxmm.models import registry
+  from jaxmm.train import optim
+  c = tiny.get_config()
+  c.model.dtype = dtype
+  # One basic block after the ImageNet stem (conv, BN, max-pool): every layer kind, compiled fast.
+  c.model.image.update(stem="imagenet", stage_sizes=(1,))
+  model = registry.build_model(c.model, num_outputs=18, vocab_size=30, rngs=nnx.Rngs(0))
+  tx = optim.make_optimizer(c.optim, steps_per_epoch=10, total_steps=100)
+  graphdefs, state = steps.split_state(model, nnx.Optimizer(model, tx, wrt=nnx.Param))
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 256, (8, 16, 16, 3), np.uint8),
+           "tokens": rng.integers(1, 30, (8, 12)).astype(np.int32),
+           "length": rng.integers(1, 13, 8).astype(np.int32),
+           "labels": (rng.random((8, 18)) < 0.2).astype(np.float32)}
+  return graphdefs, state, batch
+
+
+def test_bfloat16_step_keeps_float32_params_and_matches_float32_loss():
+  results = {}
+  for dtype in ("float32", "bfloat16"):
+    graphdefs, state, batch = _fused_setup(dtype)
+    train_step = steps.make_train_step(graphdefs, steps.multilabel_task("bce"), seed=0)
+    losses = []
+    for _ in range(3):
+      state, m = train_step(state, batch)
+      losses.append(float(m["loss"]))
+    floats = [x for x in jax.tree.leaves(state) if np.issubdtype(x.dtype, np.floating)]
+    assert floats and all(x.dtype == np.float32 for x in floats), dtype  # params + Adam moments
+    results[dtype] = (losses, m)
+  (f32, _), (bf16, m) = results["float32"], results["bfloat16"]
+  assert m["loss"].dtype == np.float32 and np.isfinite(bf16).all()
+  np.testing.assert_allclose(bf16, f32, rtol=2e-2)  # bf16 has 8 mantissa bits
+  assert bf16 != f32  # the switch really changed the computation
+
+
+def test_unknown_dtype_is_rejected():
+  import pytest
+  with pytest.raises(ValueError, match="model.dtype"):
+    _fused_setup("float16")

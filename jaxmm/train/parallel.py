@@ -1,0 +1,104 @@
+"""Data parallelism over every device jax sees: the batch sharded on its leading axis, the state
+replicated, the same pure train step.
+
+A one-axis mesh ('data') spans all devices, across hosts after `jax.distributed.initialize`. jit
+with these shardings lets XLA's SPMD partitioner split the batch, all-reduce the gradients and keep
+the update replicated; batch-norm statistics and the loss stay global-batch quantities, so N
+devices compute what one device does on the whole batch (tests/train/test_parallel.py).
+Each process feeds only its own slice of every global batch (`pipeline.train_dataset(shard=...)`).
+The train step itself is `steps.make_train_step(..., out_shardings=replicated(mesh))`; its inputs
+carry their shardings (`replicate`, `shard_batch`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+log = logging.getLogger("jaxmm")
+
+
+def maybe_initialize_distributed(train_cfg) -> None:
+  """`jax.distributed.initialize` when train.distributed is set; call before any computation.
+
+  Unset keys (coordinator_address '', num_processes 0, process_id -1) are left to jax, which reads
+  JAX_COORDINATOR_ADDRESS or detects SLURM / Open MPI / cloud TPU environments.
+  """
+  if not train_cfg.get("distributed", False):
+    return
+  kwargs = {"coordinator_address": train_cfg.get("coordinator_address") or None,
+            "num_processes": train_cfg.get("num_processes") or None,
+            "process_id": None if train_cfg.get("process_id", -1) < 0 else train_cfg.process_id}
+  if not jax.distributed.is_initialized():
+    jax.distributed.initialize(**kwargs)
+  log.info("distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
+           jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def enabled(train_cfg) -> bool:
+  """Data-parallel when allowed (train.data_parallel, default on) and there is > 1 device."""
+  return bool(train_cfg.get("data_parallel", True)) and jax.device_count() > 1
+
+
+def make_mesh(devices=None) -> Mesh:
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def per_process_batch(batch_size: int, mesh: Mesh) -> int:
+  """The rows of each global batch this process loads; the batch must split over the devices."""
+  n = mesh.devices.size
+  if batch_size % n:
+    raise ValueError(f"train.batch_size={batch_size} does not divide over {n} devices; use a "
+                     f"multiple of {n} (e.g. {max(n, batch_size // n * n)}), or set "
+                     "--config.train.data_parallel=False to train on one device")
+  return batch_size // jax.process_count()
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """Every array of `tree` on every device of the mesh."""
+  return jax.device_put(tree, replicated(mesh))
+
+
+def shard_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """This process's rows of a global batch -> global arrays sharded on the leading axis."""
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+                      local_batch)
+
+
+def shard_full_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """A batch every process holds in full (evaluation) -> global arrays sharded on the leading
+  axis; each device takes its rows."""
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda idx: np.asarray(x)[idx]),
+      batch)
+
+
+def parallel_predict_step(predict_step: Callable, mesh: Mesh, eval_batch_size: int) -> Callable:
+  """`predict_step(model_state, batch)` over the mesh: batch rows split over the devices when
+  they divide evenly (else every device computes the whole batch), outputs replicated so every
+  process can read them."""
+  rep = replicated(mesh)
+  jitted = jax.jit(predict_step, out_shardings=(rep, rep))
+  split = eval_batch_size % mesh.devices.size == 0
+
+  def step(model_state, batch):
+    return jitted(model_state, shard_full_batch(batch, mesh) if split else batch)
+
+  return step

@@ -1,0 +1,56 @@
+"""Data parallelism: 4 fake CPU devices train exactly what one device does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+# Runs in a fresh process: the device count is fixed when jax starts.
+_SCRIPT = r"""
+import json, sys
+import jax
+from configs import tiny
+from jaxmm import config as config_lib
+from jaxmm.train import parallel
+from jaxmm.train.loop import train_and_evaluate
+from jaxmm.train.writer import read_metrics
+
+config_lib.setup_compilation_cache()
+tmp = sys.argv[1]
+assert jax.device_count() == 4, jax.devices()
+try:
+  parallel.per_process_batch(10, parallel.make_mesh())
+  raise SystemExit("a batch of 10 over 4 devices was accepted")
+except ValueError as e:
+  assert "divide" in str(e) and "data_parallel=False" in str(e), e
+out = {}
+for dp in (False, True):
+  c = tiny.get_config()
+  c.data.root = tmp + "/data"
+  c.train.update(data_parallel=dp, epochs=1, max_steps=3, log_every=1, tune_thresholds="")
+  c.model.image.update(stem="imagenet", stage_sizes=(1,))  # conv, BN, pool; compiles fast
+  workdir = f"{tmp}/dp{int(dp)}"
+  train_and_evaluate(c, workdir)
+  rows = read_metrics(workdir + "/metrics.jsonl")
+  out[dp] = {"train": [r["train_loss"] for r in rows if "train_loss" in r],
+             "val": [r["val_loss"] for r in rows if "val_loss" in r]}
+print(json.dumps(out))
+"""
+
+
+def test_four_devices_match_one_device(tmp_path):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(tmp_path)], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  one, four = out["false"], out["true"]
+  assert len(one["train"]) == 3 and len(one["val"]) == 1
+  for a, b in zip(one["train"] + one["val"], four["train"] + four["val"]):
+    assert abs(a - b) <= 1e-5, (one, four)
+  assert len(set(one["train"])) == 3  # the steps really trained
