@@ -1,4 +1,4 @@
-"""Evaluate a trained workdir: `python evaluate.py --workdir runs/demo [--csv F --images D] [--out F]`.
+"""Evaluate a trained workdir: `python evaluate.py --workdir runs/demo [--csv F [--rows A:B]] [--out F]`.
 
 Restores the best checkpoint and runs a jitted eval over the workdir's val split, or over any
 labelled CSV in the layout of the workdir's task (COMP5329 or S0 matching); every example counts
@@ -17,6 +17,8 @@ flags.DEFINE_string("workdir", None, "A trained jaxmm workdir.")
 flags.DEFINE_string("csv", None, "A labelled CSV (default: the workdir's val split).")
 flags.DEFINE_string("images", None, "Folder of the CSV's images (default: <csv dir>/data, or "
                     "<csv dir>/<csv name>_images for matching).")
+flags.DEFINE_string("rows", None, "Only these records of --csv, as START:END (0-based, end "
+                    "excluded), e.g. 10000:12000 to hold out the last 2,000 of the dev train.csv.")
 flags.DEFINE_string("out", None, "Metrics JSON (default: <workdir>/eval_metrics.json).")
 flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint to evaluate.")
 flags.DEFINE_string("report_dir", None, "Also write report.md and plots/ for this split here.")
@@ -38,7 +40,12 @@ def main(argv):
     images = FLAGS.images or tasks.default_images_dir(restored.config, FLAGS.csv)
     split = inference.split_from_csv(restored, FLAGS.csv, images, labelled=True)
     source = FLAGS.csv
+    if FLAGS.rows:
+      split = split.take(inference.parse_rows(FLAGS.rows, len(split), source=FLAGS.csv))
+      source = f"{FLAGS.csv} rows {FLAGS.rows}"
   else:
+    if FLAGS.rows:
+      raise app.UsageError("--rows selects records of --csv; pass --csv too")
     split, source = spec.load_data(restored.config, FLAGS.workdir).val, "val split"
   if spec.pretext:  # its targets come from the transform: the task's own val metric
     result = spec.evaluate(restored.predict_step, restored.model_state, split, restored.config,

@@ -65,3 +65,18 @@ def split_from_csv(restored: Restored, csv_path: str, images_dir: str, *, labell
   return loop.task_spec(restored.config).split_from_csv(
       restored.config, restored.encoder, csv_path, images_dir, labelled=labelled,
       skip_bad=skip_bad)
+
+
+def parse_rows(spec: str, n: int, *, source: str = "the CSV") -> np.ndarray:
+  """Indices picked by a 'START:END' row range (Python slice rules, either end optional) of `n`."""
+  parts = spec.split(":")
+  try:
+    if len(parts) != 2:
+      raise ValueError
+    start, end = (int(p) if p.strip() else None for p in parts)
+  except ValueError:
+    raise ValueError(f"--rows={spec!r}: expected START:END, e.g. 10000:12000 or 10000:") from None
+  rows = np.arange(n)[slice(start, end)]
+  if not len(rows):
+    raise ValueError(f"--rows={spec!r} selects no row of {source} ({n} records)")
+  return rows

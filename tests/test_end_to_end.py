@@ -54,6 +54,14 @@ def test_train_evaluate_predict_resume(tmp_path):
   assert f"| samples F1 | {metrics['samples_f1']:.4f} |" in eval_report
   assert (tmp_path / "eval_report" / "plots" / "per_class_f1.png").is_file()
 
+  # --rows evaluates a slice of any labelled CSV: the held-out-records protocol of COMP5329 dev.
+  train_csv = os.path.join(config.data.root, "train.csv")
+  out_rows = tmp_path / "eval_rows.json"
+  _run(["evaluate.py", "--workdir", workdir, "--csv", train_csv, "--rows", "70:",
+        "--out", str(out_rows)])
+  rows_metrics = json.loads(out_rows.read_text())
+  assert rows_metrics["n_examples"] == 10 and rows_metrics["source"].endswith("rows 70:")
+
   # predict.py: one row per input row, in input order, >= 1 valid label each.
   test_csv = os.path.join(config.data.root, "test.csv")
   sub = tmp_path / "submission.csv"

@@ -34,6 +34,13 @@ class PreparedSplit:
   def __len__(self) -> int:
     return len(self.ids)
 
+  def take(self, rows) -> "PreparedSplit":
+    """The examples at `rows` (indices into this split), in that order; the image cache is shared."""
+    rows = np.asarray(rows, np.int64)
+    return PreparedSplit(ids=[self.ids[i] for i in rows], image_cache=self.image_cache,
+                         image_index=None if self.image_index is None else self.image_index[rows],
+                         arrays={k: v[rows] for k, v in self.arrays.items()})
+
 
 class SplitSource(grain.sources.RandomAccessDataSource):
   """grain source over a PreparedSplit; opens the image memmap lazily so it pickles cheaply."""

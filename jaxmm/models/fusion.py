@@ -106,3 +106,38 @@ class ConcatFusionClassifier(nnx.Module):
     feats, pair = self._features(batch, rngs)
     logits = self.head(self.feature_dropout(feats, rngs=rngs), rngs=rngs)
     return (logits, pair) if with_pair else logits
+
+
+class LateFusionClassifier(nnx.Module):
+  """logits = w_image * image_only(batch) + w_text * text_only(batch) + bias, per class.
+
+  Two complete unimodal classifiers (each a tower plus its own head) whose logits are mixed by a
+  per-class linear layer. Trained in two stages (`train.two_stage`), each branch learns alone for
+  as long as it needs, so the fast-learning text tower cannot drown out the slow image tower; the
+  mixing weights are then fitted on val logits (jaxmm.train.two_stage). `.image` / `.text` are the
+  branches' towers, so pretrained weights and tower transfer work as for concat fusion.
+  """
+
+  def __init__(self, image_only: ConcatFusionClassifier, text_only: ConcatFusionClassifier,
+               num_outputs: int):
+    self.image_only = image_only
+    self.text_only = text_only
+    # Equal weights until fitted: the mean of the two unimodal logits.
+    self.mix = nnx.Param(jnp.full((2, num_outputs), 0.5, jnp.float32))
+    self.bias = nnx.Param(jnp.zeros((num_outputs,), jnp.float32))
+
+  @property
+  def image(self) -> nnx.Module:
+    return self.image_only.image
+
+  @property
+  def text(self) -> nnx.Module:
+    return self.text_only.text
+
+  def branch_logits(self, batch: dict[str, jax.Array], *,
+                    rngs: nnx.Rngs | None = None) -> jax.Array:
+    """The two unimodal logits stacked, (B, 2, num_outputs): image first."""
+    return jnp.stack([self.image_only(batch, rngs=rngs), self.text_only(batch, rngs=rngs)], 1)
+
+  def __call__(self, batch: dict[str, jax.Array], *, rngs: nnx.Rngs | None = None) -> jax.Array:
+    return (self.branch_logits(batch, rngs=rngs) * self.mix[...]).sum(1) + self.bias[...]

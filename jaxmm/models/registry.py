@@ -12,7 +12,8 @@ from jaxmm.models.resnet import resnet_by_name
 from jaxmm.models.text import text_tower_by_name
 
 
-MODELS = ("concat_fusion", "attention_fusion")
+# late_fusion: two unimodal classifiers whose logits are mixed per class (fusion.LateFusionClassifier).
+MODELS = ("concat_fusion", "attention_fusion", "late_fusion")
 DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 # Tower config keys that are not constructor arguments (pretrained weights, applied after building).
 _NOT_ARGS = ("name", "weights", "word_vectors")
@@ -69,7 +70,14 @@ def build_model(model_cfg, *, num_outputs: int, vocab_size: int, rngs: nnx.Rngs,
         image, text, num_outputs, dim=att.dim, num_heads=att.num_heads, num_layers=att.num_layers,
         attention_dropout=att.dropout, hidden=tuple(head.hidden), dropout=head.dropout,
         norm=head.norm or None, rngs=rngs)  # fusion blocks and head in float32
-  return fusion.ConcatFusionClassifier(
-      image, text, num_outputs, hidden=tuple(head.hidden), dropout=head.dropout,
-      feature_dropout=head.feature_dropout, norm=head.norm or None,
-      interaction_dim=head.get("interaction_dim", 0), dtype=dtype, rngs=rngs)
+
+  def concat(image, text, interaction_dim=0):
+    return fusion.ConcatFusionClassifier(
+        image, text, num_outputs, hidden=tuple(head.hidden), dropout=head.dropout,
+        feature_dropout=head.feature_dropout, norm=head.norm or None,
+        interaction_dim=interaction_dim, dtype=dtype, rngs=rngs)
+
+  if model_cfg.name == "late_fusion" and model_cfg.mode == "fused":
+    return fusion.LateFusionClassifier(concat(image, None), concat(None, text), num_outputs)
+  # late_fusion in image / text mode is its unimodal branch alone (two_stage's stage 1).
+  return concat(image, text, head.get("interaction_dim", 0))

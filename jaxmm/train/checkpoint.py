@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -38,6 +39,15 @@ def place_like_restored(state: Any) -> Any:
   return jax.device_put(state, sharding)
 
 
+def _remove_interrupted_saves(root: str) -> None:
+  for which in (LATEST, BEST):
+    folder = os.path.join(root, which)
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+      if ".orbax-checkpoint-tmp" in name:
+        log.info("removing %s: a save that was interrupted", os.path.join(folder, name))
+        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+
+
 class Checkpointer:
   """Saves and restores (state, meta) under `workdir/checkpoints/{latest,best}/<step>`."""
 
@@ -46,6 +56,8 @@ class Checkpointer:
     training run may ask for it: a reader (evaluate.py beside a running training) would delete
     the trainer's save in flight."""
     root = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if cleanup_tmp:  # here, before any manager exists: orbax's own cleanup can finish after close()
+      _remove_interrupted_saves(root)
     opts = dict(create=True, cleanup_tmp_directories=cleanup_tmp)
     self._managers = {
         LATEST: ocp.CheckpointManager(

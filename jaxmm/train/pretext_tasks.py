@@ -35,10 +35,7 @@ def unique_rows(split: PreparedSplit | None, key_of) -> PreparedSplit | None:
     if k not in seen:
       seen.add(k)
       keep.append(i)
-  keep = np.asarray(keep, np.int64)
-  return PreparedSplit(ids=[split.ids[i] for i in keep], image_cache=split.image_cache,
-                       image_index=None if split.image_index is None else split.image_index[keep],
-                       arrays={k: v[keep] for k, v in split.arrays.items()})
+  return split.take(keep)
 
 
 def _image_key(split, i):

@@ -9,6 +9,10 @@
      `train.head_epochs` epochs (cheap: no tower runs);
   4. towers + head are saved as `<workdir>`'s own best/latest checkpoint with tuned thresholds, so
      evaluate.py and predict.py use the result like any other run.
+
+With model.name='late_fusion' (fusion.LateFusionClassifier) step 1 is the same, each stage-1 run
+keeping its own head; steps 2-3 become one fit of the per-class mixing of the two branches' logits
+on the val split (logistic regression, `fit_logit_mixing`), then step 4.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -60,9 +65,9 @@ def _sub_config(config, **updates):
 
 
 def _check(config):
-  if config.model.name != "concat_fusion" or config.model.mode != "fused":
-    raise ValueError("train.two_stage needs model.name='concat_fusion' and model.mode='fused' "
-                     f"(got {config.model.name!r}, {config.model.mode!r})")
+  if config.model.name not in ("concat_fusion", "late_fusion") or config.model.mode != "fused":
+    raise ValueError("train.two_stage needs model.name='concat_fusion' or 'late_fusion' and "
+                     f"model.mode='fused' (got {config.model.name!r}, {config.model.mode!r})")
   if config.model.head.get("interaction_dim"):
     raise ValueError("train.two_stage cannot train head.interaction_dim projections (they sit "
                      "between the towers); set --config.model.head.interaction_dim=0")
@@ -79,15 +84,17 @@ def _restore_model(config, workdir: str, vocab_size: int, model_fn=None):
   return nnx.merge(graphdefs[0], state[0])
 
 
-def extract_features(model, split: PreparedSplit, *, batch_size: int, num_threads: int):
-  """[image; text] features of every example of `split`, in order: (N, D) float32."""
+def extract_features(model, split: PreparedSplit, *, batch_size: int, num_threads: int,
+                     method: str = "features"):
+  """`model.<method>(batch)` (eval mode) for every example of `split`, in order, float32: the
+  [image; text] features (N, D) by default."""
   graphdef, model_state = nnx.split(model)
 
   @jax.jit
   def features(model_state, batch):
     m = nnx.merge(graphdef, model_state)
     m.eval()
-    return m.features(batch)
+    return getattr(m, method)(batch)
 
   out = []
   for batch in pipeline.iterate(pipeline.eval_dataset(split, batch_size=batch_size),
@@ -129,11 +136,20 @@ def train_two_stage(config, workdir: str) -> dict:
   graphdefs, state = loop.build_state(config, vocab_size=vocab_size, steps_per_epoch=1,
                                       total_steps=1)
   model = nnx.merge(graphdefs[0], state[0])
+  late = config.model.name == "late_fusion"
   for mode in ("image", "text"):
     trained = _restore_model(_sub_config(config, **{"model.mode": mode}), stage_dirs[mode],
                              vocab_size)
-    nnx.update(getattr(model, mode), nnx.state(getattr(trained, mode)))
+    if late:  # the whole unimodal classifier, head included, is the branch
+      nnx.update(getattr(model, f"{mode}_only"), nnx.state(trained))
+    else:
+      nnx.update(getattr(model, mode), nnx.state(getattr(trained, mode)))
   kw = dict(batch_size=config.train.eval_batch_size, num_threads=config.data.num_threads)
+  if late:
+    mix = _fit_mixing(model, data.val, spec, **kw)
+    head_result = {"best_metric": None, "best_step": 0, "mix": mix}
+    return _finish(config, workdir, ckpt, spec, data, graphdefs, model, state, stage1,
+                   head_result, epoch=0)
   feats = {name: extract_features(model, split, **kw)
            for name, split in (("train", data.train), ("val", data.val))}
   log.info("two-stage: features %s (train) %s (val)", feats["train"].shape, feats["val"].shape)
@@ -155,8 +171,51 @@ def train_two_stage(config, workdir: str) -> dict:
   head_result = loop.train_and_evaluate(head_cfg, head_dir, data=feature_data, model_fn=head_fn)
   head_model = _restore_model(head_cfg, head_dir, vocab_size, model_fn=head_fn)
   nnx.update(model.head, nnx.state(head_model.head))
+  return _finish(config, workdir, ckpt, spec, data, graphdefs, model, state, stage1, head_result,
+                 epoch=config.train.head_epochs)
 
-  # 4. The assembled model is this workdir's checkpoint; thresholds tuned on it.
+
+def fit_logit_mixing(branch_logits_NxBxL: np.ndarray, labels_NxL: np.ndarray, *,
+                     l2: float = 1e-3, iters: int = 50) -> tuple[np.ndarray, np.ndarray]:
+  """Per class, the logistic regression of the label on the branches' logits (Newton's method,
+  L2 on the weights only): returns mix (B, L) and bias (L,) maximising the val likelihood."""
+  n, num_branches, num_labels = branch_logits_NxBxL.shape
+  mix = np.zeros((num_branches, num_labels))
+  bias = np.zeros(num_labels)
+  for c in range(num_labels):
+    x = np.concatenate([branch_logits_NxBxL[:, :, c], np.ones((n, 1))], 1).astype(np.float64)
+    y = labels_NxL[:, c].astype(np.float64)
+    w = np.full(num_branches + 1, 1.0 / num_branches)
+    w[-1] = 0.0
+    reg = np.full(num_branches + 1, l2 * n)
+    reg[-1] = 1e-6 * n  # a class absent from val still gets a finite bias
+    for _ in range(iters):
+      p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -30, 30)))
+      grad = x.T @ (p - y) + reg * w
+      hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(reg)
+      step = np.linalg.solve(hess, grad)
+      w -= step
+      if np.abs(step).max() < 1e-8:
+        break
+    mix[:, c], bias[c] = w[:-1], w[-1]
+  return mix.astype(np.float32), bias.astype(np.float32)
+
+
+def _fit_mixing(model, val: PreparedSplit, spec, **kw) -> list:
+  """2. (late fusion) The per-class mixing of the two branches' logits, fitted on val: the towers
+  saw val only for early stopping, so their val logits are not overfit the way train logits are."""
+  logits = extract_features(model, val, method="branch_logits", **kw)
+  mix, bias = fit_logit_mixing(logits, val.arrays[spec.label_key])
+  model.mix[...] = jnp.asarray(mix)
+  model.bias[...] = jnp.asarray(bias)
+  log.info("two-stage: late-fusion weights fitted on %d val examples; mean image %.3f, text %.3f",
+           len(val), mix[0].mean(), mix[1].mean())
+  return mix.tolist()
+
+
+def _finish(config, workdir, ckpt, spec, data, graphdefs, model, state, stage1, head_result, *,
+            epoch: int):
+  """4. The assembled model is this workdir's checkpoint; thresholds tuned on it."""
   state = (nnx.state(model), state[1])
   meta = loop._fresh_meta()
   meta.update(step=head_result["best_step"] or 0, best_step=head_result["best_step"],
@@ -165,7 +224,7 @@ def train_two_stage(config, workdir: str) -> dict:
   predict_step = steps.make_predict_step(graphdefs[0], loop.build_task(config, data.train))
   writer = MetricWriter(workdir)
   val = loop.evaluate_split(spec, predict_step, state, data.val, config)
-  writer.write(meta["step"], val, epoch=config.train.head_epochs)
+  writer.write(meta["step"], val, epoch=epoch)
   writer.close()
   meta["best_metric"] = val[config.train.select_metric]
   ckpt.save(meta["step"], state, meta, which=ckpt_lib.BEST)

@@ -249,3 +249,14 @@ def test_process_shards_make_up_the_one_process_batches(split):
       j = int(np.flatnonzero(batch["index"] == rows[i])[0])
       got = np.concatenate([s[k]["image"] for s in shards])[i]
       np.testing.assert_array_equal(got, batch["image"][j])
+
+
+def test_take_selects_rows_in_order_and_shares_the_cache(split):
+  sub = split.take([5, 2])
+  assert sub.ids == [split.ids[5], split.ids[2]] and sub.image_cache == split.image_cache
+  np.testing.assert_array_equal(sub.image_index, split.image_index[[5, 2]])
+  src, sub_src = SplitSource(split), SplitSource(sub)
+  for i, j in ((0, 5), (1, 2)):
+    for key, value in sub_src[i].items():
+      if key != "index":  # the position within the split
+        np.testing.assert_array_equal(value, src[j][key])

@@ -141,3 +141,53 @@ def test_two_stage_assembles_stage_one_towers_and_stage_two_head(tmp_path):
 
 def jax_leaves(state):
   return [np.asarray(x) for x in jax.tree.leaves(state)]
+
+
+def test_fit_logit_mixing_recovers_known_weights():
+  rng = np.random.default_rng(0)
+  n = 20000
+  logits = rng.normal(size=(n, 2, 3)) * 2
+  true_mix = np.array([[2.0, 0.0, 1.0], [0.5, 1.5, 0.0]])
+  true_bias = np.array([-1.0, 0.5, 0.0])
+  p = 1 / (1 + np.exp(-((logits * true_mix).sum(1) + true_bias)))
+  labels = (rng.random(p.shape) < p).astype(np.float32)
+  from jaxmm.train import two_stage
+  mix, bias = two_stage.fit_logit_mixing(logits, labels)
+  np.testing.assert_allclose(mix, true_mix, atol=0.1)  # a useless branch gets weight ~0
+  np.testing.assert_allclose(bias, true_bias, atol=0.1)
+
+
+def test_late_fusion_two_stage_keeps_both_branches_and_fits_the_mixing_on_val(tmp_path):
+  from jaxmm.models import fusion
+  from jaxmm.train import two_stage
+  config = tiny.get_config()
+  config.data.root = str(tmp_path / "data")
+  config.model.name = "late_fusion"
+  config.train.update(epochs=1, two_stage=True)
+  workdir = str(tmp_path / "run")
+  loop.train_and_evaluate(config, workdir)
+  assert not os.path.exists(os.path.join(workdir, "stage2_head"))  # no head training stage
+
+  vocab_size = len(json.load(open(os.path.join(workdir, "vocab.json")))["tokens"])
+  fused = two_stage._restore_model(config, workdir, vocab_size)
+  assert isinstance(fused, fusion.LateFusionClassifier)
+  for mode in ("image", "text"):  # each branch is its stage-1 model, head included
+    alone = two_stage._restore_model(two_stage._sub_config(config, **{"model.mode": mode}),
+                                     os.path.join(workdir, f"stage1_{mode}"), vocab_size)
+    a, b = jax_leaves(nnx.state(getattr(fused, f"{mode}_only"))), jax_leaves(nnx.state(alone))
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+      np.testing.assert_array_equal(x, y)
+  assert fused.image is fused.image_only.image and fused.text is fused.text_only.text
+
+  # The mixing is the logistic fit on the val split's branch logits, and the logits obey it.
+  data = loop.task_spec(config).prepare(config.data, workdir, with_images=True)
+  branch = two_stage.extract_features(fused, data.val, batch_size=12, num_threads=1,
+                                      method="branch_logits")
+  mix, bias = two_stage.fit_logit_mixing(branch, data.val.arrays["labels"])
+  np.testing.assert_allclose(np.asarray(fused.mix[...]), mix, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(fused.bias[...]), bias, atol=1e-5)
+  logits = two_stage.extract_features(fused, data.val, batch_size=12, num_threads=1,
+                                      method="__call__")
+  np.testing.assert_allclose(logits, (branch * mix).sum(1) + bias, rtol=1e-4, atol=1e-4)
+  _run(["evaluate.py", "--workdir", workdir, "--out", str(tmp_path / "e.json")])
