@@ -1,8 +1,17 @@
-"""jaxmm's best COMP5329 recipe (issue 7): work in progress, see benchmarks/RESULTS.md.
+"""jaxmm's best COMP5329 recipe (issue 7) that trains on the 2-core CPU: late fusion in two stages.
 
   python train.py --config configs/best.py --workdir runs/best \
       --config.data.root=../shared/data/comp5329-dev
   python evaluate.py --workdir runs/best --csv ../shared/data/comp5329-dev/train.csv --rows 10000:
+
+Trains on records 0..9999 of the dev train.csv (9000..9999 are the val split: early stopping,
+the late-fusion weights and the per-class thresholds) and is evaluated on the never-seen records
+10000..11999. Stage 1 trains a text-only classifier (Bi-LSTM over FastText vectors trained on the
+captions) and an image-only classifier (half-width ResNet-18 at 64 px) apart, each for as long as
+it needs; stage 2 fits a per-class logistic mixing of their logits on val (model.name
+'late_fusion', jaxmm.train.two_stage). Joint training lets the fast text tower drown out the slow
+image tower; the ablation that shows it, the held-out samples-F1 (expected ~0.855, short of the
+issue's 0.87 bar) and the wall-clock time are in benchmarks/RESULTS.md ("Issue 7").
 """
 
 from configs import comp5329_dev
@@ -10,8 +19,13 @@ from configs import comp5329_dev
 
 def get_config():
   c = comp5329_dev.get_config()
-  # The held-out protocol: train on records 0..9999 (val = 9000..9999 for early stopping and
-  # thresholds), evaluate on 10000..11999 with evaluate.py --rows, never seen in training.
+  # The held-out protocol: train on records 0..9999, the last 1,000 of them as val.
   c.data.limit = 10000
   c.data.val_size = 1000
+  c.model.name = "late_fusion"
+  c.model.text.word_vectors.update(source="fasttext")  # dim = embed_dim (128), skip-gram
+  c.optim.lr = 2e-3
+  # Every stage runs all its epochs and keeps its best val epoch: the image tower's val F1 sits at
+  # the label prior for ~10 epochs before it climbs, which early stopping would cut short.
+  c.train.update(two_stage=True, epochs=24, early_stopping_patience=0)
   return c
