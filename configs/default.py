@@ -36,8 +36,11 @@ def get_config() -> config_dict.ConfigDict:
   d.cache_dir = ""  # "" = $JAXMM_CACHE or ~/.cache/jaxmm
   d.num_threads = 2
   d.num_workers = 0  # grain worker processes (0 = threads in this process)
+  # color_jitter: brightness/contrast/saturation strength s (factors in [1-s, 1+s]); word_swap:
+  # probability of swapping each adjacent pair of caption tokens. Train split only.
   d.augment = config_dict.ConfigDict(dict(crop=False, hflip=False, vflip=False,
-                                          crop_scale=(0.5, 1.0)))
+                                          crop_scale=(0.5, 1.0), color_jitter=0.0,
+                                          word_swap=0.0))
   # The embedded synthetic set (jaxmm.data.synthetic), made at data.root when generate=True.
   d.synthetic = config_dict.ConfigDict(dict(generate=False, n_train=5000, n_test=500,
                                             image_size=64, seed=0, p_clear=0.55, p_mention=0.6,

@@ -10,7 +10,8 @@ the image tower is our closest family (a ResNet-34 trunk, whose 2-D feature map 
 tokens) and the text path is a Bi-GRU whose per-token states are the text tokens; the fusion is
 S2's (jaxmm.models.attention_fusion). From scratch, CPU-sized: 64 px, 6 epochs. Partial
 unfreezing applies to pretrained towers: --config.optim.freeze='("image.layer1","image.layer2")'.
-Colour jitter and word swap are not implemented (flips are).
+Flips, colour jitter (strength 0.2) and random adjacent-word swaps (p 0.1) as S2 (its report
+gives no strengths; these are ours).
 """
 
 from configs import comp5329_dev
@@ -25,7 +26,7 @@ def get_config():
   del c.model.text.num_layers
   c.model.attention.update(dim=256, num_heads=4, num_layers=1, dropout=0.1)
   c.model.head.update(hidden=(256,), dropout=0.2, feature_dropout=0.0, norm="layer")
-  c.data.augment.update(hflip=True, vflip=True, crop=False)
+  c.data.augment.update(hflip=True, vflip=True, crop=False, color_jitter=0.2, word_swap=0.1)
   c.optim.update(name="adamw", lr=5e-4, weight_decay=1e-4)
   c.train.update(epochs=6, threshold=0.39, tune_thresholds="global")
   return c

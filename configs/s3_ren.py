@@ -10,7 +10,8 @@ no EfficientNet: the image tower is the closest family we have at that cost, a R
 Lemmatisation needs nltk's WordNet data (the run fails at start-up with the install command when
 it is missing); stopwords come from gensim's list. GloVe needs a local file: with one, set the
 word-vector options (pretraining issue); otherwise 50-d embeddings are learned from scratch.
-CPU-sized: 64 px, 6 epochs. Affine and colour jitter are not implemented (random crop stands in).
+CPU-sized: 64 px, 6 epochs. Colour jitter (strength 0.2) as S3; affine transforms are not
+implemented (random crop stands in).
 """
 
 from configs import comp5329_dev
@@ -20,7 +21,7 @@ def get_config():
   c = comp5329_dev.get_config()
   c.data.remove_stopwords = True
   c.data.lemmatize = True
-  c.data.augment.update(hflip=True, crop=True, crop_scale=(0.7, 1.0))
+  c.data.augment.update(hflip=True, crop=True, crop_scale=(0.7, 1.0), color_jitter=0.2)
   c.model.image.update(name="resnet34", stem="imagenet", num_filters=32)
   c.model.text.update(name="lstm", embed_dim=50, hidden_size=128, bidirectional=False,
                       dropout=0.1, pooling="last")

@@ -30,6 +30,11 @@ def to_json(config) -> str:
   return json.dumps(config.to_dict(), indent=1, sort_keys=True, default=str)
 
 
+# Config keys added after workdirs already existed, with the value that reproduces the behaviour
+# from before: a workdir whose config.json lacks one resumes when the new config keeps that value.
+ADDED_KEYS = {"data.augment.color_jitter": 0.0, "data.augment.word_swap": 0.0}
+
+
 def check_workdir_config(config, workdir: str) -> None:
   """Writes config.json on a fresh run; refuses to resume into a run of a different config."""
   path = os.path.join(workdir, CONFIG_FILE)
@@ -38,6 +43,8 @@ def check_workdir_config(config, workdir: str) -> None:
     with open(path) as f:
       old = json.load(f)
     a, b = flatten(old), flatten(new)
+    for key, value in ADDED_KEYS.items():  # a run from before the key existed behaved like this
+      a.setdefault(key, value)
     diff = sorted(k for k in set(a) | set(b)
                   if a.get(k) != b.get(k) and not k.startswith(_RESUMABLE_PREFIXES))
     if diff and not config.train.get("allow_config_change", False):

@@ -70,6 +70,25 @@ def test_workdir_config_added_key_refused(tmp_path):
     check_workdir_config(c, str(tmp_path))
 
 
+def test_workdir_from_before_an_added_key_resumes_only_with_its_old_behaviour(tmp_path):
+  check_workdir_config(default.get_config(), str(tmp_path))
+  path = tmp_path / CONFIG_FILE
+  old = json.loads(path.read_text())
+  for key in config_lib.ADDED_KEYS:  # the config.json an older jaxmm wrote
+    *parents, leaf = key.split(".")
+    node = old
+    for p in parents:
+      node = node[p]
+    del node[leaf]
+  path.write_text(json.dumps(old))
+  check_workdir_config(default.get_config(), str(tmp_path))  # defaults = the old behaviour
+  path.write_text(json.dumps(old))
+  c = default.get_config()
+  c.data.augment.color_jitter = 0.3
+  with pytest.raises(ValueError, match=r"data.augment.color_jitter: 0.0 -> 0.3"):
+    check_workdir_config(c, str(tmp_path))
+
+
 def test_nearest_key():
   c = default.get_config()
   assert nearest_key(c, "optim.lrr") == "optim.lr"

@@ -171,13 +171,34 @@ def random_resized_crop(img_HxWx3: np.ndarray, rng: np.random.Generator, *,
   return np.asarray(crop.resize((w, h), Image.BILINEAR), dtype=np.uint8)
 
 
+def color_jitter(img_HxWx3: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+  """torchvision-style ColorJitter(brightness=s, contrast=s, saturation=s) in a random order:
+  each factor uniform in [1 - s, 1 + s]; contrast blends with the mean grey level, saturation
+  with the per-pixel grey (ITU-R 601 luma). uint8 in, uint8 out."""
+  x = img_HxWx3.astype(np.float32)
+  factors = rng.uniform(max(0.0, 1 - strength), 1 + strength, size=3)
+  for op in rng.permutation(3):
+    f = factors[op]
+    if op == 0:  # brightness
+      x = x * f
+    else:
+      grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
+      base = grey.mean() if op == 1 else grey[..., None]  # contrast / saturation
+      x = base + f * (x - base)
+    x = np.clip(x, 0, 255)
+  return np.round(x).astype(np.uint8)
+
+
 def augment(img_HxWx3: np.ndarray, rng: np.random.Generator, *, crop: bool, hflip: bool,
-            vflip: bool, crop_scale: tuple[float, float] = (0.5, 1.0)) -> np.ndarray:
-  """Train-time augmentation on a cached uint8 image; each part switchable."""
+            vflip: bool, crop_scale: tuple[float, float] = (0.5, 1.0),
+            jitter: float = 0.0) -> np.ndarray:
+  """Train-time augmentation on a cached uint8 image; each part switchable (jitter 0 = off)."""
   if crop:
     img_HxWx3 = random_resized_crop(img_HxWx3, rng, scale=crop_scale)
   if hflip and rng.random() < 0.5:
     img_HxWx3 = img_HxWx3[:, ::-1]
   if vflip and rng.random() < 0.5:
     img_HxWx3 = img_HxWx3[::-1]
+  if jitter > 0:
+    img_HxWx3 = color_jitter(img_HxWx3, rng, jitter)
   return np.ascontiguousarray(img_HxWx3)

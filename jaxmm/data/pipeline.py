@@ -72,10 +72,29 @@ class AugmentConfig:
   hflip: bool = False
   vflip: bool = False
   crop_scale: tuple[float, float] = (0.5, 1.0)
+  color_jitter: float = 0.0  # brightness / contrast / saturation strength (S2, S3)
+  word_swap: float = 0.0  # probability of swapping each adjacent pair of caption tokens (S2)
 
   @property
   def any(self) -> bool:
-    return self.crop or self.hflip or self.vflip
+    return (self.crop or self.hflip or self.vflip or self.color_jitter > 0 or
+            self.word_swap > 0)
+
+
+def swap_words(tokens_T: np.ndarray, length: int, rng: np.random.Generator,
+               prob: float) -> np.ndarray:
+  """Random word swap: left to right, each adjacent pair of real tokens is swapped with
+  probability `prob` (a token moves at most one place); padding is untouched."""
+  out = np.array(tokens_T)
+  i = 0
+  draws = rng.random(max(int(length) - 1, 0))
+  while i < int(length) - 1:
+    if draws[i] < prob:
+      out[i], out[i + 1] = out[i + 1], out[i]
+      i += 2
+    else:
+      i += 1
+  return out
 
 
 class _Augment(grain.transforms.RandomMap):
@@ -84,10 +103,13 @@ class _Augment(grain.transforms.RandomMap):
     self.cfg = cfg
 
   def random_map(self, ex, rng: np.random.Generator):
+    ex = dict(ex)
     if "image" in ex:
-      ex = dict(ex)
       ex["image"] = images_lib.augment(ex["image"], rng, crop=self.cfg.crop, hflip=self.cfg.hflip,
-                                       vflip=self.cfg.vflip, crop_scale=self.cfg.crop_scale)
+                                       vflip=self.cfg.vflip, crop_scale=self.cfg.crop_scale,
+                                       jitter=self.cfg.color_jitter)
+    if self.cfg.word_swap > 0 and "tokens" in ex:
+      ex["tokens"] = swap_words(ex["tokens"], ex["length"], rng, self.cfg.word_swap)
     return ex
 
 

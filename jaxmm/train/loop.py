@@ -163,9 +163,11 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
     early.load_state_dict(meta["early_stopping"])
   if plateau is not None and meta["plateau"]:
     plateau.load_state_dict(meta["plateau"])
-  augment = AugmentConfig(crop=config.data.augment.crop, hflip=config.data.augment.hflip,
-                          vflip=config.data.augment.vflip,
-                          crop_scale=tuple(config.data.augment.crop_scale))
+  aug = config.data.augment
+  augment = AugmentConfig(crop=aug.crop, hflip=aug.hflip, vflip=aug.vflip,
+                          crop_scale=tuple(aug.crop_scale),
+                          color_jitter=aug.get("color_jitter", 0.0),
+                          word_swap=aug.get("word_swap", 0.0))
 
   def save(which=ckpt_lib.LATEST):
     meta["elapsed_s"] = time.time() - t_start

@@ -339,3 +339,32 @@ def test_augment_read_only_memmap_input(tmp_path):
   assert not row.flags.writeable
   out = augment(row, np.random.default_rng(0), crop=True, hflip=True, vflip=True)
   assert out.shape == (S, S, 3) and out.dtype == np.uint8
+
+
+def test_color_jitter_brightness_contrast_saturation_bounds():
+  rng = np.random.default_rng(0)
+  img = rng.integers(40, 200, size=(16, 16, 3), dtype=np.uint8)
+  out = images_lib.color_jitter(img, np.random.default_rng(1), 0.4)
+  assert out.dtype == np.uint8 and out.shape == img.shape and not np.array_equal(out, img)
+  np.testing.assert_array_equal(out, images_lib.color_jitter(img, np.random.default_rng(1), 0.4))
+  # Each of the three factors is in [0.6, 1.4]: the mean level moves by at most that much.
+  for seed in range(20):
+    o = images_lib.color_jitter(img, np.random.default_rng(seed), 0.4).astype(float)
+    assert 0.6 ** 3 * img.mean() - 1 <= o.mean() <= 1.4 ** 3 * img.mean() + 1
+  # Grey stays grey (saturation has nothing to act on), and a tiny strength changes little.
+  grey = np.repeat(img[..., :1], 3, axis=2)
+  g = images_lib.color_jitter(grey, np.random.default_rng(2), 0.5).astype(int)
+  assert (np.abs(g[..., 0] - g[..., 1]) <= 1).all() and (np.abs(g[..., 1] - g[..., 2]) <= 1).all()
+  small = images_lib.color_jitter(img, np.random.default_rng(3), 0.01).astype(int)
+  assert np.abs(small - img.astype(int)).max() <= 6
+
+
+def test_augment_with_jitter_differs_only_in_colour():
+  img = np.random.default_rng(0).integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+  out = augment(img, np.random.default_rng(0), crop=False, hflip=False, vflip=False, jitter=0.3)
+  assert out.shape == img.shape and not np.array_equal(out, img)
+  # Brightness / contrast / saturation are monotone per pixel in the grey level: order is kept.
+  luma = lambda x: x.astype(float) @ np.array([0.299, 0.587, 0.114])
+  a, b = luma(img).ravel(), luma(out).ravel()
+  hi, lo = np.argmax(a), np.argmin(a)
+  assert b[hi] >= b[lo]

@@ -260,3 +260,26 @@ def test_take_selects_rows_in_order_and_shares_the_cache(split):
     for key, value in sub_src[i].items():
       if key != "index":  # the position within the split
         np.testing.assert_array_equal(value, src[j][key])
+
+
+def test_swap_words():
+  from jaxmm.data.pipeline import swap_words
+  tokens = np.array([5, 6, 7, 8, 9, 0, 0])
+  rng = np.random.default_rng(0)
+  np.testing.assert_array_equal(swap_words(tokens, 5, rng, 0.0), tokens)
+  np.testing.assert_array_equal(swap_words(tokens, 5, rng, 1.0), [6, 5, 8, 7, 9, 0, 0])
+  for seed in range(20):
+    out = swap_words(tokens, 5, np.random.default_rng(seed), 0.5)
+    assert sorted(out[:5]) == [5, 6, 7, 8, 9] and (out[5:] == 0).all()
+    assert all(abs(int(np.flatnonzero(out == t)[0]) - i) <= 1 for i, t in enumerate(tokens[:5]))
+  np.testing.assert_array_equal(swap_words(tokens, 1, rng, 1.0), tokens)  # one word: nothing
+
+
+def test_word_swap_and_jitter_apply_to_train_batches_only(split):
+  plain = next(iter(train_dataset(split, batch_size=N, seed=0, epoch=0)))
+  aug = AugmentConfig(color_jitter=0.3, word_swap=1.0)
+  got = next(iter(train_dataset(split, batch_size=N, seed=0, epoch=0, augment=aug)))
+  np.testing.assert_array_equal(got["index"], plain["index"])
+  assert not np.array_equal(got["tokens"], plain["tokens"])
+  np.testing.assert_array_equal(np.sort(got["tokens"], 1), np.sort(plain["tokens"], 1))
+  assert not np.array_equal(got["image"], plain["image"])
