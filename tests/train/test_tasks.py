@@ -191,3 +191,16 @@ def test_late_fusion_two_stage_keeps_both_branches_and_fits_the_mixing_on_val(tm
                                       method="__call__")
   np.testing.assert_allclose(logits, (branch * mix).sum(1) + bias, rtol=1e-4, atol=1e-4)
   _run(["evaluate.py", "--workdir", workdir, "--out", str(tmp_path / "e.json")])
+
+
+def test_fit_logit_mixing_stays_finite_when_a_branch_separates_a_class():
+  from jaxmm.train import two_stage
+  rng = np.random.default_rng(0)
+  labels = (rng.random((200, 2)) < 0.3).astype(np.float32)
+  labels[:, 1] = 0  # a class absent from val
+  logits = np.where(labels > 0, 12.0, -12.0)[:, None, :] + rng.normal(size=(200, 1, 2))
+  mix, bias = two_stage.fit_logit_mixing(logits, labels)
+  assert np.isfinite(mix).all() and np.isfinite(bias).all()
+  assert mix[0, 0] > 0 and np.abs(mix).max() < 10 and np.abs(bias).max() < 20
+  z = (logits * mix).sum(1) + bias
+  assert ((z[:, 0] > 0) == (labels[:, 0] > 0)).all() and (z[:, 1] < 0).all()
