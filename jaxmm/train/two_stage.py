@@ -68,6 +68,10 @@ def _check(config):
   if config.model.name not in ("concat_fusion", "late_fusion") or config.model.mode != "fused":
     raise ValueError("train.two_stage needs model.name='concat_fusion' or 'late_fusion' and "
                      f"model.mode='fused' (got {config.model.name!r}, {config.model.mode!r})")
+  if config.model.name == "late_fusion" and config.task != "multilabel":
+    raise ValueError("train.two_stage with model.name='late_fusion' fits per-label sigmoid "
+                     f"mixings: it needs task='multilabel' (got {config.task!r}); use "
+                     "model.name='concat_fusion' for two-stage matching")
   if config.model.head.get("interaction_dim"):
     raise ValueError("train.two_stage cannot train head.interaction_dim projections (they sit "
                      "between the towers); set --config.model.head.interaction_dim=0")

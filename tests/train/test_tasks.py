@@ -143,6 +143,15 @@ def jax_leaves(state):
   return [np.asarray(x) for x in jax.tree.leaves(state)]
 
 
+def test_late_fusion_two_stage_refuses_the_matching_task(tmp_path):
+  config = _matching_config(tmp_path / "data")
+  config.model.name = "late_fusion"
+  config.model.head.interaction_dim = 0
+  config.train.update(two_stage=True, contrastive_weight=0.0)
+  with pytest.raises(ValueError, match="needs task='multilabel'"):
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+
+
 def test_fit_logit_mixing_recovers_known_weights():
   rng = np.random.default_rng(0)
   n = 20000
