@@ -215,7 +215,8 @@ def share_vocab(source_dir: str, workdir: str) -> bool:
   """Copies `source_dir`'s vocab.json into a fresh `workdir` (one without its own).
 
   A transferred text tower's embedding rows mean the source's token ids, so the downstream run
-  must encode its captions with the source's vocabulary, even when its data differ. -> copied?
+  must encode its captions with the source's vocabulary, even when its data differ. Returns
+  whether it copied.
   """
   from jaxmm.data import datasets  # deferred: keeps this module free of the data stack
   src, dst = (os.path.join(d, datasets.VOCAB_FILE) for d in (source_dir, workdir))
