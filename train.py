@@ -1,7 +1,8 @@
 """Train a jaxmm model: `python train.py --config configs/demo.py --workdir runs/demo`.
 
 Any config value can be overridden (`--config.optim.lr=3e-4`); running the same command again
-resumes from the workdir's latest checkpoint.
+resumes from the workdir's latest checkpoint. With a two-stage config, `--stage=text` and
+`--stage=image` train the two stage-1 towers in separate processes (at once, on two devices).
 """
 
 import sys
@@ -15,6 +16,9 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and the vocabulary go.")
+flags.DEFINE_enum("stage", None, ["text", "image"],
+                  "Two-stage configs only: train just this stage-1 tower, e.g. both at once in two "
+                  "processes; the same command without --stage then reuses them for stage 2.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -25,7 +29,13 @@ def main(argv):
 
   config_lib.setup_logging()
   config_lib.setup_compilation_cache()
-  result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  if FLAGS.stage:
+    if not FLAGS.config.train.get("two_stage"):
+      raise app.UsageError("--stage needs a two-stage config (--config.train.two_stage=True)")
+    from jaxmm.train.two_stage import train_stage1_only
+    result = train_stage1_only(FLAGS.config, FLAGS.workdir, FLAGS.stage)
+  else:
+    result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
   if result.get("stopped_by_signal"):
     print(f"stopped by signal {result['stopped_by_signal']} at step {result['step']}; checkpoint "
           f"saved in {FLAGS.workdir}: run the same command to resume")

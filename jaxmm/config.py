@@ -52,8 +52,10 @@ def check_workdir_config(config, workdir: str) -> None:
       raise ValueError(
           f"{workdir} holds a run of a different config ({len(diff)} key(s) differ: {shown}). "
           "Use a new --workdir, or pass --config.train.allow_config_change=True to resume anyway.")
-  with open(path, "w") as f:
+  tmp = f"{path}.{os.getpid()}.tmp"  # atomic: two processes may start on one workdir at once
+  with open(tmp, "w") as f:
     f.write(to_json(config))
+  os.replace(tmp, path)
 
 
 def nearest_key(config, key: str) -> str | None:

@@ -41,7 +41,7 @@ def _shrink(c, data_root: str):
 def test_every_config_is_covered():
   for name in ("s0_matching", "s0_cnn_mlp", "s0_ae_lstm", "s0_best", "s1_bingi", "s2_xu",
                "s3_ren", "s4_liu", "demo", "tiny", "comp5329_dev", "pretrain_rotation",
-               "pretrain_mlm", "pretrain_autoencoder", "best"):
+               "pretrain_mlm", "pretrain_autoencoder", "best", "best_gpu"):
     assert name in CONFIGS
 
 

@@ -108,6 +108,38 @@ def extract_features(model, split: PreparedSplit, *, batch_size: int, num_thread
   return np.concatenate(out).astype(np.float32)
 
 
+STAGES = ("text", "image")
+
+
+def _stage_dir(workdir: str, mode: str) -> str:
+  return os.path.join(workdir, f"stage1_{mode}")
+
+
+def _train_stage1(config, workdir: str, mode: str) -> dict:
+  """One tower alone in `<workdir>/stage1_<mode>` (resumes; returns at once when complete)."""
+  stage_dir = _stage_dir(workdir, mode)
+  log.info("two-stage: training the %s tower alone in %s", mode, stage_dir)
+  os.makedirs(stage_dir, exist_ok=True)
+  text_vocab = os.path.join(_stage_dir(workdir, "text"), datasets.VOCAB_FILE)
+  # The image run reads captions too (they are in every batch): it shares the text run's ids.
+  # Started alone (train.py --stage=image), it fits the same vocabulary from the same records.
+  if mode == "image" and os.path.exists(text_vocab):
+    shutil.copy(text_vocab, stage_dir)
+  return loop.train_and_evaluate(_sub_config(config, **{"model.mode": mode}), stage_dir)
+
+
+def train_stage1_only(config, workdir: str, mode: str) -> dict:
+  """`train.py --stage=text|image`: only that stage-1 run of a two-stage config, so the two towers
+  can train at once (two processes, devices or machines sharing `workdir`); the run without
+  --stage afterwards finds both complete and goes on with stage 2."""
+  _check(config)
+  if mode not in STAGES:
+    raise ValueError(f"--stage must be one of {STAGES}, got {mode!r}")
+  os.makedirs(workdir, exist_ok=True)
+  config_lib.check_workdir_config(config, workdir)
+  return _train_stage1(config, workdir, mode)
+
+
 def train_two_stage(config, workdir: str) -> dict:
   _check(config)
   spec = loop.task_spec(config)
@@ -123,15 +155,8 @@ def train_two_stage(config, workdir: str) -> dict:
             "step": done["step"]}
 
   # 1. Each tower alone. The text run fits the vocabulary; every later stage reuses it.
-  stage_dirs = {m: os.path.join(workdir, f"stage1_{m}") for m in ("text", "image")}
-  stage1 = {}
-  for mode in ("text", "image"):
-    log.info("two-stage: training the %s tower alone in %s", mode, stage_dirs[mode])
-    os.makedirs(stage_dirs[mode], exist_ok=True)
-    if mode == "image":
-      shutil.copy(os.path.join(stage_dirs["text"], datasets.VOCAB_FILE), stage_dirs["image"])
-    stage1[mode] = loop.train_and_evaluate(_sub_config(config, **{"model.mode": mode}),
-                                           stage_dirs[mode])
+  stage_dirs = {m: _stage_dir(workdir, m) for m in STAGES}
+  stage1 = {mode: _train_stage1(config, workdir, mode) for mode in STAGES}
   shutil.copy(os.path.join(stage_dirs["text"], datasets.VOCAB_FILE), workdir)
 
   # 2. The fused model with both trained towers; features extracted once.

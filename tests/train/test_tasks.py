@@ -213,3 +213,38 @@ def test_fit_logit_mixing_stays_finite_when_a_branch_separates_a_class():
   assert mix[0, 0] > 0 and np.abs(mix).max() < 10 and np.abs(bias).max() < 20
   z = (logits * mix).sum(1) + bias
   assert ((z[:, 0] > 0) == (labels[:, 0] > 0)).all() and (z[:, 1] < 0).all()
+
+
+def test_train_py_stage_flag_trains_the_two_towers_in_parallel_processes(tmp_path):
+  """--stage=text and --stage=image at once on one workdir; the plain run then only does stage 2."""
+  from jaxmm import config as config_lib
+  config = tiny.get_config()
+  config.data.root = str(tmp_path / "data")
+  config_lib.ensure_synthetic(config.data)  # made once, before two processes read it
+  workdir = str(tmp_path / "run")
+  args = ["train.py", "--config=configs/tiny.py", f"--workdir={workdir}",
+          f"--config.data.root={config.data.root}", "--config.train.epochs=1",
+          "--config.train.two_stage=True", "--config.model.name=late_fusion"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  procs = [subprocess.Popen([sys.executable, *args, f"--stage={m}"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for m in ("text", "image")]
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+  stage_metrics = {m: os.path.join(workdir, f"stage1_{m}", "metrics.jsonl") for m in ("text", "image")}
+  before = {m: open(path).read() for m, path in stage_metrics.items()}
+  assert all(before.values())
+  assert not os.path.exists(os.path.join(workdir, "thresholds.json"))  # stage 2 not run yet
+  with open(os.path.join(workdir, "stage1_image", "vocab.json")) as f:  # fitted alone, same ids
+    assert f.read() == open(os.path.join(workdir, "stage1_text", "vocab.json")).read()
+
+  out = _run(args)
+  assert "best val_samples_f1" in out.stdout
+  assert os.path.exists(os.path.join(workdir, "thresholds.json"))
+  for m, path in stage_metrics.items():  # complete stage-1 runs are reused, not trained again
+    assert open(path).read() == before[m]
+  bad = subprocess.run([sys.executable, "train.py", "--config=configs/tiny.py",
+                        f"--workdir={tmp_path / 'x'}", "--stage=text"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert bad.returncode != 0 and "--stage needs a two-stage config" in bad.stderr
