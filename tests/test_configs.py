@@ -46,8 +46,21 @@ def test_every_config_is_covered():
 
 
 # tiny, demo and comp5329_dev train in tests/test_end_to_end.py-style runs of the same model family.
+def test_best_gpu_is_best_with_only_its_sizes_changed():
+  """best_gpu's two-step run would be best's (the shrink overrides exactly what it changes)."""
+  best = config_lib.flatten(config_lib.load_config_file(
+      os.path.join(ROOT, "configs", "best.py")).to_dict())
+  gpu = config_lib.flatten(config_lib.load_config_file(
+      os.path.join(ROOT, "configs", "best_gpu.py")).to_dict())
+  changed = {k for k in set(best) | set(gpu) if best.get(k) != gpu.get(k)}
+  assert changed == {"data.image_size", "data.num_threads", "model.image.num_filters",
+                     "train.epochs"}
+  assert (gpu["data.image_size"], gpu["model.image.num_filters"]) == (128, 64)
+
+
 @pytest.mark.parametrize("name", [n for n in CONFIGS
-                                  if n not in ("default", "tiny", "demo", "comp5329_dev")])
+                                  if n not in ("default", "tiny", "demo", "comp5329_dev",
+                                               "best_gpu")])  # best_gpu: the test above
 def test_config_trains_two_steps(name, tmp_path):
   config = config_lib.load_config_file(os.path.join(ROOT, "configs", f"{name}.py"))
   config = _shrink(config, str(tmp_path / "data"))
