@@ -45,7 +45,6 @@ def test_every_config_is_covered():
     assert name in CONFIGS
 
 
-# tiny, demo and comp5329_dev train in tests/test_end_to_end.py-style runs of the same model family.
 def test_best_gpu_is_best_with_only_its_sizes_changed():
   """best_gpu's two-step run would be best's (the shrink overrides exactly what it changes)."""
   best = config_lib.flatten(config_lib.load_config_file(
@@ -58,6 +57,7 @@ def test_best_gpu_is_best_with_only_its_sizes_changed():
   assert (gpu["data.image_size"], gpu["model.image.num_filters"]) == (128, 64)
 
 
+# tiny, demo and comp5329_dev train in tests/test_end_to_end.py-style runs of the same model family.
 @pytest.mark.parametrize("name", [n for n in CONFIGS
                                   if n not in ("default", "tiny", "demo", "comp5329_dev",
                                                "best_gpu")])  # best_gpu: the test above
