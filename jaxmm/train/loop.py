@@ -22,6 +22,7 @@ from jaxmm import config as config_lib
 from jaxmm import report
 from jaxmm.data import pipeline, word_vectors
 from jaxmm.data.pipeline import AugmentConfig
+from jaxmm.models import registry
 from jaxmm.train import checkpoint as ckpt_lib
 from jaxmm.train import evaluation, optim, parallel, steps, tasks, transfer
 from jaxmm.train.writer import MetricWriter
@@ -78,7 +79,8 @@ def build_state(config, *, vocab_size: int, steps_per_epoch: int, total_steps: i
   spec = task_spec(config)
   build = model_fn or (lambda c, n, v, r: spec.build_model(c, n, v, r,
                                                            embedding_init=embedding_init))
-  model = build(config, spec.num_outputs(config), vocab_size, nnx.Rngs(config.seed))
+  model = registry.init_in_one_program(
+      lambda: build(config, spec.num_outputs(config), vocab_size, nnx.Rngs(config.seed)))
   if pretrained and model_fn is None:
     transfer.init_from_config(model, config)
   tx = optim.make_optimizer(transfer.resolve_freeze(config.optim, model),
