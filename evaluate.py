@@ -21,6 +21,9 @@ flags.DEFINE_string("rows", None, "Only these records of --csv, as START:END (0-
                     "excluded), e.g. 10000:12000 to hold out the last 2,000 of the dev train.csv.")
 flags.DEFINE_string("out", None, "Metrics JSON (default: <workdir>/eval_metrics.json).")
 flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint to evaluate.")
+flags.DEFINE_string("thresholds", None, "Instead of the workdir's thresholds.json: one threshold "
+                    "for every label (e.g. 0.5), or 'expected_f1' (multi-label: each row's label "
+                    "set of highest expected F1 under the predicted probabilities).")
 flags.DEFINE_string("report_dir", None, "Also write report.md and plots/ for this split here.")
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
@@ -34,7 +37,7 @@ def main(argv):
 
   config_lib.setup_logging()
   config_lib.setup_compilation_cache()
-  restored = inference.restore(FLAGS.workdir, which=FLAGS.which)
+  restored = inference.restore(FLAGS.workdir, which=FLAGS.which, thresholds=FLAGS.thresholds)
   spec = loop.task_spec(restored.config)
   if FLAGS.csv:
     images = FLAGS.images or tasks.default_images_dir(restored.config, FLAGS.csv)

@@ -14,6 +14,9 @@ flags.DEFINE_string("workdir", None, "A trained jaxmm workdir.")
 flags.DEFINE_string("csv", None, "A CSV in the workdir's task layout (labels optional).")
 flags.DEFINE_string("images", None, "Folder of the CSV's images (default: <csv dir>/data, or "
                     "<csv dir>/<csv name>_images for matching).")
+flags.DEFINE_string("thresholds", None, "Instead of the workdir's thresholds.json: one threshold "
+                    "for every label (e.g. 0.5), or 'expected_f1' (multi-label: each row's label "
+                    "set of highest expected F1 under the predicted probabilities).")
 flags.DEFINE_string("out", "submission.csv", "Where the submission goes.")
 flags.mark_flags_as_required(["workdir", "csv"])
 FLAGS = flags.FLAGS
@@ -27,7 +30,7 @@ def main(argv):
 
   config_lib.setup_logging()
   config_lib.setup_compilation_cache()
-  restored = inference.restore(FLAGS.workdir)
+  restored = inference.restore(FLAGS.workdir, thresholds=FLAGS.thresholds)
   spec = loop.task_spec(restored.config)
   if spec.pretext:
     raise SystemExit(

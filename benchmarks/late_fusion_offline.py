@@ -7,7 +7,8 @@ Each workdir's best checkpoint predicts its own val split and the held-out rows 
 per-class logistic mixing of their logits (jaxmm.train.two_stage.fit_logit_mixing, as
 model.name='late_fusion' fits it) and the thresholds are fitted on val (the first workdir's val
 split; all must share it); the held-out samples-F1 is printed for the mixture, the plain mean of
-the probabilities and each member, with per-class / global / 0.5 thresholds.
+the probabilities and each member, with per-class / global / 0.5 thresholds, and with no threshold:
+each row's label set of highest expected F1 (thresholds.expected_f1_predictions).
 """
 
 from __future__ import annotations
@@ -57,12 +58,14 @@ def main():
   rows += [(w, m[0], m[1]) for w, m in zip(args.workdirs, members)]
   print(f"val {len(val)} examples, held-out {len(held)} ({args.csv} rows {args.rows}); "
         f"mean mixing weight per member: {np.round(mix.mean(1), 3).tolist()}")
-  print(f"{'model':50s} {'per-class':>9s} {'global':>7s} {'0.5':>7s}   (held-out samples-F1)")
+  print(f"{'model':50s} {'per-class':>9s} {'global':>7s} {'0.5':>7s} {'exp-F1':>7s}   "
+        "(held-out samples-F1)")
   for name, pv, ph in rows:
     per_class, _ = thresholds.tune_per_class_thresholds(pv, yv)
     glob, _ = thresholds.tune_global_threshold(pv, yv)
     f1 = [metrics.samples_f1(yh, thresholds.apply_thresholds(ph, t)) for t in (per_class, glob, 0.5)]
-    print(f"{name[-50:]:50s} {f1[0]:9.4f} {f1[1]:7.4f} {f1[2]:7.4f}")
+    f1.append(metrics.samples_f1(yh, thresholds.expected_f1_predictions(ph)))
+    print(f"{name[-50:]:50s} {f1[0]:9.4f} {f1[1]:7.4f} {f1[2]:7.4f} {f1[3]:7.4f}")
 
 
 if __name__ == "__main__":

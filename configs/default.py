@@ -111,7 +111,9 @@ def get_config() -> config_dict.ConfigDict:
   t.focal_gamma = 2.0
   t.focal_alpha = 0.25
   t.threshold = 0.5
-  t.tune_thresholds = "global"  # 'global', 'per_class' or '' (keep train.threshold)
+  # 'global', 'per_class', '' (keep train.threshold) or 'expected_f1' (multi-label: no threshold,
+  # each row's label set of highest expected F1 under the predicted probabilities)
+  t.tune_thresholds = "global"
   t.max_bad_steps = 20
   # S1's recipe (jaxmm.train.two_stage): towers trained alone, then the head on extracted features.
   t.two_stage = False

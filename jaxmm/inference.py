@@ -15,6 +15,7 @@ from jaxmm.data.pipeline import PreparedSplit
 from jaxmm.data.text import TextEncoder
 from jaxmm.train import checkpoint as ckpt_lib
 from jaxmm.train import evaluation, loop, steps
+from jaxmm.train import thresholds as thresholds_lib
 
 
 @dataclasses.dataclass
@@ -23,7 +24,7 @@ class Restored:
   encoder: TextEncoder
   model_state: object
   predict_step: object
-  thresholds: float | list[float]
+  thresholds: float | list[float] | str  # str: thresholds.EXPECTED_F1
   step: int
 
   def predict(self, split: PreparedSplit) -> np.ndarray:
@@ -33,13 +34,37 @@ class Restored:
     return probs
 
 
-def restore(workdir: str, *, which: str = ckpt_lib.BEST) -> Restored:
-  """Loads config.json, vocab.json, thresholds.json and the `best` (else `latest`) checkpoint."""
+def parse_thresholds(value: str, task: str):
+  """A --thresholds flag: one number for every label, or 'expected_f1' (multi-label only)."""
+  if value == thresholds_lib.EXPECTED_F1:
+    if task != "multilabel":
+      raise ValueError(f"--thresholds={value!r} needs a multi-label workdir; this one is "
+                       f"{task!r}: pass a number")
+    return value
+  try:
+    thr = float(value)
+  except ValueError:
+    thr = None
+  if thr is None or not 0.0 <= thr < 1.0:
+    raise ValueError(f"--thresholds={value!r}: expected a number in [0, 1) or "
+                     f"{thresholds_lib.EXPECTED_F1!r}")
+  return thr
+
+
+def restore(workdir: str, *, which: str = ckpt_lib.BEST, thresholds: str | None = None
+            ) -> Restored:
+  """Loads config.json, vocab.json, thresholds.json and the `best` (else `latest`) checkpoint.
+
+  `thresholds` (a --thresholds flag's text) replaces those of thresholds.json: see
+  parse_thresholds.
+  """
   path = os.path.join(workdir, config_lib.CONFIG_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: is {workdir!r} a jaxmm workdir? Train first.")
   with open(path) as f:
     config = ml_collections.ConfigDict(json.load(f))
+  override = (None if thresholds is None  # checked before the checkpoint is read
+              else parse_thresholds(thresholds, loop.task_spec(config).name))
   encoder = TextEncoder.load(os.path.join(workdir, datasets.VOCAB_FILE))
   graphdefs, state = loop.build_state(config, vocab_size=len(encoder.vocab), steps_per_epoch=1,
                                       total_steps=1)
@@ -48,14 +73,16 @@ def restore(workdir: str, *, which: str = ckpt_lib.BEST) -> Restored:
     which = ckpt_lib.LATEST
   state, meta = ckpt.restore(state, which=which)
   ckpt.close()
-  thresholds: float | list[float] = config.train.threshold
+  chosen = config.train.threshold
   thr_path = os.path.join(workdir, loop.THRESHOLDS_FILE)
-  if os.path.exists(thr_path):
+  if override is not None:
+    chosen = override
+  elif os.path.exists(thr_path):
     with open(thr_path) as f:
-      thresholds = json.load(f)["thresholds"]
+      chosen = json.load(f)["thresholds"]
   task = loop.build_task_for_inference(config)
   return Restored(config=config, encoder=encoder, model_state=steps.model_state_of(state),
-                  predict_step=steps.make_predict_step(graphdefs[0], task), thresholds=thresholds,
+                  predict_step=steps.make_predict_step(graphdefs[0], task), thresholds=chosen,
                   step=int(meta["step"]))
 
 

@@ -151,12 +151,16 @@ def plot_threshold_sweep(probs_NxL, labels_NxL, path: str, *, chosen=0.5, defaul
     ax.plot(grid, v, lw=2.2 if k == "samples_f1" else 1.2, label=k.replace("_f1", " F1"))
   best = int(np.argmax(scores["samples_f1"]))
   ax.axvline(default, color="gray", ls=":", lw=1, label=f"default {default:g}")
-  chosen_arr = np.asarray(chosen, np.float64)
-  if chosen_arr.ndim == 0:
-    f1 = np.interp(float(chosen_arr), grid, scores["samples_f1"])
-    ax.axvline(float(chosen_arr), color="black", ls="--", lw=1,
-               label=f"chosen {float(chosen_arr):.2f}: samples F1 {f1:.4f}")
+  if isinstance(chosen, str):  # a decision rule, not a threshold: its score as a level
+    f1 = metrics_lib.samples_f1(
+        labels_NxL, thresholds_lib.apply_thresholds(probs_NxL, chosen, at_least_one=True))
+    ax.axhline(f1, color="black", ls="--", lw=1, label=f"{chosen}: samples F1 {f1:.4f}")
+  elif np.ndim(chosen) == 0:
+    f1 = np.interp(float(chosen), grid, scores["samples_f1"])
+    ax.axvline(float(chosen), color="black", ls="--", lw=1,
+               label=f"chosen {float(chosen):.2f}: samples F1 {f1:.4f}")
   else:  # per-class thresholds: no single x; show their spread and their score
+    chosen_arr = np.asarray(chosen, np.float64)
     preds = thresholds_lib.apply_thresholds(probs_NxL, chosen_arr, at_least_one=True)
     f1 = metrics_lib.samples_f1(labels_NxL, preds)
     ax.axvspan(chosen_arr.min(), chosen_arr.max(), color="black", alpha=0.08,

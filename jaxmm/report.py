@@ -159,6 +159,8 @@ def _get(config: dict, dotted: str, default=None):
 
 
 def _thresholds_text(thresholds) -> str:
+  if isinstance(thresholds, str):
+    return "none: each row's label set of highest expected F1"
   thr = np.asarray(thresholds, np.float64)
   if thr.ndim == 0:
     return f"{float(thr):.2f}"

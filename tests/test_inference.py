@@ -17,3 +17,13 @@ def test_parse_rows(spec, want):
 def test_parse_rows_errors_name_the_problem(spec, match):
   with pytest.raises(ValueError, match=match):
     inference.parse_rows(spec, 10, source="x.csv")
+
+
+def test_parse_thresholds():
+  assert inference.parse_thresholds("0.35", "multilabel") == 0.35
+  assert inference.parse_thresholds("expected_f1", "multilabel") == "expected_f1"
+  with pytest.raises(ValueError, match="needs a multi-label workdir; this one is 'matching'"):
+    inference.parse_thresholds("expected_f1", "matching")
+  for bad in ("1.5", "high", ""):
+    with pytest.raises(ValueError, match=r"expected a number in \[0, 1\) or 'expected_f1'"):
+      inference.parse_thresholds(bad, "multilabel")

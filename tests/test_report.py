@@ -122,3 +122,15 @@ def test_autoencoder_report_picks_the_lowest_mae_and_names_no_threshold(tmp_path
   w.close()
   text = open(report.write_report(workdir)).read()
   assert "| best val mae (picks the checkpoint) | **0.1200** (epoch 2, step 8) |" in text
+
+
+def test_report_names_the_expected_f1_rule_and_plots_its_score(tmp_path):
+  workdir = _workdir(tmp_path)
+  with open(os.path.join(workdir, "thresholds.json"), "w") as f:
+    json.dump({"mode": "expected_f1", "thresholds": "expected_f1", "val_samples_f1": 0.86,
+               "val_samples_f1_at_default": 0.8}, f)
+  text = open(report.write_report(workdir)).read()
+  assert ("| tuned threshold (expected_f1) | none: each row's label set of highest expected F1 |"
+          in text)
+  assert "**0.8600** (at 0.5: 0.8000)" in text
+  assert _picture(os.path.join(workdir, "plots", "threshold_sweep.png")).std() > 5

@@ -19,6 +19,9 @@ from jaxmm.train import evaluation, losses, metrics as metrics_lib, steps
 from jaxmm.train import thresholds as thresholds_lib
 
 
+# train.tune_thresholds: '' keeps train.threshold; 'expected_f1' (multi-label) is a decision rule.
+TUNE_MODES = ("", "global", "per_class", thresholds_lib.EXPECTED_F1)
+
 class TaskSpec:
   name: str
   metric_names: tuple[str, ...]  # what `report` returns (the loop prefixes them with 'val_')
@@ -90,6 +93,9 @@ class TaskSpec:
     raise NotImplementedError
 
   def check_config(self, config) -> None:
+    tune = config.train.get("tune_thresholds", "")
+    if tune not in TUNE_MODES:
+      raise ValueError(f"train.tune_thresholds={tune!r} is not one of {TUNE_MODES}")
     select = config.train.select_metric
     known = [f"val_{m}" for m in self.metric_names] + ["val_loss"]
     if select not in known:
@@ -129,6 +135,8 @@ class MultilabelTask(TaskSpec):
       return [float(t) for t in np.asarray(thr)], f1
     if mode == "global":
       return thresholds_lib.tune_global_threshold(probs, labels)
+    if mode == thresholds_lib.EXPECTED_F1:  # nothing to tune: a rule, scored on val
+      return mode, self.report(probs, labels, mode)["samples_f1"]
     return float(default), self.report(probs, labels, default)["samples_f1"]
 
   def split_from_csv(self, config, encoder, csv_path, images_dir, *, labelled, skip_bad=False):
@@ -182,9 +190,9 @@ class MatchingTask(TaskSpec):
       raise ValueError("train.contrastive_weight pairs the image and text towers: it needs "
                        f"model.mode='fused' (got {config.model.mode!r}); set "
                        "--config.train.contrastive_weight=0")
-    if config.train.tune_thresholds == "per_class":
-      raise ValueError("train.tune_thresholds='per_class' needs classes; matching has one "
-                       "threshold: use 'global' or ''")
+    if config.train.tune_thresholds in ("per_class", thresholds_lib.EXPECTED_F1):
+      raise ValueError(f"train.tune_thresholds={config.train.tune_thresholds!r} needs classes; "
+                       "matching has one threshold: use 'global' or ''")
     super().check_config(config)
 
   def step_task(self, config, train_split=None):

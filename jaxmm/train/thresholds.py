@@ -14,6 +14,9 @@ import numpy as np
 from jaxmm.train import metrics as metrics_lib
 
 DEFAULT_GRID = np.round(np.arange(0.05, 0.96, 0.01), 2)
+# Stands in for thresholds (train.tune_thresholds, thresholds.json): each row's label set of
+# highest expected F1 (`expected_f1_predictions`) instead of a cut on each probability.
+EXPECTED_F1 = "expected_f1"
 
 
 def _check(probs_NxL, labels_NxL=None):
@@ -29,8 +32,16 @@ def _check(probs_NxL, labels_NxL=None):
 
 
 def apply_thresholds(probs_NxL, thresholds, *, at_least_one: bool = True) -> np.ndarray:
-  """(N, L) bool predictions: probs > thresholds (scalar or (L,)), argmax fallback if empty."""
+  """(N, L) bool predictions: probs > thresholds (scalar or (L,)), argmax fallback if empty.
+
+  thresholds = EXPECTED_F1 ('expected_f1') picks each row's label set of highest expected F1
+  instead (always at least one label).
+  """
   probs = _check(probs_NxL)
+  if isinstance(thresholds, str):
+    if thresholds != EXPECTED_F1:
+      raise ValueError(f"thresholds must be numbers or {EXPECTED_F1!r}; got {thresholds!r}")
+    return expected_f1_predictions(probs)
   thr = np.asarray(thresholds, np.float64)
   if thr.ndim not in (0, 1) or (thr.ndim == 1 and thr.shape[0] != probs.shape[1]):
     raise ValueError(f"thresholds must be a scalar or ({probs.shape[1]},); got {thr.shape}")
@@ -112,3 +123,45 @@ def tune_binary_threshold(probs_N, labels_N, grid=DEFAULT_GRID) -> tuple[float, 
   acc_G = ((probs[None, :] > grid[:, None]) == labels[None, :]).mean(axis=1)
   best = int(np.argmax(acc_G))
   return float(grid[best]), float(acc_G[best])
+
+
+def _count_distributions(p_NxK) -> np.ndarray:
+  """(N, K+1, K+1): [:, k, a] = P(exactly a of the first k labels are true), labels independent."""
+  n, k_max = p_NxK.shape
+  dist = np.zeros((n, k_max + 1, k_max + 1))
+  dist[:, 0, 0] = 1.0
+  for k in range(k_max):
+    q = p_NxK[:, k:k + 1]
+    dist[:, k + 1] = dist[:, k] * (1 - q)
+    dist[:, k + 1, 1:] += dist[:, k, :-1] * q
+  return dist
+
+
+def expected_f1_predictions(probs_NxL) -> np.ndarray:
+  """(N, L) bool: per row, the label set with the highest expected F1 under the probabilities.
+
+  Treats the labels of a row as independent with the given marginals. The best set is always
+  the k most probable labels for some k (Lewis 1995; Nan Ye et al., ICML 2012, "Optimizing
+  F-measures: a tale of two approaches"); for each k >= 1 the expected F1
+  E[2 TP / (k + |true|)] is exact, from the distributions of TP (true labels among the top k)
+  and of the true labels outside it. Unlike a threshold, the number of labels adapts to each
+  row: one confident label alone, or several uncertain ones. Needs calibrated probabilities.
+  """
+  probs = _check(probs_NxL)
+  n, num_labels = probs.shape
+  order = np.argsort(-probs, axis=1, kind="stable")
+  sorted_p = np.take_along_axis(probs, order, axis=1)
+  top = _count_distributions(sorted_p)  # [:, k, a]: a true among the k most probable
+  rest = _count_distributions(sorted_p[:, ::-1])  # [:, m, b]: b true among the m least probable
+  expected = np.full((n, num_labels + 1), -np.inf)
+  for k in range(1, num_labels + 1):
+    a = np.arange(k + 1)[:, None]
+    b = np.arange(num_labels - k + 1)[None, :]
+    f1_ab = 2 * a / (k + a + b)
+    expected[:, k] = np.einsum("na,nb,ab->n", top[:, k, :k + 1],
+                               rest[:, num_labels - k, :num_labels - k + 1], f1_ab)
+  best_k = np.argmax(expected, axis=1)  # >= 1: k = 0 is never chosen (at least one label)
+  preds = np.zeros((n, num_labels), bool)
+  ranks = np.arange(num_labels)[None, :]
+  np.put_along_axis(preds, order, ranks < best_k[:, None], axis=1)
+  return preds

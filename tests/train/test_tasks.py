@@ -35,6 +35,41 @@ def _matching_config(data_root, **train):
   return c
 
 
+def _multilabel_text_config(data_root, **train):
+  """configs/tiny.py's text tower alone: the cheapest multi-label run."""
+  c = tiny.get_config()
+  c.data.root = str(data_root)
+  c.model.mode = "text"
+  c.train.update(epochs=1, **train)
+  return c
+
+
+def test_expected_f1_rule_is_saved_and_used_by_inference(tmp_path):
+  from jaxmm import inference
+  from jaxmm.train import thresholds as thresholds_lib
+  config = _multilabel_text_config(tmp_path / "data", tune_thresholds="expected_f1")
+  workdir = str(tmp_path / "run")
+  loop.train_and_evaluate(config, workdir)
+  saved = json.load(open(os.path.join(workdir, "thresholds.json")))
+  assert saved["mode"] == saved["thresholds"] == "expected_f1"
+  with np.load(os.path.join(workdir, "val_predictions.npz")) as z:
+    probs, labels = z["probs"], z["labels"]
+  from jaxmm.train import metrics
+  assert saved["val_samples_f1"] == pytest.approx(
+      metrics.samples_f1(labels, thresholds_lib.expected_f1_predictions(probs)))
+  restored = inference.restore(workdir)
+  assert restored.thresholds == "expected_f1"
+  assert inference.restore(workdir, thresholds="0.4").thresholds == 0.4  # the flag overrides
+  spec = loop.task_spec(config)
+  val = spec.load_data(config, workdir).val
+  out = str(tmp_path / "pred.csv")
+  spec.write_predictions(out, val, restored.predict(val), restored.thresholds)
+  want = thresholds_lib.expected_f1_predictions(restored.predict(val))
+  with open(out, newline="") as f:
+    rows = list(csv.reader(f))[1:]
+  assert [len(r[1].split()) for r in rows] == want.sum(axis=1).tolist()
+
+
 def _run(args):
   proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
                         timeout=600, env={**os.environ, "JAX_PLATFORMS": "cpu"})
@@ -89,8 +124,12 @@ def test_matching_config_errors(tmp_path):
   spec = tasks.task_by_name("matching")
   with pytest.raises(ValueError, match="not a matching loss"):
     spec.check_config(_matching_config(tmp_path, loss="focal"))
-  with pytest.raises(ValueError, match="one threshold"):
-    spec.check_config(_matching_config(tmp_path, loss="ce", tune_thresholds="per_class"))
+  for mode in ("per_class", "expected_f1"):
+    with pytest.raises(ValueError, match="one threshold"):
+      spec.check_config(_matching_config(tmp_path, loss="ce", tune_thresholds=mode))
+  with pytest.raises(ValueError, match=r"tune_thresholds='globl' is not one of"):
+    tasks.task_by_name("multilabel").check_config(
+        _multilabel_text_config(tmp_path, tune_thresholds="globl"))
   with pytest.raises(ValueError, match="select_metric"):
     spec.check_config(_matching_config(tmp_path, loss="ce", select_metric="val_samples_f1"))
   c = _matching_config(tmp_path, loss="ce", contrastive_weight=1.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -98,3 +100,41 @@ def test_binary_threshold_known_best():
   assert (thr, acc) == (pytest.approx(0.5), 0.75)
   with pytest.raises(ValueError):
     thresholds.tune_binary_threshold([0.5], [1, 0])
+
+
+def _expected_f1(p_L, pred_L):
+  """E[F1] of a fixed prediction over all 2^L label vectors, labels independent."""
+  total = 0.0
+  for y in itertools.product([0, 1], repeat=len(p_L)):
+    y = np.array(y, bool)
+    prob = np.prod(np.where(y, p_L, 1 - p_L))
+    den = pred_L.sum() + y.sum()
+    total += prob * (2 * np.sum(y & pred_L) / den if den else 1.0)
+  return total
+
+
+def test_expected_f1_predictions_match_brute_force_over_all_label_sets():
+  rng = np.random.default_rng(0)
+  probs = rng.uniform(size=(40, 5)) ** 2  # many rows with no probability above 0.5
+  preds = thresholds.expected_f1_predictions(probs)
+  assert preds.any(axis=1).all()  # at least one label per row
+  subsets = [np.array(s, bool) for s in itertools.product([0, 1], repeat=5) if any(s)]
+  for p_L, pred_L in zip(probs, preds):
+    best = max(_expected_f1(p_L, s) for s in subsets)
+    assert _expected_f1(p_L, pred_L) == pytest.approx(best, abs=1e-12)
+
+
+def test_expected_f1_predictions_adapt_the_number_of_labels():
+  preds = thresholds.expected_f1_predictions(np.array([
+      [0.95, 0.30, 0.30, 0.05],  # one confident label: 0.30s would cost more than they add
+      [0.45, 0.40, 0.40, 0.05],  # nothing above 0.5, three near-even labels: take all three
+      [0.60, 0.50, 0.45, 0.40]]))  # four near-even labels: all four (0.5 would keep one)
+  np.testing.assert_array_equal(preds, [[1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]])
+
+
+def test_expected_f1_is_a_thresholds_value_everywhere_thresholds_go():
+  probs = np.random.default_rng(1).uniform(size=(20, 4))
+  np.testing.assert_array_equal(thresholds.apply_thresholds(probs, thresholds.EXPECTED_F1),
+                                thresholds.expected_f1_predictions(probs))
+  with pytest.raises(ValueError, match="'expected_f1'; got 'expected-f1'"):
+    thresholds.apply_thresholds(probs, "expected-f1")
