@@ -22,6 +22,7 @@ from jaxmm.train import thresholds as thresholds_lib
 # train.tune_thresholds: '' keeps train.threshold; 'expected_f1' (multi-label) is a decision rule.
 TUNE_MODES = ("", "global", "per_class", thresholds_lib.EXPECTED_F1)
 
+
 class TaskSpec:
   name: str
   metric_names: tuple[str, ...]  # what `report` returns (the loop prefixes them with 'val_')
