@@ -32,7 +32,7 @@ def init_in_one_program(make: Callable[[], nnx.Module]) -> nnx.Module:
   """Runs `make()` (a model constructor) as one jitted program instead of one eager op per array.
 
   Eagerly, every initialiser of a new shape compiles its own program: 28 s to build a ResNet-34
-  on the 2-core CPU, 5.6 s this way (benchmarks/RESULTS.md, "Test suite"). `make` runs under
+  on the 2-core CPU, 5.6 s this way (benchmarks/RESULTS.md, "Session 5"). `make` runs under
   tracing, so it must not read array values (numpy constants it closes over are fine).
   """
   graphdefs = []
