@@ -12,9 +12,9 @@ if ROOT not in sys.path:  # configs/ is imported as a package by the config file
   sys.path.insert(0, ROOT)
 
 # Tests run tiny arrays through many programs, so compiling dominates their time. XLA's backend
-# (LLVM) optimisations multiply compile time on the CPU (a 2-step ResNet-34 run: 123 s -> 55 s
-# without them) and buy nothing at these sizes. Set before jax starts its backend; the scripts the
-# tests start inherit it. Users' runs keep XLA's default level.
+# (LLVM) optimisations add compile time on the CPU (a 2-step ResNet-34 run beside a training job:
+# 123 s -> 55 s without them; idle, much less) and buy nothing at these sizes. Set before jax
+# starts its backend; the scripts the tests start inherit it. Users' runs keep XLA's default.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_backend_optimization_level=0").strip()
