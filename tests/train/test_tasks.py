@@ -14,9 +14,11 @@ import pytest
 from flax import nnx
 
 from configs import s0_best, tiny
+from jaxmm import inference
 from jaxmm.data import matching
 from jaxmm.train import checkpoint as ckpt_lib
-from jaxmm.train import loop, tasks
+from jaxmm.train import loop, metrics, tasks
+from jaxmm.train import thresholds as thresholds_lib
 from jaxmm.train.writer import read_metrics
 from tests.conftest import ROOT
 
@@ -45,8 +47,6 @@ def _multilabel_text_config(data_root, **train):
 
 
 def test_expected_f1_rule_is_saved_and_used_by_inference(tmp_path):
-  from jaxmm import inference
-  from jaxmm.train import thresholds as thresholds_lib
   config = _multilabel_text_config(tmp_path / "data", tune_thresholds="expected_f1")
   workdir = str(tmp_path / "run")
   loop.train_and_evaluate(config, workdir)
@@ -54,7 +54,6 @@ def test_expected_f1_rule_is_saved_and_used_by_inference(tmp_path):
   assert saved["mode"] == saved["thresholds"] == "expected_f1"
   with np.load(os.path.join(workdir, "val_predictions.npz")) as z:
     probs, labels = z["probs"], z["labels"]
-  from jaxmm.train import metrics
   assert saved["val_samples_f1"] == pytest.approx(
       metrics.samples_f1(labels, thresholds_lib.expected_f1_predictions(probs)))
   restored = inference.restore(workdir)
@@ -63,8 +62,9 @@ def test_expected_f1_rule_is_saved_and_used_by_inference(tmp_path):
   spec = loop.task_spec(config)
   val = spec.load_data(config, workdir).val
   out = str(tmp_path / "pred.csv")
-  spec.write_predictions(out, val, restored.predict(val), restored.thresholds)
-  want = thresholds_lib.expected_f1_predictions(restored.predict(val))
+  val_probs = restored.predict(val)
+  spec.write_predictions(out, val, val_probs, restored.thresholds)
+  want = thresholds_lib.expected_f1_predictions(val_probs)
   with open(out, newline="") as f:
     rows = list(csv.reader(f))[1:]
   assert [len(r[1].split()) for r in rows] == want.sum(axis=1).tolist()
@@ -271,7 +271,8 @@ def test_train_py_stage_flag_trains_the_two_towers_in_parallel_processes(tmp_pat
   for p in procs:
     _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-3000:]
-  stage_metrics = {m: os.path.join(workdir, f"stage1_{m}", "metrics.jsonl") for m in ("text", "image")}
+  stage_metrics = {m: os.path.join(workdir, f"stage1_{m}", "metrics.jsonl")
+                   for m in ("text", "image")}
   before = {m: open(path).read() for m, path in stage_metrics.items()}
   assert all(before.values())
   assert not os.path.exists(os.path.join(workdir, "thresholds.json"))  # stage 2 not run yet
