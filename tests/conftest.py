@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -11,13 +12,35 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # configs/ is imported as a package by the config files
   sys.path.insert(0, ROOT)
 
-# Tests run tiny arrays through many programs, so compiling dominates their time. XLA's backend
-# (LLVM) optimisations add compile time on the CPU (a 2-step ResNet-34 run beside a training job:
-# 123 s -> 55 s without them; idle, much less) and buy nothing at these sizes. Set before jax
-# starts its backend; the scripts the tests start inherit it. Users' runs keep XLA's default.
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                             " --xla_backend_optimization_level=0").strip()
+# Tests run tiny arrays through many programs, so compiling dominates their time, and two XLA
+# settings cut it on the CPU while buying nothing at these sizes (users' runs keep XLA's defaults):
+# - no LLVM backend optimisation (a 2-step ResNet-34 run beside a training job: 123 s -> 55 s);
+# - XLA's older loop emitters instead of its MLIR fusion emitters: s2_xu's two-step run compiles
+#   in 24 s instead of 38 s (its train step 22 s -> 13 s; benchmarks/RESULTS.md, "Session 6").
+# Set before jax starts its backend; the scripts the tests start inherit them. XLA aborts the
+# process on a flag it does not know, so each is first tried in a child process.
+_TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+
+
+def _xla_accepts(flags: str) -> bool:
+  probe = "import jax, jax.numpy as jnp; jax.jit(lambda x: x + 1)(jnp.ones(2)).block_until_ready()"
+  env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+  return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                        timeout=300).returncode == 0
+
+
+def _test_xla_flags() -> str:
+  flags = os.environ.get("XLA_FLAGS", "")
+  wanted = [f for f in _TEST_XLA_FLAGS if f.split("=")[0] not in flags]
+  if wanted and _xla_accepts(" ".join([flags, *wanted])):  # one probe in the usual case
+    return " ".join([flags, *wanted]).strip()
+  for flag in wanted:
+    if _xla_accepts(f"{flags} {flag}"):
+      flags = f"{flags} {flag}".strip()
+  return flags
+
+
+os.environ["XLA_FLAGS"] = _test_xla_flags()
 
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 COMP5329_DEV = os.path.join(SHARED, "comp5329-dev")
