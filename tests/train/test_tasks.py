@@ -9,15 +9,12 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from configs import s0_best, tiny
 from jaxmm import inference
 from jaxmm.data import matching
-from jaxmm.train import checkpoint as ckpt_lib
 from jaxmm.train import loop, metrics, tasks
 from jaxmm.train import thresholds as thresholds_lib
 from jaxmm.train.writer import read_metrics
