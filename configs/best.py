@@ -13,11 +13,13 @@ jaxmm.train.two_stage). Joint training of the same towers (0.853 held-out) peaks
 then overfits (val 0.852 -> 0.839 at epoch 21) long before the image tower alone stops improving
 (its best epoch is 19 of 24).
 Each example's labels are the set of highest expected F1 under the fused probabilities
-(tune_thresholds='expected_f1'), not a threshold: on the same seed-0 run, val 0.8568 vs 0.8524
-with the global threshold tuned on val, held-out 0.8604 vs 0.8555.
-Expected: held-out samples-F1 about 0.860 (seed 0: 0.8604; TF-IDF baseline 0.8455), short of
-issue 7's 0.87 bar, in 30-45 min on the 2-core CPU. The ablation, the measured times and what
-stands in the way are in benchmarks/RESULTS.md ("Quality on COMP5329", "Session 6").
+(tune_thresholds='expected_f1'), not a threshold: on the same runs, val 0.8568 / 0.8572 (seeds
+0 / 1) vs 0.8524 / 0.8520 with the global threshold tuned on val, held-out 0.8604 / 0.8626 vs
+0.8555 / 0.8612.
+Expected: held-out samples-F1 0.860-0.863 (seeds 0 / 1: 0.8604 / 0.8626; TF-IDF baseline
+0.8455), short of issue 7's 0.87 bar, in about 42 min on the idle 2-core CPU. The ablation, the
+measured times and what stands in the way are in benchmarks/RESULTS.md ("Quality on COMP5329",
+"Session 6").
 """
 
 from configs import comp5329_dev
