@@ -10,8 +10,8 @@ evaluate on 10000..11999); only the image tower grows (num_filters 64: the stand
 CPU this would take many hours; on one H200 it is minutes (benchmarks/RESULTS.md, "GPU session":
 the measured result, held-out 0.8586 / 0.8582 for seeds 0 / 1, wall-clock time and how the data
 reached that machine). Those runs used the tuned global threshold, as best.py did then; best.py
-now decides by expected F1 (held-out +0.005 on the CPU), which this config inherits: its GPU
-figure with the rule is still to be measured.
+now decides by expected F1 (held-out +0.001 to +0.005 on the CPU), which this config inherits:
+its GPU figure with the rule is still to be measured.
 """
 
 from configs import best
