@@ -13,6 +13,9 @@ gensim's list. GloVe needs a local file: with one, set the word-vector options (
 issue); otherwise 50-d embeddings are learned from scratch.
 CPU-sized: 64 px, 6 epochs. Colour jitter (strength 0.2) as S3; affine transforms are not
 implemented (random crop stands in).
+Trained from scratch here, the focal loss keeps the model at the "person only" prior (val
+samples-F1 0.628); `--config.train.loss=bce` learns (0.7945 after 6 epochs, still rising;
+benchmarks/RESULTS.md, "Session 6").
 """
 
 from configs import comp5329_dev
