@@ -19,6 +19,7 @@ import numpy as np
 from jaxmm import inference
 from jaxmm.data.pipeline import PreparedSplit
 from jaxmm.train import loop, metrics, thresholds
+from late_fusion_offline import logit  # a sibling script: benchmarks/ is on sys.path
 
 
 def mirrored(split: PreparedSplit, folder: str) -> PreparedSplit:
@@ -27,11 +28,6 @@ def mirrored(split: PreparedSplit, folder: str) -> PreparedSplit:
   if not os.path.exists(path):
     np.save(path, np.load(split.image_cache, mmap_mode="r")[:, :, ::-1, :])
   return PreparedSplit(split.ids, path, split.image_index, split.arrays)
-
-
-def logit(p):
-  p = np.clip(p, 1e-6, 1 - 1e-6)
-  return np.log(p / (1 - p))
 
 
 def main():
