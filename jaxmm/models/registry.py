@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 
 import jax
@@ -12,7 +14,7 @@ from jaxmm.models import fusion
 from jaxmm.models.attention_fusion import AttentionFusionClassifier
 from jaxmm.models.autoencoder import ConvAutoencoder
 from jaxmm.models.resnet import resnet_by_name
-from jaxmm.models.text import text_tower_by_name
+from jaxmm.models.text import text_tower_by_name, text_tower_class
 
 
 # late_fusion: two unimodal classifiers whose logits are mixed per class (fusion.LateFusionClassifier).
@@ -57,10 +59,63 @@ def compute_dtype(model_cfg):
   return DTYPES[name]
 
 
+# Constructor arguments that come from elsewhere than the tower's config section.
+_NOT_CONFIG = ("rngs", "vocab_size", "embedding_init", "dtype")
+
+
+def _image_constructor(name: str):
+  return ConvAutoencoder if name == "conv_autoencoder" else resnet_by_name(name)
+
+
+def _init_parameters(constructor) -> dict:
+  """The keyword parameters a tower class (or a functools.partial of one) takes.
+
+  Not inspect.signature(cls): NNX modules' metaclass makes that read (*args, **kwargs).
+  """
+  bound = {}
+  if isinstance(constructor, functools.partial):
+    bound, constructor = constructor.keywords, constructor.func
+  target = constructor.__init__ if inspect.isclass(constructor) else constructor
+  params = dict(inspect.signature(target).parameters)
+  for name in ("self", *bound):
+    params.pop(name, None)
+  return params
+
+
+def _tower_kwargs(cfg, constructor, section: str) -> dict:
+  """The tower's config keys as constructor kwargs; a key it does not take is a clear error.
+
+  Without this, switching `model.text.name` from 'lstm' to 'gru_attention' while the config
+  still has the LSTM's `num_layers` failed with a bare TypeError from deep inside Flax.
+  """
+  kwargs = {k: v for k, v in cfg.items() if k not in _NOT_ARGS}
+  params = _init_parameters(constructor)
+  if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+    return kwargs
+  unknown = sorted(k for k in kwargs if k not in params or k in _NOT_CONFIG)
+  if unknown:
+    takes = sorted(k for k, p in params.items()
+                   if k not in _NOT_CONFIG and p.kind is not p.VAR_POSITIONAL)
+    keys = ", ".join(f"{section}.{k}" for k in unknown)
+    raise ValueError(
+        f"{keys}: not an option of the {section} tower {cfg.name!r} (it takes {takes}). Delete "
+        f"it in a config file (`del c.{section}.{unknown[0]}`; configs/s2_xu.py does so for its "
+        "text tower): a --config flag cannot delete a key.")
+  return kwargs
+
+
+def check_model_config(model_cfg) -> None:
+  """Fails at start-up, before any data is read, on tower options the chosen towers do not take."""
+  if model_cfg.get("image") is not None and model_cfg.get("mode", "fused") != "text":
+    _tower_kwargs(model_cfg.image, _image_constructor(model_cfg.image.name), "model.image")
+  if model_cfg.get("text") is not None and model_cfg.get("mode", "fused") != "image":
+    _tower_kwargs(model_cfg.text, text_tower_class(model_cfg.text.name), "model.text")
+
+
 def build_image_tower(cfg, *, rngs: nnx.Rngs, dtype=None):
   """'resnet18' | 'resnet34' | 'resnet50' | 'resnext50_32x4d' (kwargs: the other keys of `cfg`),
   or 'conv_autoencoder': S0's autoencoder, whose encoder is the tower."""
-  kwargs = {k: v for k, v in cfg.items() if k not in _NOT_ARGS}
+  kwargs = _tower_kwargs(cfg, _image_constructor(cfg.name), "model.image")
   if dtype is not None:
     kwargs["dtype"] = dtype
   if cfg.name == "conv_autoencoder":
@@ -69,7 +124,7 @@ def build_image_tower(cfg, *, rngs: nnx.Rngs, dtype=None):
 
 
 def build_text_tower(cfg, *, vocab_size: int, rngs: nnx.Rngs, embedding_init=None, dtype=None):
-  kwargs = {k: v for k, v in cfg.items() if k not in _NOT_ARGS}
+  kwargs = _tower_kwargs(cfg, text_tower_class(cfg.name), "model.text")
   if embedding_init is not None:
     kwargs["embedding_init"] = embedding_init
   if dtype is not None:

@@ -498,8 +498,13 @@ TEXT_TOWERS: dict[str, Callable[..., Any]] = {
 }
 
 
-def text_tower_by_name(name: str, **kwargs) -> nnx.Module:
-  """Builds a text tower from the registry: 'lstm', 'gru_attention', 'mlp', 'bow'."""
+def text_tower_class(name: str) -> Callable[..., Any]:
+  """The class of a text tower in the registry: 'lstm', 'gru_attention', 'mlp', 'bow'."""
   if name not in TEXT_TOWERS:
     raise KeyError(f"unknown text tower {name!r}; known: {sorted(TEXT_TOWERS)}")
-  return TEXT_TOWERS[name](**kwargs)
+  return TEXT_TOWERS[name]
+
+
+def text_tower_by_name(name: str, **kwargs) -> nnx.Module:
+  """Builds a text tower from the registry: 'lstm', 'gru_attention', 'mlp', 'bow'."""
+  return text_tower_class(name)(**kwargs)

@@ -94,6 +94,7 @@ class TaskSpec:
     raise NotImplementedError
 
   def check_config(self, config) -> None:
+    registry.check_model_config(config.model)
     tune = config.train.get("tune_thresholds", "")
     if tune not in TUNE_MODES:
       raise ValueError(f"train.tune_thresholds={tune!r} is not one of {TUNE_MODES}")
