@@ -68,17 +68,16 @@ def _image_constructor(name: str):
 
 
 def _init_parameters(constructor) -> dict:
-  """The keyword parameters a tower class (or a functools.partial of one) takes.
+  """The keyword parameters a tower class (or a functools.partial of one) takes; a partial's own
+  keywords (resnet18's stage_sizes) stay: a config may override them.
 
   Not inspect.signature(cls): NNX modules' metaclass makes that read (*args, **kwargs).
   """
-  bound = {}
   if isinstance(constructor, functools.partial):
-    bound, constructor = constructor.keywords, constructor.func
+    constructor = constructor.func
   target = constructor.__init__ if inspect.isclass(constructor) else constructor
   params = dict(inspect.signature(target).parameters)
-  for name in ("self", *bound):
-    params.pop(name, None)
+  params.pop("self", None)
   return params
 
 
