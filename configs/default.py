@@ -122,6 +122,8 @@ def get_config() -> config_dict.ConfigDict:
   t.contrastive_temperature = 0.1
   t.head_epochs = 10
   t.progress_bar = True
+  # report.md and plots/*.png in the workdir at the end of a run (evaluate.py --report_dir too)
+  t.report = True
   t.allow_config_change = False
   t.data_parallel = True  # shard each batch over all devices when there are several
   # Multi-host: jax.distributed.initialize(); unset values are left to jax's env/cluster detection.

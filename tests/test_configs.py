@@ -33,8 +33,9 @@ def _shrink(c, data_root: str):
   c.data.num_threads = 1
   if "num_filters" in c.model.image:  # ResNeXt's 32 groups need 16 (a 32-wide bottleneck)
     c.model.image.num_filters = 16 if "resnext" in c.model.image.name else 8
+  # No report.md / plots: drawing them took ~2 s a run (tests/test_end_to_end.py checks them).
   c.train.update(batch_size=8, eval_batch_size=16, max_steps=2, log_every=1, progress_bar=False,
-                 head_epochs=1)
+                 head_epochs=1, report=False)
   return c
 
 
@@ -68,6 +69,7 @@ def test_config_trains_two_steps(name, tmp_path):
   result = train_and_evaluate(config, workdir)
   assert result["best_metric"] is not None
   rows = read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  assert not os.path.exists(os.path.join(workdir, "report.md"))  # train.report=False
   metric = config.train.select_metric
   assert any(metric in r for r in rows), rows
   if tasks.task_by_name(config.task).pretext:  # no thresholds; the autoencoder's PNG instead

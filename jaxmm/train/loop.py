@@ -254,7 +254,7 @@ def train_and_evaluate(config, workdir: str, *, data=None, model_fn=None) -> dic
       spec.after_training(config, workdir, predict_step, best, data.val, vocab_size=vocab_size)
   writer.close()
   ckpt.close()
-  if stop.signum is None:
+  if stop.signum is None and config.train.get("report", True):
     report.try_write_report(workdir)
   return {"best_metric": meta["best_metric"], "best_step": meta["best_step"], "step": meta["step"],
           "stopped_by_signal": stop.signum}

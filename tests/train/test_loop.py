@@ -32,7 +32,9 @@ WALL_CLOCK = ("elapsed_s",)  # the only fields allowed to differ between runs
 # Checkpoints every 2 steps and rows every 3: most checkpoints fall between two log rows and
 # must carry the unlogged step metrics. (Other settings as tiny.py: the compiled train step is
 # shared with the end-to-end test through the session's XLA cache.)
-OVERRIDES = ("--config.train.ckpt_every_steps=2", "--config.train.log_every=3")
+# No report: matplotlib's import and the plots cost each process seconds.
+OVERRIDES = ("--config.train.ckpt_every_steps=2", "--config.train.log_every=3",
+             "--config.train.report=False")
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +159,7 @@ def test_killed_and_signalled_runs_resume_to_the_uninterrupted_metrics(tmp_path,
 def _tiny(tmp_path, data_root, **train):
   config = tiny.get_config()
   config.data.root = data_root
-  config.train.update(train)
+  config.train.update(report=False, **train)
   return config, str(tmp_path / "run")
 
 

@@ -22,6 +22,7 @@ def _config(tmp_path):
   config.data.root = str(tmp_path / "data")
   config.model.mode = "text"
   config.train.epochs = 1
+  config.train.report = False
   config.train.tune_thresholds = ""
   return config
 

@@ -31,7 +31,8 @@ out = {}
 for dp in (False, True):
   c = tiny.get_config()
   c.data.root = tmp + "/data"
-  c.train.update(data_parallel=dp, epochs=1, max_steps=3, log_every=1, tune_thresholds="")
+  c.train.update(data_parallel=dp, epochs=1, max_steps=3, log_every=1, tune_thresholds="",
+                 report=False)
   c.model.image.update(stem="imagenet", stage_sizes=(1,))  # conv, BN, pool; compiles fast
   workdir = f"{tmp}/dp{int(dp)}"
   train_and_evaluate(c, workdir)

@@ -40,7 +40,7 @@ def _multilabel_text_config(data_root, **train):
   c = tiny.get_config()
   c.data.root = str(data_root)
   c.model.mode = "text"
-  c.train.update(epochs=1, **train)
+  c.train.update(epochs=1, report=False, **train)
   return c
 
 

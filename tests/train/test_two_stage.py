@@ -35,7 +35,7 @@ def _vocab_size(workdir):
 def test_two_stage_assembles_stage_one_towers_and_stage_two_head(tmp_path):
   config = tiny.get_config()
   config.data.root = str(tmp_path / "data")
-  config.train.update(epochs=1, two_stage=True, head_epochs=2)
+  config.train.update(epochs=1, two_stage=True, head_epochs=2, report=False)
   workdir = str(tmp_path / "run")
   result = loop.train_and_evaluate(config, workdir)
   for sub in ("stage1_image", "stage1_text", "stage2_head"):
@@ -116,7 +116,8 @@ def late_fusion_run(tmp_path_factory):
   workdir = str(root / "run")
   args = ["train.py", "--config=configs/tiny.py", f"--workdir={workdir}",
           f"--config.data.root={config.data.root}", "--config.train.epochs=1",
-          "--config.train.two_stage=True", "--config.model.name=late_fusion"]
+          "--config.train.two_stage=True", "--config.model.name=late_fusion",
+          "--config.train.report=False"]
   # Module fixtures start before conftest's per-test cache isolation: name the same cache here.
   env = {**os.environ, "JAX_PLATFORMS": "cpu",
          "JAXMM_CACHE": str(tmp_path_factory.getbasetemp() / "jaxmm_cache")}
