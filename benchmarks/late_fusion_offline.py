@@ -9,6 +9,9 @@ model.name='late_fusion' fits it) and the thresholds are fitted on val (the firs
 split; all must share it); the held-out samples-F1 is printed for the mixture, the plain mean of
 the probabilities and each member, with per-class / global / 0.5 thresholds, and with no threshold:
 each row's label set of highest expected F1 (thresholds.expected_f1_predictions).
+`--stack C [C ...]` adds, per C, a second-level model for comparison: per class, a logistic
+regression (scikit-learn, inverse L2 strength C) on all members' logits of all classes, fitted on
+val.
 """
 
 from __future__ import annotations
@@ -34,12 +37,24 @@ def logit(p):
   return np.log(p / (1 - p))
 
 
+def _stack(zv_NxMxL, zh_NxMxL, yv_NxL, c: float):
+  """Per class, a logistic regression on every member's logits of every class, fitted on val."""
+  from sklearn.linear_model import LogisticRegression
+  xv, xh = zv_NxMxL.reshape(len(zv_NxMxL), -1), zh_NxMxL.reshape(len(zh_NxMxL), -1)
+  pv, ph = np.zeros(yv_NxL.shape), np.zeros((len(xh), yv_NxL.shape[1]))
+  for j in range(yv_NxL.shape[1]):
+    clf = LogisticRegression(C=c, max_iter=1000).fit(xv, yv_NxL[:, j])
+    pv[:, j], ph[:, j] = clf.predict_proba(xv)[:, 1], clf.predict_proba(xh)[:, 1]
+  return pv, ph
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   ap.add_argument("workdirs", nargs="+")
   ap.add_argument("--csv", required=True)
   ap.add_argument("--images", default=None, help="default: <csv dir>/data")
   ap.add_argument("--rows", default=":")
+  ap.add_argument("--stack", type=float, nargs="*", default=[], metavar="C")
   args = ap.parse_args()
   images = args.images or os.path.join(os.path.dirname(args.csv), "data")
   members = [member_probs(w, args.csv, images, args.rows) for w in args.workdirs]
@@ -55,6 +70,8 @@ def main():
   rows = [("late fusion (fitted mixing)", sig((zv * mix).sum(1) + bias), sig((zh * mix).sum(1) + bias)),
           ("mean of probabilities", np.mean([m[0] for m in members], 0),
            np.mean([m[1] for m in members], 0))]
+  for c in args.stack:
+    rows.append((f"second-level logistic regression, C={c}", *_stack(zv, zh, yv, c)))
   rows += [(w, m[0], m[1]) for w, m in zip(args.workdirs, members)]
   print(f"val {len(val)} examples, held-out {len(held)} ({args.csv} rows {args.rows}); "
         f"mean mixing weight per member: {np.round(mix.mean(1), 3).tolist()}")
