@@ -96,10 +96,12 @@ def _tower_kwargs(cfg, constructor, section: str) -> dict:
     takes = sorted(k for k, p in params.items()
                    if k not in _NOT_CONFIG and p.kind is not p.VAR_POSITIONAL)
     keys = ", ".join(f"{section}.{k}" for k in unknown)
+    one = len(unknown) == 1
     raise ValueError(
-        f"{keys}: not an option of the {section} tower {cfg.name!r} (it takes {takes}). Delete "
-        f"it in a config file (`del c.{section}.{unknown[0]}`; configs/s2_xu.py does so for its "
-        "text tower): a --config flag cannot delete a key.")
+        f"{keys}: {'not an option' if one else 'not options'} of the {section} tower "
+        f"{cfg.name!r} (it takes {takes}). Delete {'it' if one else 'them'} in a config file "
+        f"(`del c.{section}.{unknown[0]}`; configs/s2_xu.py does so for its text tower): a "
+        "--config flag cannot delete a key.")
   return kwargs
 
 

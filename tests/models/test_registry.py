@@ -27,7 +27,8 @@ def test_switching_the_text_tower_names_the_keys_it_does_not_take():
   with pytest.raises(ValueError) as e:
     registry.check_model_config(c.model)
   msg = str(e.value)
-  assert "model.text.num_layers, model.text.pooling" in msg and "'gru_attention'" in msg
+  assert msg.startswith("model.text.num_layers, model.text.pooling: not options of the "
+                        "model.text tower 'gru_attention'"), msg
   assert "`del c.model.text.num_layers`" in msg
   del c.model.text.num_layers, c.model.text.pooling  # what the message says to do
   registry.check_model_config(c.model)
