@@ -22,5 +22,6 @@ def get_config():
   c.data.image_size = 128
   c.data.num_threads = 4  # host threads for decode-free augmentation; the GPU step is faster
   c.model.image.num_filters = 64
+  c.model.image.conv_impl = "auto"  # best.py's im2col is for the CPU; 'auto' is XLA on a GPU
   c.train.epochs = 40
   return c

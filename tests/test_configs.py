@@ -47,15 +47,17 @@ def test_every_config_is_covered():
 
 
 def test_best_gpu_is_best_with_only_its_sizes_changed():
-  """best_gpu's two-step run would be best's (the shrink overrides exactly what it changes)."""
+  """best_gpu's two-step run would be best's (the shrink overrides exactly what it changes but
+  conv_impl, which does not change the parameters and whose paths are tested on their own)."""
   best = config_lib.flatten(config_lib.load_config_file(
       os.path.join(ROOT, "configs", "best.py")).to_dict())
   gpu = config_lib.flatten(config_lib.load_config_file(
       os.path.join(ROOT, "configs", "best_gpu.py")).to_dict())
   changed = {k for k in set(best) | set(gpu) if best.get(k) != gpu.get(k)}
   assert changed == {"data.image_size", "data.num_threads", "model.image.num_filters",
-                     "train.epochs"}
+                     "model.image.conv_impl", "train.epochs"}
   assert (gpu["data.image_size"], gpu["model.image.num_filters"]) == (128, 64)
+  assert (best["model.image.conv_impl"], gpu["model.image.conv_impl"]) == ("im2col", "auto")
 
 
 # tiny, demo and comp5329_dev train in tests/test_end_to_end.py-style runs of the same model family.
