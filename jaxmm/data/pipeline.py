@@ -9,6 +9,7 @@ resumed run sees exactly the batches an uninterrupted one would, whatever the wo
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator
 
 import grain
@@ -42,6 +43,12 @@ class PreparedSplit:
                          arrays={k: v[rows] for k, v in self.arrays.items()})
 
 
+# np.load parses the .npy header with ast.literal_eval, which CPython 3.11 cannot run in two
+# threads at once: grain's reader threads opening the memmap together raised, rarely, "SystemError:
+# AST constructor recursion depth mismatch" (cpython gh-106905; seen once in a full test run).
+_OPEN_LOCK = threading.Lock()
+
+
 class SplitSource(grain.sources.RandomAccessDataSource):
   """grain source over a PreparedSplit; opens the image memmap lazily so it pickles cheaply."""
 
@@ -57,7 +64,9 @@ class SplitSource(grain.sources.RandomAccessDataSource):
     ex = {k: v[i] for k, v in self._split.arrays.items()}
     if self._split.image_cache is not None:
       if self._images is None:
-        self._images = np.load(self._split.image_cache, mmap_mode="r")
+        with _OPEN_LOCK:  # one thread opens it; the others then find it open
+          if self._images is None:
+            self._images = np.load(self._split.image_cache, mmap_mode="r")
       ex["image"] = np.asarray(self._images[self._split.image_index[i]])
     ex["index"] = np.int32(i)
     return ex

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import pickle
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -64,6 +67,40 @@ def test_source_examples(split):
   src2 = pickle.loads(pickle.dumps(src))
   assert src2._images is None
   np.testing.assert_array_equal(src2[3]["image"], ex["image"])
+
+
+def test_source_opens_the_memmap_once_when_threads_race(split, monkeypatch):
+  """np.load is not thread-safe on CPython 3.11 (its header parse): the first reads of grain's
+  reader threads must not open the cache at the same time."""
+  from jaxmm.data import pipeline
+  state = {"inside": 0, "most": 0, "calls": 0}
+  lock, real_load = threading.Lock(), np.load
+
+  def slow_load(*args, **kwargs):
+    with lock:
+      state["inside"] += 1
+      state["calls"] += 1
+      state["most"] = max(state["most"], state["inside"])
+    time.sleep(0.05)  # long enough for every thread to arrive while the first is inside
+    try:
+      return real_load(*args, **kwargs)
+    finally:
+      with lock:
+        state["inside"] -= 1
+
+  monkeypatch.setattr(pipeline.np, "load", slow_load)
+  src, start = SplitSource(split), threading.Barrier(8)
+
+  def read(i):
+    start.wait()
+    return src[i]["image"]
+
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    images = list(pool.map(read, range(8)))
+  assert (state["most"], state["calls"]) == (1, 1)
+  cache = real_load(split.image_cache)
+  for i, image in enumerate(images):
+    np.testing.assert_array_equal(image, cache[split.image_index[i]])
 
 
 def test_source_text_only(split):
