@@ -14,7 +14,7 @@ from jaxmm.models import fusion
 from jaxmm.models.attention_fusion import AttentionFusionClassifier
 from jaxmm.models.autoencoder import ConvAutoencoder
 from jaxmm.models.resnet import resnet_by_name
-from jaxmm.models.text import text_tower_by_name, text_tower_class
+from jaxmm.models.text import text_tower_class
 
 
 # late_fusion: two unimodal classifiers whose logits are mixed per class (fusion.LateFusionClassifier).
@@ -116,21 +116,21 @@ def check_model_config(model_cfg) -> None:
 def build_image_tower(cfg, *, rngs: nnx.Rngs, dtype=None):
   """'resnet18' | 'resnet34' | 'resnet50' | 'resnext50_32x4d' (kwargs: the other keys of `cfg`),
   or 'conv_autoencoder': S0's autoencoder, whose encoder is the tower."""
-  kwargs = _tower_kwargs(cfg, _image_constructor(cfg.name), "model.image")
+  constructor = _image_constructor(cfg.name)
+  kwargs = _tower_kwargs(cfg, constructor, "model.image")
   if dtype is not None:
     kwargs["dtype"] = dtype
-  if cfg.name == "conv_autoencoder":
-    return ConvAutoencoder(**kwargs, rngs=rngs)
-  return resnet_by_name(cfg.name)(**kwargs, rngs=rngs)
+  return constructor(**kwargs, rngs=rngs)
 
 
 def build_text_tower(cfg, *, vocab_size: int, rngs: nnx.Rngs, embedding_init=None, dtype=None):
-  kwargs = _tower_kwargs(cfg, text_tower_class(cfg.name), "model.text")
+  constructor = text_tower_class(cfg.name)
+  kwargs = _tower_kwargs(cfg, constructor, "model.text")
   if embedding_init is not None:
     kwargs["embedding_init"] = embedding_init
   if dtype is not None:
     kwargs["dtype"] = dtype
-  return text_tower_by_name(cfg.name, vocab_size=vocab_size, **kwargs, rngs=rngs)
+  return constructor(vocab_size=vocab_size, **kwargs, rngs=rngs)
 
 
 def build_model(model_cfg, *, num_outputs: int, vocab_size: int, rngs: nnx.Rngs,
