@@ -46,7 +46,7 @@ MODELS = {
     "resnet50_bilstm": ("resnet50", "lstm", 32),
     "bilstm": (None, "lstm", 128),
     "bigru_attention": (None, "gru_attention", 128),
-    "resnet18": ("resnet18", None, 32),  # image tower alone (diagnostic, not in the list)
+    "resnet18": ("resnet18", None, 32),  # image tower alone (diagnostic, not in the default list)
 }
 DEFAULT_MODELS = ("resnet18_bilstm", "resnet50_bilstm", "bilstm", "bigru_attention")
 

@@ -1,4 +1,4 @@
-"""What each CPU optimisation of issue 5 buys: jaxmm's train step with each one switched off.
+"""What each CPU optimisation of the train step buys: jaxmm's step with each one switched off.
 
   python benchmarks/cpu_step_ablation.py                      # resnet18_bilstm, 64 px, batch 32
   python benchmarks/cpu_step_ablation.py --model bilstm
@@ -6,9 +6,9 @@
 Variants (all traced in one process, timed in alternation, median of repeats):
   current      the library as it is
   xla_pool     the ResNet stem's max-pool through XLA's reduce-window (jaxmm.models.pool impl='xla')
-  no_region    the train step without XLA:CPU copy-insertion region analysis (steps.compiler_options)
+  no_region    the step without XLA:CPU copy-insertion region analysis (steps.compiler_options)
   xla_1x1      1x1 convs through XLA's conv instead of the matmul path (conv.AUTO_POINTWISE)
-  before       all three switched off: the step as it was before issue 5
+  before       all three switched off: the step without any of these optimisations
 Switches are applied while the step is traced (its first call), so they change only that variant.
 """
 

@@ -10,7 +10,7 @@
    the device while the previous step runs (jax dispatch is asynchronous), the step trains. With
    --root the cache is built from the JPEGs first (timed separately); without it a random uint8
    cache of --epoch-images images is written (the same .npy format the loader reads).
-Issue 5's targets on one H100: >= 3,000 images/s for the step, a 30k-image epoch in <= 10 s.
+Targets on one H100-class GPU: >= 3,000 images/s for the step, a 30k-image epoch in <= 10 s.
 """
 
 from __future__ import annotations

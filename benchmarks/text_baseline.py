@@ -3,7 +3,7 @@
   python benchmarks/text_baseline.py --root ../shared/data/comp5329-dev
 
 The same protocol as configs/best.py: fit on records 0..8999, thresholds on 9000..9999, report on
-the held-out 10000..11999 (also: fit on all of 0..9999 at threshold 0.5, the issue's baseline).
+the held-out 10000..11999 (also: fit on all of 0..9999 at threshold 0.5, the plain baseline).
 Then, per label, the held-out samples-F1 if that one label were predicted perfectly (everything
 else the baseline's): how much a better image model could add through each label.
 Needs scikit-learn (a dev dependency).

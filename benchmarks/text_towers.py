@@ -3,14 +3,14 @@
 One jitted train step = embedding -> Bi-LSTM ('last' pooling) -> Linear(., 1) -> BCE -> Adam.
 Default shapes: vocab 5000, emb 128, hidden 128, T 32, batch 128; lengths uniform in [4, T].
 
-  /work/venv/bin/python benchmarks/text_towers.py                 # full table
-  /work/venv/bin/python benchmarks/text_towers.py --unrolls 1,2,4 --variants fused,flax
-  OMP_WAIT_POLICY=PASSIVE /work/venv/bin/python benchmarks/text_towers.py --no-mmap
+  python benchmarks/text_towers.py                                       # full table
+  python benchmarks/text_towers.py --unrolls 1,2,4 --variants fused,flax
+  OMP_WAIT_POLICY=PASSIVE python benchmarks/text_towers.py --no-mmap
 
 Rows: steps/s (median of `--repeats` timings of `--steps` steps after warm-up; variants take turns
 so load drift hits all alike) and process CPU ms/step. XLA uses every core the process may run on
-(2 here; use `taskset -c 0,1` on a bigger box); torch gets `--threads`. torch rows appear only when
-torch is importable (optional dependency: `pip install torch==2.13.0`).
+(`taskset -c 0,1` pins it to 2 cores on a bigger box); torch gets `--threads`. torch rows appear
+only when torch is importable (optional dependency: `pip install torch==2.13.0`).
 
 On a shared machine read it with care: under load torch's OpenMP workers spin and its wall time
 collapses (OMP_WAIT_POLICY=PASSIVE avoids that), and XLA's per-step temp buffer (> 32 MiB) is a

@@ -6,7 +6,8 @@ packed sequences ('last' pooling = final states of both directions, what jaxmm's
 computes), a Bi-GRU with additive attention masked to the real tokens, and the concat -> MLP head.
 Images arrive as uint8 NHWC and are normalised inside the model, as jaxmm does inside its step.
 `length_B` is an int64 CPU tensor on every device (pack_padded_sequence wants it there; keeping it
-there avoids a device-to-host sync per step on a GPU).
+there avoids a device-to-host sync per step on a GPU). Not run on its own: imported by
+`python benchmarks/compare_torch.py` (needs torch: `pip install -e '.[dev,torch]'`).
 """
 
 from __future__ import annotations

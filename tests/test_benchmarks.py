@@ -1,4 +1,4 @@
-"""The speed benchmarks run end to end at toy sizes on CPU (their figures: benchmarks/results/)."""
+"""The benchmark scripts run end to end at toy sizes on CPU (figures: benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 
