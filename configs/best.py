@@ -1,4 +1,4 @@
-"""jaxmm's best COMP5329 recipe (issue 7) that trains on the 2-core CPU: late fusion in two stages.
+"""jaxmm's best COMP5329 recipe that trains on the 2-core CPU: late fusion in two stages.
 
   python train.py --config configs/best.py --workdir runs/best \
       --config.data.root=../shared/data/comp5329-dev
@@ -17,10 +17,10 @@ Each example's labels are the set of highest expected F1 under the fused probabi
 0 / 1) vs 0.8524 / 0.8520 with the global threshold tuned on val, held-out 0.8604 / 0.8626 vs
 0.8555 / 0.8612.
 Expected: held-out samples-F1 0.860-0.863 (seeds 0 / 1 / 2: 0.8604 / 0.8626 / 0.8628; TF-IDF
-baseline 0.8455), short of issue 7's 0.87 bar, in about 37 min on the idle 2-core CPU (seed 2:
+baseline 0.8455), short of the 0.87 target, in about 37 min on the idle 2-core CPU (seed 2:
 37 min 25 s; seeds 0 and 1 ran before the image tower's convs were set to im2col, 13% slower).
 The ablation, the measured times and what stands in the way are in benchmarks/RESULTS.md
-("Quality on COMP5329", "Session 6", "Session 7").
+("Quality on COMP5329").
 """
 
 from configs import comp5329_dev

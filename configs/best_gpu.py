@@ -7,9 +7,9 @@
 The same protocol and late fusion as configs/best.py (train on records 0..9999, val 9000..9999,
 evaluate on 10000..11999); only the image tower grows (num_filters 64: the standard ResNet-18,
 11.2M parameters), the images are 128 px instead of 64, and each stage runs 40 epochs. On the 2-core
-CPU this would take many hours; on one H200 it is minutes (benchmarks/RESULTS.md, "GPU session":
-the measured result, held-out 0.8586 / 0.8582 for seeds 0 / 1, wall-clock time and how the data
-reached that machine). Those runs used the tuned global threshold, as best.py did then; best.py
+CPU this would take many hours; on one H200 it is minutes (benchmarks/RESULTS.md, "Quality on
+COMP5329", "best_gpu.py on the GPU": held-out 0.8586 / 0.8582 for seeds 0 / 1 and the wall-clock
+times). Those runs used the tuned global threshold, as best.py did then; best.py
 now decides by expected F1 (held-out +0.001 to +0.005 on the CPU), which this config inherits:
 its GPU figure with the rule is still to be measured.
 """

@@ -9,7 +9,7 @@ S0's pretext task: reconstruct each distinct training image (sigmoid output in [
 val MAE picks the best checkpoint (lower is better) and the end of training writes
 reconstructions.png (originals and reconstructions of val images in alternating rows) into the
 workdir. The whole autoencoder transfers; s0_ae_lstm uses its encoder as the image tower.
-Results: benchmarks/results/issue4.md.
+Results: benchmarks/RESULTS.md, "Pretraining".
 """
 
 from configs import s0_ae_lstm

@@ -10,7 +10,7 @@ from the Bi-LSTM's output at that position (loss and accuracy on masked position
 fixed mask per caption). A fraction instead: --config.pretext.mlm_fraction=0.15 (BERT's
 random/keep shares: pretext.mlm_random_prob / mlm_keep_prob). The downstream run takes this
 workdir's vocab.json with the tower, so token ids line up.
-Results: benchmarks/results/issue4.md.
+Results: benchmarks/RESULTS.md, "Pretraining".
 """
 
 from configs import s0_best

@@ -9,7 +9,7 @@ S0's pretext task: each distinct training image rotated by one of -60, -30, 0, 3
 (corners black), a 5-way classifier on the tower (val: a fixed rotation per image). 0/90/180/270
 instead: --config.pretext.rotation_angles='(0, 90, 180, 270)'. The tower is s0_best's (ImageNet
 stem, width 32, 64 px), so it drops into s0_best; the head stays behind.
-Results: benchmarks/results/issue4.md.
+Results: benchmarks/RESULTS.md, "Pretraining".
 """
 
 from configs import s0_best

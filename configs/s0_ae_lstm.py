@@ -3,9 +3,11 @@
   python train.py --config configs/s0_ae_lstm.py --workdir runs/s0_ae_lstm \\
       --config.data.root=../shared/data/matching-dev
 
-S0 pretrained the autoencoder on reconstruction and transferred its encoder; without
-pretraining the encoder trains from scratch with the rest (the pretraining configs arrive with
-the pretraining issue). Otherwise as configs/s0_matching.py. Results: benchmarks/RESULTS.md.
+S0 pretrained the autoencoder on reconstruction and transferred its encoder. As shipped the
+encoder trains from scratch with the rest; configs/pretrain_autoencoder.py pretrains it, and
+--config.init.image_from=<that workdir> starts this config from it. Otherwise as
+configs/s0_matching.py. Results: benchmarks/RESULTS.md, "Quality on matching (S0 layout)" and
+"Pretraining".
 """
 
 from ml_collections import config_dict

