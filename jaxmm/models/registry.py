@@ -14,7 +14,8 @@ from jaxmm.models import fusion
 from jaxmm.models.attention_fusion import AttentionFusionClassifier
 from jaxmm.models.autoencoder import ConvAutoencoder
 from jaxmm.models.resnet import resnet_by_name
-from jaxmm.models.text import text_tower_class
+from jaxmm.models.bert import BertEncoder
+from jaxmm.models.text import TEXT_TOWERS, text_tower_class
 
 
 # late_fusion: two unimodal classifiers whose logits are mixed per class (fusion.LateFusionClassifier).
@@ -67,6 +68,16 @@ def _image_constructor(name: str):
   return ConvAutoencoder if name == "conv_autoencoder" else resnet_by_name(name)
 
 
+def _text_constructor(name: str):
+  """jaxmm.models.text's towers, or 'bert' (TinyBERT-sized by default; HF weights from
+  `model.text.weights`, a checkpoint directory, via jaxmm.models.bert.load_hf_checkpoint)."""
+  if name == "bert":
+    return BertEncoder
+  if name not in TEXT_TOWERS:
+    raise KeyError(f"unknown text tower {name!r}; known: {sorted([*TEXT_TOWERS, 'bert'])}")
+  return text_tower_class(name)
+
+
 def _init_parameters(constructor) -> dict:
   """The keyword parameters a tower class (or a functools.partial of one) takes; a partial's own
   keywords (resnet18's stage_sizes) stay: a config may override them.
@@ -110,7 +121,7 @@ def check_model_config(model_cfg) -> None:
   if model_cfg.get("image") is not None and model_cfg.get("mode", "fused") != "text":
     _tower_kwargs(model_cfg.image, _image_constructor(model_cfg.image.name), "model.image")
   if model_cfg.get("text") is not None and model_cfg.get("mode", "fused") != "image":
-    _tower_kwargs(model_cfg.text, text_tower_class(model_cfg.text.name), "model.text")
+    _tower_kwargs(model_cfg.text, _text_constructor(model_cfg.text.name), "model.text")
 
 
 def build_image_tower(cfg, *, rngs: nnx.Rngs, dtype=None):
@@ -124,7 +135,7 @@ def build_image_tower(cfg, *, rngs: nnx.Rngs, dtype=None):
 
 
 def build_text_tower(cfg, *, vocab_size: int, rngs: nnx.Rngs, embedding_init=None, dtype=None):
-  constructor = text_tower_class(cfg.name)
+  constructor = _text_constructor(cfg.name)
   kwargs = _tower_kwargs(cfg, constructor, "model.text")
   if embedding_init is not None:
     kwargs["embedding_init"] = embedding_init
