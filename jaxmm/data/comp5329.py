@@ -3,7 +3,8 @@
 The course files are not valid CSV: captions keep unescaped inner quotes and a few span two lines,
 so `pandas.read_csv` fails and the `csv` module garbles them. A record starts at a line beginning
 with `<image id>.<ext>,`; everything up to the next such line belongs to it, and the caption is the
-text between the first and last double quote of the record, verbatim.
+text between the first and last double quote of the record, verbatim except for line breaks:
+`\r\n` and a lone `\r` inside a caption come out as `\n`, whatever the file's line endings.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -45,20 +47,60 @@ class Record:
   image_id: str
   labels: tuple[int, ...]
   caption: str
+  # 1-based line of the record in its CSV (0 = not read from a file), for messages that name the
+  # row; not part of a record's identity, so records compare equal wherever they came from.
+  line: int = dataclasses.field(default=0, compare=False, repr=False)
 
 
 class CsvFormatError(ValueError):
   """A COMP5329 CSV that cannot be read; the message names the file and line."""
 
 
+def normalize_newlines(text: str) -> str:
+  """`\r\n` and lone `\r` as `\n`: a caption reads the same from a Windows- or Unix-made file."""
+  return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_utf8(path: str) -> str:
+  """The whole text of a UTF-8 file (a leading BOM dropped), line endings untouched.
+
+  Anything else raises CsvFormatError naming the first bad line and the command that converts the
+  file, instead of a bare UnicodeDecodeError.
+  """
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    text = data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    line = data.count(b"\n", 0, e.start) + 1
+    column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+    bad_lines = sum(1 for row in data.split(b"\n") if not _is_utf8(row))
+    shown = data.split(b"\n")[line - 1].decode("utf-8", "replace").rstrip("\r")
+    more = f" ({bad_lines - 1} more line(s) after it too)" if bad_lines > 1 else ""
+    q = shlex.quote(path)
+    raise CsvFormatError(
+        f"{path}:{line}: not UTF-8 text: byte {data[e.start]:#04x} at column {column} "
+        f"({e.reason}){more}; the line reads {shown[:80]!r}. Save the file as UTF-8, e.g. from "
+        f"Latin-1: iconv -f latin1 -t utf-8 {q} > {q}.utf8 && mv {q}.utf8 {q} "
+        "(-f cp1252 for a file saved by Excel on Windows)") from None
+  return text.removeprefix("\ufeff")
+
+
+def _is_utf8(data: bytes) -> bool:
+  try:
+    data.decode("utf-8")
+  except UnicodeDecodeError:
+    return False
+  return True
+
+
 def read_comp5329(csv_path: str | os.PathLike) -> list[Record]:
-  """Reads every record of a COMP5329-layout CSV, captions verbatim, in file order."""
+  """Reads every record of a COMP5329-layout CSV in file order, captions verbatim but for their
+  line breaks (always `\n`); each record knows its line."""
   path = os.fspath(csv_path)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: no such CSV file; check data.root / --csv")
-  with open(path, encoding="utf-8", newline="") as f:
-    text = f.read()
-  text = text.removeprefix("\ufeff")
+  text = read_utf8(path)
   header, sep, body = text.partition("\n")
   header = header.rstrip("\r")
   if header == HEADER_LABELLED:
@@ -120,15 +162,23 @@ def _parse_record(raw: str, pattern: re.Pattern, labelled: bool, path: str, line
       raise CsvFormatError(
           f"{path}:{line_no}: record {image_id!r} has unknown label id(s) {unknown}; valid ids are "
           f"{list(LABEL_IDS)}. Fix the Labels column of this row.")
-  return Record(image_id=image_id, labels=labels, caption=match.group(2 + labelled))
+  return Record(image_id=image_id, labels=labels,
+                caption=normalize_newlines(match.group(2 + labelled)), line=line_no)
 
 
 def write_comp5329(csv_path: str | os.PathLike, records: Iterable[Record], *,
                    labelled: bool = True) -> None:
-  """Writes records in the course's own (unescaped) layout, which `read_comp5329` reads back exactly."""
+  """Writes records in the course's own (unescaped) layout, which read_comp5329 reads back exactly.
+
+  A caption holding a carriage return is refused: the reader returns line breaks as `\n`, so it
+  would not read back equal (`normalize_newlines` first).
+  """
   lines = [HEADER_LABELLED if labelled else HEADER_UNLABELLED]
   for r in records:
-    if (re.search(rf"\n{_IMAGE_ID},", r.caption, re.IGNORECASE) or r.caption.endswith("\r")
+    if "\r" in r.caption:
+      raise ValueError(f"caption of {r.image_id!r} holds a carriage return, which the reader turns "
+                       "into a \\n line break; pass it through normalize_newlines() first")
+    if (re.search(rf"\n{_IMAGE_ID},", r.caption, re.IGNORECASE)
         or _FOREIGN_START[labelled].search(r.caption)):
       raise ValueError(f"caption of {r.image_id!r} holds a line that would read as a new record")
     labels = " ".join(str(l) for l in r.labels)

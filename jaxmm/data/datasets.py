@@ -53,43 +53,154 @@ def text_encoder_for(cfg_data, workdir: str | None, train_captions: Sequence[str
   return enc
 
 
+def _check_nonempty(records: Sequence, csv_path: str, what: str = "records") -> None:
+  if not records:
+    raise comp5329.CsvFormatError(
+        f"{csv_path}: no {what}: the file holds only its header. Check that data.root and the "
+        "CSV name point at the full file, and that a copy or export was not cut short.")
+
+
 def _check_captions(records: Sequence[comp5329.Record], csv_path: str, skip_bad: bool,
                     skipped: list[dict]) -> list[comp5329.Record]:
   empty = [r for r in records if not r.caption.strip()]
   if empty and not skip_bad:
-    ids = ", ".join(r.image_id for r in empty[:5])
+    ids = ", ".join(f"{r.image_id} (line {r.line})" for r in empty[:5])
     raise comp5329.CsvFormatError(
         f"{csv_path}: {len(empty)} record(s) have an empty caption (first: {ids}). Fill them in or "
         "remove the rows, or set --config.data.skip_bad=True to train without them.")
-  skipped.extend({"image_id": r.image_id, "reason": "empty caption"} for r in empty)
-  return [r for r in records if r.caption.strip()]
+  skipped.extend(_entry(r, "empty caption", csv=csv_path) for r in empty)
+  kept = [r for r in records if r.caption.strip()]
+  if empty and not kept:
+    raise comp5329.CsvFormatError(f"{csv_path}: every record has an empty caption; nothing to "
+                                  "train on")
+  return kept
+
+
+def _entry(record, reason: str, *, detail: str = "", path: str | None = None,
+           csv: str | None = None, split: str | None = None) -> dict:
+  """One skipped.json entry: the record (and pair id for matching), why, PIL's words, the image
+  file, and where the record is: its CSV, its line there (the header is line 1) and its split."""
+  entry = {"id": record.id} if hasattr(record, "id") else {}
+  entry.update(image_id=record.image_id, reason=reason)
+  for key, value in (("detail", detail), ("path", path), ("csv", csv),
+                     ("line", getattr(record, "line", 0)), ("split", split)):
+    if value:
+      entry[key] = value
+  return entry
+
+
+@dataclasses.dataclass
+class _Images:
+  """A split's decoded image cache, before its bad files are reported or dropped."""
+
+  cache: np.ndarray
+  row: list[int | None]  # per record: its row in the cache, None when its image is bad
+  # (bad file, the records that use it): several matching pairs can share one image.
+  bad: list[tuple[images_lib.BadImage, list]]
+
+
+def _decode_images(records: Sequence, image_paths: Sequence[str], image_of: Sequence[int], *,
+                   image_size: int, cache_dir: str | None, max_image_pixels: int) -> _Images:
+  """Decodes `image_paths` (distinct files); record k uses file `image_of[k]`."""
+  cache, ok, bad = images_lib.decode_images(image_paths, image_size, cache_dir=cache_dir,
+                                            max_image_pixels=max_image_pixels)
+  users: dict[int, list] = {b.index: [] for b in bad}
+  for r, k in zip(records, image_of):
+    if k in users:
+      users[k].append(r)
+  return _Images(cache=cache, row=[int(k) if ok[k] else None for k in image_of],
+                 bad=[(b, users[b.index]) for b in bad])
+
+
+def _where(split: str | None, csv: str | None, records: Sequence) -> str:
+  """'train, line 7: ' / 'val, val.csv lines 3, 9: ': where a bad image is used."""
+  lines = [r.line for r in records if getattr(r, "line", 0)]
+  shown = ", ".join(str(l) for l in lines[:5]) + (f" (+{len(lines) - 5})" if len(lines) > 5 else "")
+  rows = f"{os.path.basename(csv) + ' ' if csv else ''}line{'s' * (len(lines) > 1)} {shown}"
+  parts = [p for p in (split, rows if lines else "") if p]
+  return ", ".join(parts) + ": " if parts else ""
+
+
+def _check_images(splits: Sequence[tuple[str | None, str | None, _Images | None]],
+                  skip_bad: bool, skipped: list[dict]) -> None:
+  """Raises one ImageDataError for the bad images of every split, or (skip_bad) records them.
+
+  `splits` holds (split name, CSV path, decoded images) for each split.
+  """
+  splits = [(name, csv, im) for name, csv, im in splits if im is not None]
+  csvs = {csv for _, csv, _ in splits}
+  one_csv = next(iter(csvs)) if len(csvs) == 1 else None
+  items, per_split = [], {}
+  for name, csv, im in splits:
+    for bad, records in im.bad:
+      items.append((_where(name, None if one_csv else csv, records), bad))
+      per_split[name] = per_split.get(name, 0) + 1
+  if items and not skip_bad:
+    extra = ("; " + ", ".join(f"{n} in {name}" for name, n in per_split.items())
+             if len(splits) > 1 else "")
+    message = images_lib.bad_images_message(items, extra=extra)
+    raise images_lib.ImageDataError(f"{one_csv}: {message}" if one_csv else message)
+  for name, csv, im in splits:
+    for bad, records in im.bad:
+      skipped.extend(_entry(r, bad.reason, detail=bad.detail, path=bad.path, csv=csv, split=name)
+                     for r in records)
+
+
+def _to_split(records: Sequence, images: _Images | None, encoder: TextEncoder, ids: list[str],
+              labels: dict[str, np.ndarray]) -> PreparedSplit:
+  """Tokens + labels of the records whose image is usable, pointing into the image cache."""
+  image_cache = image_index = None
+  keep = np.arange(len(records))
+  if images is not None:
+    keep = np.asarray([k for k, row in enumerate(images.row) if row is not None], np.int64)
+    image_cache = images.cache.filename
+    image_index = np.asarray([images.row[k] for k in keep], np.int64)
+  tokens, length = encoder.encode_batch([records[k].caption for k in keep])
+  arrays = {"tokens": tokens, "length": length}
+  arrays.update({key: value[keep] for key, value in labels.items()})
+  return PreparedSplit(ids=[ids[k] for k in keep], image_cache=image_cache,
+                       image_index=image_index, arrays=arrays)
+
+
+def _comp5329_images(records, images_dir: str, image_size: int, cache_dir: str | None,
+                     max_image_pixels: int) -> _Images:
+  paths = [os.path.join(images_dir, r.image_id) for r in records]
+  return _decode_images(records, paths, range(len(records)), image_size=image_size,
+                        cache_dir=cache_dir, max_image_pixels=max_image_pixels)
+
+
+def _multihot(records) -> np.ndarray:
+  if not records:
+    return np.zeros((0, comp5329.NUM_LABELS), np.float32)
+  return np.stack([comp5329.labels_to_multihot(r.labels) for r in records])
 
 
 def encode_records(records: Sequence[comp5329.Record], encoder: TextEncoder, *, images_dir: str,
                    image_size: int, cache_dir: str | None, skip_bad: bool, skipped: list[dict],
-                   labelled: bool = True, with_images: bool = True) -> PreparedSplit:
-  """Records -> a PreparedSplit (tokens, lengths, multi-hot labels, cached images)."""
-  image_cache = image_index = None
-  if with_images:
-    paths = [os.path.join(images_dir, r.image_id) for r in records]
-    cache, ok = images_lib.cached_images(paths, image_size, cache_dir=cache_dir, skip_bad=skip_bad)
-    for i in np.flatnonzero(~ok):
-      skipped.append({"image_id": records[i].image_id, "reason": "image missing or undecodable"})
-    keep = np.flatnonzero(ok)
-    records = [records[i] for i in keep]
-    image_cache, image_index = cache.filename, keep.astype(np.int64)
-  tokens, length = encoder.encode_batch([r.caption for r in records])
-  arrays = {"tokens": tokens, "length": length}
-  if labelled:
-    arrays["labels"] = np.stack([comp5329.labels_to_multihot(r.labels) for r in records]) \
-        if records else np.zeros((0, comp5329.NUM_LABELS), np.float32)
-  return PreparedSplit(ids=[r.image_id for r in records], image_cache=image_cache,
-                       image_index=image_index, arrays=arrays)
+                   labelled: bool = True, with_images: bool = True,
+                   max_image_pixels: int = images_lib.MAX_IMAGE_PIXELS,
+                   csv_path: str | None = None) -> PreparedSplit:
+  """Records -> a PreparedSplit (tokens, lengths, multi-hot labels, cached images).
+
+  Bad images raise one ImageDataError naming every file (and, with `csv_path`, the CSV), unless
+  `skip_bad`, where their records are left out and listed in `skipped`.
+  """
+  images = (_comp5329_images(records, images_dir, image_size, cache_dir, max_image_pixels)
+            if with_images else None)
+  _check_images([(None, csv_path, images)], skip_bad, skipped)
+  return _to_split(records, images, encoder, [r.image_id for r in records],
+                   {"labels": _multihot(records)} if labelled else {})
 
 
-def split_records(records, cfg_data):
+def split_records(records, cfg_data, csv_path: str | None = None):
   """train/val split of the labelled CSV: 'random' (seeded) or 'last' (the last val_size records)."""
-  n_val = int(cfg_data.val_size) if cfg_data.val_size >= 1 else int(round(len(records) * cfg_data.val_size))
+  n_val = (int(cfg_data.val_size) if cfg_data.val_size >= 1
+           else int(round(len(records) * cfg_data.val_size)))
+  if not 0 <= n_val < len(records):
+    raise ValueError(
+        f"data.val_size={cfg_data.val_size:g} asks for {n_val} validation records, but "
+        f"{csv_path or 'the CSV'} has {len(records)} usable record(s) (after data.limit and "
+        "skipped rows); lower data.val_size so that some records are left to train on.")
   if cfg_data.split == "last":
     return list(records[:len(records) - n_val]), list(records[len(records) - n_val:])
   if cfg_data.split == "random":
@@ -97,11 +208,20 @@ def split_records(records, cfg_data):
   raise ValueError(f"data.split must be 'random' or 'last', got {cfg_data.split!r}")
 
 
+def _max_image_pixels(cfg_data) -> int:
+  return int(cfg_data.get("max_image_pixels") or images_lib.MAX_IMAGE_PIXELS)
+
+
 def prepare_comp5329(cfg_data, workdir: str | None, *, with_images: bool = True) -> PreparedData:
-  """The train and val splits of `data.root/train.csv`, ready for the pipelines."""
+  """The train and val splits of `data.root/train.csv`, ready for the pipelines.
+
+  Every image of both splits is checked before anything is returned: bad ones raise a single
+  error listing them all, or with data.skip_bad are left out and listed in skipped.json.
+  """
   check_root(cfg_data.root)
   csv_path = os.path.join(cfg_data.root, cfg_data.train_csv)
   records = comp5329.read_comp5329(csv_path)
+  _check_nonempty(records, csv_path)
   if cfg_data.get("limit"):
     records = records[:cfg_data.limit]
   skipped: list[dict] = []
@@ -111,21 +231,26 @@ def prepare_comp5329(cfg_data, workdir: str | None, *, with_images: bool = True)
     raise comp5329.CsvFormatError(
         f"{csv_path}: {len(unlabelled)} record(s) have no label (first: {unlabelled[:5]}); "
         "every training record needs at least one label id.")
-  train_recs, val_recs = split_records(records, cfg_data)
+  train_recs, val_recs = split_records(records, cfg_data, csv_path)
   images_dir = os.path.join(cfg_data.root, cfg_data.images_dir)
   if with_images and not os.path.isdir(images_dir):
     raise images_lib.ImageDataError(
         f"the images folder {images_dir!r} of {csv_path} does not exist; put the images there, "
         "or set --config.data.images_dir")
+  decoded = {"train": None, "val": None}
+  if with_images:
+    for name, recs in (("train", train_recs), ("val", val_recs)):
+      if recs:
+        decoded[name] = _comp5329_images(recs, images_dir, cfg_data.image_size,
+                                         cfg_data.get("cache_dir") or None,
+                                         _max_image_pixels(cfg_data))
+  _check_images([(name, csv_path, im) for name, im in decoded.items()], cfg_data.skip_bad,
+                skipped)
   encoder = text_encoder_for(cfg_data, workdir, [r.caption for r in train_recs])
-  kw = dict(encoder=encoder, images_dir=images_dir,
-            image_size=cfg_data.image_size, cache_dir=cfg_data.get("cache_dir") or None,
-            skip_bad=cfg_data.skip_bad, skipped=skipped, with_images=with_images)
-  try:
-    train = encode_records(train_recs, **kw)
-    val = encode_records(val_recs, **kw) if val_recs else None
-  except images_lib.ImageDataError as e:  # say which CSV lists them
-    raise images_lib.ImageDataError(f"{csv_path}: {e}") from None
+  train, val = (
+      _to_split(recs, decoded[name], encoder, [r.image_id for r in recs],
+                {"labels": _multihot(recs)}) if recs else None
+      for name, recs in (("train", train_recs), ("val", val_recs)))
   _report_skipped(skipped, workdir)
   return PreparedData(train=train, val=val, encoder=encoder, skipped=skipped,
                       train_captions=[r.caption for r in train_recs])
@@ -134,39 +259,48 @@ def prepare_comp5329(cfg_data, workdir: str | None, *, with_images: bool = True)
 # --- image-caption matching (S0 layout) -------------------------------------------------------
 
 
+def _matching_images(records, images_dir: str, image_size: int, cache_dir: str | None,
+                     max_image_pixels: int) -> _Images:
+  # Many pairs share an image: each distinct image is decoded and cached once.
+  unique = sorted({r.image_id for r in records})
+  position = {image_id: k for k, image_id in enumerate(unique)}
+  paths = [os.path.join(images_dir, f"{i}.jpg") for i in unique]
+  return _decode_images(records, paths, [position[r.image_id] for r in records],
+                        image_size=image_size, cache_dir=cache_dir,
+                        max_image_pixels=max_image_pixels)
+
+
+def _match_labels(records) -> dict[str, np.ndarray]:
+  return {"label": np.asarray([r.label for r in records], np.int32)}
+
+
 def encode_matching_records(records, encoder: TextEncoder, *, images_dir: str, image_size: int,
                             cache_dir: str | None, skip_bad: bool, skipped: list[dict],
-                            labelled: bool = True, with_images: bool = True) -> PreparedSplit:
+                            labelled: bool = True, with_images: bool = True,
+                            max_image_pixels: int = images_lib.MAX_IMAGE_PIXELS,
+                            csv_path: str | None = None) -> PreparedSplit:
   """Matching pairs -> a PreparedSplit (tokens, length, label int32); ids are the pair ids.
 
   Many pairs share an image: each distinct image is decoded and cached once, and the pairs index
-  into that cache.
+  into that cache. Bad images raise or are skipped as in `encode_records`.
   """
-  image_cache = image_index = None
-  if with_images:
-    unique = sorted({r.image_id for r in records})
-    paths = [os.path.join(images_dir, f"{i}.jpg") for i in unique]
-    cache, ok = images_lib.cached_images(paths, image_size, cache_dir=cache_dir, skip_bad=skip_bad)
-    row_of = {image_id: k for k, image_id in enumerate(unique) if ok[k]}
-    bad = [r for r in records if r.image_id not in row_of]
-    skipped.extend({"id": r.id, "image_id": r.image_id, "reason": "image missing or undecodable"}
-                   for r in bad)
-    records = [r for r in records if r.image_id in row_of]
-    image_cache = cache.filename
-    image_index = np.asarray([row_of[r.image_id] for r in records], np.int64)
-  tokens, length = encoder.encode_batch([r.caption for r in records])
-  arrays = {"tokens": tokens, "length": length}
-  if labelled:
-    arrays["label"] = np.asarray([r.label for r in records], np.int32)
-  return PreparedSplit(ids=[r.id for r in records], image_cache=image_cache,
-                       image_index=image_index, arrays=arrays)
+  images = (_matching_images(records, images_dir, image_size, cache_dir, max_image_pixels)
+            if with_images else None)
+  _check_images([(None, csv_path, images)], skip_bad, skipped)
+  return _to_split(records, images, encoder, [r.id for r in records],
+                   _match_labels(records) if labelled else {})
 
 
-def _split_matching_by_image(records, cfg_data):
+def _split_matching_by_image(records, cfg_data, csv_path: str | None = None):
   """train/val from one CSV, keeping all pairs of an image on the same side (no image leaks)."""
   image_ids = sorted({r.image_id for r in records})
   n_val = (int(cfg_data.val_size) if cfg_data.val_size >= 1
            else int(round(len(image_ids) * cfg_data.val_size)))
+  if not 0 <= n_val < len(image_ids):
+    raise ValueError(
+        f"data.val_size={cfg_data.val_size:g} asks for {n_val} validation images, but "
+        f"{csv_path or 'the CSV'} has {len(image_ids)} distinct image(s); lower data.val_size, or "
+        "give a separate data.val_csv.")
   rng = np.random.default_rng(cfg_data.split_seed)
   val_images = set(rng.permutation(np.asarray(image_ids, dtype=object))[:n_val].tolist())
   return ([r for r in records if r.image_id not in val_images],
@@ -177,11 +311,13 @@ def prepare_matching(cfg_data, workdir: str | None, *, with_images: bool = True)
   """train/val splits of an S0-layout folder: train.csv + train_images/, val.csv + val_images/.
 
   With `data.val_csv=''` the val split is cut from train.csv by image (data.val_size images).
+  Bad images of both splits are reported together, as in `prepare_comp5329`.
   """
   from jaxmm.data import matching
   check_root(cfg_data.root)
   train_csv = os.path.join(cfg_data.root, cfg_data.train_csv)
   train_recs = matching.read_matching(train_csv)
+  _check_nonempty(train_recs, train_csv, "pairs")
   if cfg_data.get("limit"):
     train_recs = train_recs[:cfg_data.limit]
   unlabelled = [r.id for r in train_recs if r.label is None]
@@ -190,40 +326,61 @@ def prepare_matching(cfg_data, workdir: str | None, *, with_images: bool = True)
                                   "(header id,caption,image_id,label)")
   skipped: list[dict] = []
   val_images_dir = cfg_data.get("val_images_dir") or cfg_data.images_dir
+  val_csv = train_csv
   if cfg_data.get("val_csv"):
     val_csv = os.path.join(cfg_data.root, cfg_data.val_csv)
     val_recs = matching.read_matching(val_csv)
+    _check_nonempty(val_recs, val_csv, "pairs")
     if any(r.label is None for r in val_recs):
       raise comp5329.CsvFormatError(f"{val_csv}: the val split needs the label column")
   else:
-    train_recs, val_recs = _split_matching_by_image(train_recs, cfg_data)
+    train_recs, val_recs = _split_matching_by_image(train_recs, cfg_data, train_csv)
     val_images_dir = cfg_data.images_dir
+  csv_of = {"train": train_csv, "val": val_csv}
   for name, recs in (("train", train_recs), ("val", val_recs)):
-    empty = [r.id for r in recs if not r.caption.strip()]
+    empty = [r for r in recs if not r.caption.strip()]
     if empty and not cfg_data.skip_bad:
+      first = ", ".join(f"{r.id} (line {r.line})" for r in empty[:5])
       raise comp5329.CsvFormatError(
-          f"{name} split: {len(empty)} pair(s) have an empty caption (first ids: {empty[:5]}). "
-          "Fill them in or set --config.data.skip_bad=True to train without them.")
-    skipped.extend({"id": i, "reason": "empty caption"} for i in empty)
+          f"{csv_of[name]}: {name} split: {len(empty)} pair(s) have an empty caption (first: "
+          f"{first}). Fill them in or set --config.data.skip_bad=True to train without them.")
+    skipped.extend(_entry(r, "empty caption", csv=csv_of[name], split=name) for r in empty)
   train_recs = [r for r in train_recs if r.caption.strip()]
   val_recs = [r for r in val_recs if r.caption.strip()]
+  if not train_recs:
+    raise comp5329.CsvFormatError(f"{train_csv}: every pair has an empty caption; nothing to "
+                                  "train on")
+  dirs = {"train": cfg_data.images_dir, "val": val_images_dir}
+  decoded = {"train": None, "val": None}
+  if with_images:
+    for name, recs in (("train", train_recs), ("val", val_recs)):
+      if recs:
+        decoded[name] = _matching_images(recs, os.path.join(cfg_data.root, dirs[name]),
+                                         cfg_data.image_size, cfg_data.get("cache_dir") or None,
+                                         _max_image_pixels(cfg_data))
+  _check_images([(name, csv_of[name], im) for name, im in decoded.items()], cfg_data.skip_bad,
+                skipped)
   encoder = text_encoder_for(cfg_data, workdir, [r.caption for r in train_recs])
-  kw = dict(encoder=encoder, image_size=cfg_data.image_size,
-            cache_dir=cfg_data.get("cache_dir") or None, skip_bad=cfg_data.skip_bad,
-            skipped=skipped, with_images=with_images)
-  train = encode_matching_records(train_recs, images_dir=os.path.join(
-      cfg_data.root, cfg_data.images_dir), **kw)
-  val = (encode_matching_records(val_recs, images_dir=os.path.join(cfg_data.root, val_images_dir),
-                                 **kw) if val_recs else None)
+  train, val = (
+      _to_split(recs, decoded[name], encoder, [r.id for r in recs], _match_labels(recs))
+      if recs else None for name, recs in (("train", train_recs), ("val", val_recs)))
   _report_skipped(skipped, workdir)
   return PreparedData(train=train, val=val, encoder=encoder, skipped=skipped,
                       train_captions=[r.caption for r in train_recs])
 
 
 def _report_skipped(skipped: list[dict], workdir: str | None) -> None:
-  if skipped:
-    log.warning("skipped %d bad example(s) (data.skip_bad=True); first: %s", len(skipped),
-                skipped[:5])
-    if workdir:
-      with open(os.path.join(workdir, "skipped.json"), "w") as f:
-        json.dump(skipped, f, indent=1)
+  if not skipped:
+    return
+  where = ""
+  if workdir:
+    path = os.path.join(workdir, "skipped.json")
+    with open(path, "w") as f:
+      json.dump(skipped, f, indent=1)
+    where = f"; every one is listed in {path}"
+  shown = "\n".join(
+      f"  {s.get('path') or s['image_id']}: {s['reason']}"
+      + (f" (line {s['line']})" if s.get("line") else "") for s in skipped[:20])
+  more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+  log.warning("skipped %d example(s) (data.skip_bad=True): %s%s\n%s%s", len(skipped),
+              images_lib.reason_counts([s["reason"] for s in skipped]), where, shown, more)

@@ -7,16 +7,18 @@ so the host only moves uint8 bytes.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import hashlib
 import json
 import os
+import re
 import sys
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 CACHE_VERSION = 2  # 2: 16-bit and float images rescaled, no longer clipped
 # ImageNet statistics: the usual choice, and what imported ImageNet weights expect.
@@ -26,6 +28,37 @@ STD_RGB = (0.229, 0.224, 0.225)
 
 class ImageDataError(ValueError):
   """Images that are missing or cannot be decoded; the message lists them."""
+
+
+# Default of data.max_image_pixels: above PIL's own bomb limit (~89 Mpx, which rejects an ordinary
+# 10000x10000 photo), still far below what a decompression bomb claims.
+MAX_IMAGE_PIXELS = 200_000_000
+# Bad files named one per line in an error; past this the counts stay exact and the rest is elided.
+MAX_LISTED = 100
+# Reasons a file cannot be used, as skipped.json and the error messages give them.
+MISSING, EMPTY, NOT_AN_IMAGE, TRUNCATED, TOO_LARGE, UNREADABLE, UNDECODABLE = (
+    "missing", "empty file", "not an image", "truncated", "too large", "unreadable", "undecodable")
+
+
+@dataclasses.dataclass(frozen=True)
+class BadImage:
+  """One unusable file: its position in the path list, the short reason, PIL's words if any."""
+
+  index: int
+  path: str
+  reason: str
+  detail: str = ""
+
+  def describe(self) -> str:
+    return f"{self.path}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
+
+
+class ImageTooLargeError(ImageDataError):
+  """A file whose header claims more pixels than data.max_image_pixels allows."""
+
+  def __init__(self, path: str, detail: str):
+    super().__init__(f"{path}: too large: {detail}")
+    self.detail = detail
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
@@ -40,12 +73,40 @@ def _to_8bit(im: Image.Image) -> Image.Image:
   return Image.fromarray(np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8), "L")
 
 
-def load_image(path: str, size: int) -> np.ndarray:
+def _too_large_detail(pixels: int | None, size: tuple[int, int] | None, limit: int) -> str:
+  dims = f"{size[0]}x{size[1]} = " if size else ""
+  count = f"{pixels:,} pixels" if pixels is not None else "more pixels"
+  return (f"{dims}{count}, above data.max_image_pixels={limit:,}; a decompression bomb "
+          "is refused, but if the image is genuine raise --config.data.max_image_pixels")
+
+
+def _check_limit(max_image_pixels: int) -> None:
+  if not max_image_pixels > 0:
+    raise ValueError(f"data.max_image_pixels must be a positive pixel count, got "
+                     f"{max_image_pixels!r} (default {MAX_IMAGE_PIXELS:,})")
+
+
+def load_image(path: str, size: int, *, max_image_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
   """Decodes any PIL-readable file (JPEG, PNG, grayscale, CMYK, 16-bit...) to uint8 (size, size, 3).
 
-  The content decides the format, not the name (a PNG called .jpg is fine); alpha is dropped.
+  The content decides the format, not the name (a PNG called .jpg is fine); alpha is dropped. A file
+  whose header claims more than `max_image_pixels` pixels is refused before any pixel is decoded.
   """
-  with Image.open(path) as im:
+  _check_limit(max_image_pixels)
+  # PIL refuses, on its own, images over twice its process-wide MAX_IMAGE_PIXELS while opening them:
+  # raised (never lowered) to our limit, so that the limit asked for is the one that applies.
+  if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_image_pixels:
+    Image.MAX_IMAGE_PIXELS = max_image_pixels
+  try:
+    im = Image.open(path)
+  except Image.DecompressionBombError as e:  # over twice PIL's limit: refused before our own check
+    pixels = re.search(r"\((\d+) pixels\)", str(e))
+    raise ImageTooLargeError(path, _too_large_detail(int(pixels.group(1)) if pixels else None,
+                                                     None, max_image_pixels)) from None
+  with im:
+    if im.width * im.height > max_image_pixels:
+      raise ImageTooLargeError(
+          path, _too_large_detail(im.width * im.height, im.size, max_image_pixels))
     # draft() lets libjpeg decode at a reduced scale: several times faster for big-to-small resizes.
     if im.format == "JPEG":
       im.draft("RGB", (size, size))
@@ -55,15 +116,57 @@ def load_image(path: str, size: int) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
-def _try_load(path: str, size: int) -> tuple[np.ndarray | None, str | None]:
-  if not os.path.isfile(path):
-    return None, "missing"
+def _classify(path: str, e: Exception) -> tuple[str, str]:
+  """(reason, detail) for an exception raised while decoding `path`."""
+  text = str(e)
+  if isinstance(e, ImageTooLargeError):
+    return TOO_LARGE, e.detail
+  if isinstance(e, UnidentifiedImageError):
+    try:
+      with open(path, "rb") as f:
+        head = f.read(16)
+    except OSError:
+      head = b""
+    return NOT_AN_IMAGE, f"no image format recognised; the file starts with {head!r}"
+  if isinstance(e, PermissionError):
+    return UNREADABLE, f"permission denied: {e.strerror}"
+  if "truncated" in text.lower():
+    return TRUNCATED, f"{text}; a download or copy cut short?"
+  cut = _lacks_end_marker(path)
+  if cut:
+    return TRUNCATED, (f"the file stops before the {cut} end marker ({text}); a download or copy "
+                       "cut short?")
+  return UNDECODABLE, f"{type(e).__name__}: {text}"
+
+
+def _lacks_end_marker(path: str) -> str | None:
+  """'JPEG' or 'PNG' when such a file lacks its end marker: cut short. PIL words that in several
+  ways ('cannot load this image' when the cut falls inside the headers)."""
   try:
-    with warnings.catch_warnings():
-      warnings.simplefilter("error", Image.DecompressionBombWarning)
-      return load_image(path, size), None
-  except Exception as e:  # PIL raises many types for broken files; all mean "undecodable".
-    return None, f"{type(e).__name__}: {e}"
+    with open(path, "rb") as f:
+      head = f.read(8)
+      f.seek(max(0, os.path.getsize(path) - 16))
+      tail = f.read().rstrip(b"\0\r\n ")  # padding some writers leave after the end
+  except OSError:
+    return None
+  if head.startswith(b"\xff\xd8") and not tail.endswith(b"\xff\xd9"):
+    return "JPEG"
+  if head.startswith(b"\x89PNG\r\n\x1a\n") and b"IEND" not in tail:
+    return "PNG"
+  return None
+
+
+def _try_load(path: str, size: int, max_image_pixels: int = MAX_IMAGE_PIXELS
+              ) -> tuple[np.ndarray | None, tuple[str, str] | None]:
+  """(image, None) or (None, (reason, detail)): why a file cannot be used, never an exception."""
+  if not os.path.isfile(path):
+    return None, (MISSING, "")
+  try:
+    if os.path.getsize(path) == 0:
+      return None, (EMPTY, "0 bytes")
+    return load_image(path, size, max_image_pixels=max_image_pixels), None
+  except Exception as e:  # PIL raises many types for broken files: each is sorted into a reason
+    return None, _classify(path, e)
 
 
 def _fingerprint(paths: Sequence[str], size: int) -> str:
@@ -82,15 +185,18 @@ def default_cache_dir() -> str:
   return os.environ.get("JAXMM_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "jaxmm"))
 
 
-def cached_images(paths: Sequence[str], size: int, *, cache_dir: str | None = None,
-                  skip_bad: bool = False, num_threads: int | None = None,
-                  desc: str = "images") -> tuple[np.ndarray, np.ndarray]:
-  """Returns (images_NxSxSx3 uint8 memmap, ok_N bool), decoding every file once per fingerprint.
+def decode_images(paths: Sequence[str], size: int, *, cache_dir: str | None = None,
+                  num_threads: int | None = None, desc: str = "images",
+                  max_image_pixels: int = MAX_IMAGE_PIXELS
+                  ) -> tuple[np.ndarray, np.ndarray, list[BadImage]]:
+  """(images_NxSxSx3 uint8 memmap, ok_N bool, bad files), decoding every file once per fingerprint.
 
-  Every file is checked here, when the dataset is opened: missing or undecodable files raise
-  ImageDataError listing how many and the first few, unless `skip_bad`, where they get ok=False.
-  The cache rebuilds whenever a file's size or mtime, the file list or the size change.
+  Never raises for a bad file: every one is checked and returned with its reason, so a caller can
+  report all of them (of all its splits) at once. The cache is kept even when some files are bad:
+  a rerun with data.skip_bad=True then decodes nothing. It rebuilds whenever a file's size or mtime,
+  the file list or the size change.
   """
+  _check_limit(max_image_pixels)  # here, not per file: a bad setting is not a bad image
   cache_dir = cache_dir or default_cache_dir()
   os.makedirs(cache_dir, exist_ok=True)
   key = _fingerprint(paths, size)
@@ -99,55 +205,87 @@ def cached_images(paths: Sequence[str], size: int, *, cache_dir: str | None = No
   if os.path.exists(arr_path) and os.path.exists(meta_path):
     with open(meta_path) as f:
       meta = json.load(f)
-    bad = meta["bad"]
-    if bad and not skip_bad:
-      _raise_bad(bad)
-    ok = np.ones(len(paths), bool)
-    ok[[b[0] for b in bad]] = False
-    return np.load(arr_path, mmap_mode="r"), ok
+    # Bad files are looked at again (there are few): one that decodes now (a raised
+    # max_image_pixels, a fixed permission: neither changes size or mtime) needs a rebuild, and the
+    # others get their reason as this version words it.
+    bad = []
+    for entry in meta["bad"]:
+      i = int(entry[0])
+      img, why = _try_load(paths[i], size, max_image_pixels)
+      if img is not None:
+        break
+      bad.append(BadImage(i, paths[i], *why))
+    else:
+      ok = np.ones(len(paths), bool)
+      ok[[b.index for b in bad]] = False
+      return np.load(arr_path, mmap_mode="r"), ok, bad
 
   # Per-process temporary names: two runs opening the same new dataset at once each build a
   # complete file, and whichever renames last wins.
   tmp = f"{arr_path}.{os.getpid()}.tmp"
   out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                   shape=(len(paths), size, size, 3))
-  bad: list[tuple[int, str, str]] = []
+  bad: list[BadImage] = []
   from tqdm.auto import tqdm  # noqa: local import keeps `import jaxmm.data` light
 
   def work(i: int):
-    img, err = _try_load(paths[i], size)
+    img, why = _try_load(paths[i], size, max_image_pixels)
     if img is None:
-      bad.append((i, paths[i], err))
+      bad.append(BadImage(i, paths[i], *why))
     else:
       out[i] = img
 
   # PIL releases the GIL while decoding, so threads scale across cores.
   with ThreadPoolExecutor(num_threads or os.cpu_count() or 1) as pool:
     list(tqdm(pool.map(work, range(len(paths)), chunksize=64), total=len(paths),
-              desc=f"decoding {desc}", disable=len(paths) < 2000 or not sys.stderr.isatty(), leave=False))
-  bad.sort()
-  if bad and not skip_bad:
-    del out
-    os.remove(tmp)
-    _raise_bad(bad)
+              desc=f"decoding {desc}", disable=len(paths) < 2000 or not sys.stderr.isatty(),
+              leave=False))
+  bad.sort(key=lambda b: b.index)
   out.flush()
   del out
   os.replace(tmp, arr_path)  # atomic: a killed build never leaves a half cache
   with open(f"{meta_path}.{os.getpid()}.tmp", "w") as f:
-    json.dump({"n": len(paths), "size": size, "bad": bad}, f)
+    json.dump({"n": len(paths), "size": size,
+               "bad": [[b.index, b.path, b.reason, b.detail] for b in bad]}, f)
   os.replace(f"{meta_path}.{os.getpid()}.tmp", meta_path)
   ok = np.ones(len(paths), bool)
-  ok[[b[0] for b in bad]] = False
-  return np.load(arr_path, mmap_mode="r"), ok
+  ok[[b.index for b in bad]] = False
+  return np.load(arr_path, mmap_mode="r"), ok, bad
 
 
-def _raise_bad(bad: Sequence[Sequence]) -> None:
-  missing = sum(1 for b in bad if b[2] == "missing")
-  first = "\n".join(f"  {b[1]}: {b[2]}" for b in bad[:5])
-  raise ImageDataError(
-      f"{len(bad)} image(s) cannot be used ({missing} missing, {len(bad) - missing} undecodable); "
-      f"first {min(5, len(bad))}:\n{first}\nFix or remove these files/rows, or set "
-      "--config.data.skip_bad=True to train without them.")
+def cached_images(paths: Sequence[str], size: int, *, cache_dir: str | None = None,
+                  skip_bad: bool = False, num_threads: int | None = None,
+                  desc: str = "images", max_image_pixels: int = MAX_IMAGE_PIXELS
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """Returns (images_NxSxSx3 uint8 memmap, ok_N bool), decoding every file once per fingerprint.
+
+  Every file is checked here, when the dataset is opened: missing or undecodable files raise
+  ImageDataError listing every one with its reason, unless `skip_bad`, where they get ok=False.
+  """
+  arr, ok, bad = decode_images(paths, size, cache_dir=cache_dir, num_threads=num_threads,
+                               desc=desc, max_image_pixels=max_image_pixels)
+  if bad and not skip_bad:
+    raise ImageDataError(bad_images_message([("", b) for b in bad]))
+  return arr, ok
+
+
+def reason_counts(reasons: Sequence[str]) -> str:
+  """'2 missing, 1 truncated' (most frequent first)."""
+  counts = collections.Counter(reasons)
+  return ", ".join(f"{n} {reason}" for reason, n in counts.most_common())
+
+
+def bad_images_message(items: Sequence[tuple[str, BadImage]], *, extra: str = "") -> str:
+  """The error for unusable images: counts by reason, then one line per file (`where` prefixes
+  it: a split, a CSV row), then what to do."""
+  lines = [f"  {where}{b.describe()}" for where, b in items[:MAX_LISTED]]
+  if len(items) > MAX_LISTED:
+    lines.append(f"  ... and {len(items) - MAX_LISTED} more (with data.skip_bad=True, "
+                 "skipped.json in the workdir lists every one)")
+  return (f"{len(items)} image(s) cannot be used ({reason_counts([b.reason for _, b in items])}"
+          f"{extra}):\n" + "\n".join(lines) + "\nFix or remove these files (or their rows), or set "
+          "--config.data.skip_bad=True to train without them (skipped.json in the workdir then "
+          "lists each one).")
 
 
 def random_resized_crop(img_HxWx3: np.ndarray, rng: np.random.Generator, *,

@@ -2,17 +2,19 @@
 
 Unlike the COMP5329 files these are proper CSV (captions with commas are quoted), so the `csv` module
 reads them. `label` is 1 when the caption describes the image, 0 otherwise; unlabelled (test) files
-have the header `id,caption,image_id` and records with `label=None`.
+have the header `id,caption,image_id` and records with `label=None`. Line breaks inside captions
+come out as `\n` whatever the file's line endings.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 from collections.abc import Iterable
 
-from jaxmm.data.comp5329 import CsvFormatError
+from jaxmm.data.comp5329 import CsvFormatError, normalize_newlines, read_utf8
 
 HEADER_LABELLED = ("id", "caption", "image_id", "label")
 HEADER_UNLABELLED = ("id", "caption", "image_id")
@@ -26,6 +28,8 @@ class MatchRecord:
   caption: str
   image_id: str
   label: int | None
+  # 1-based first line of the row in its CSV (0 = not read from a file); not part of its identity.
+  line: int = dataclasses.field(default=0, compare=False, repr=False)
 
 
 def read_matching(csv_path: str | os.PathLike) -> list[MatchRecord]:
@@ -35,7 +39,8 @@ def read_matching(csv_path: str | os.PathLike) -> list[MatchRecord]:
     raise FileNotFoundError(f"{path}: no such CSV file; check data.root / --csv")
   records: list[MatchRecord] = []
   seen: dict[str, int] = {}
-  with open(path, encoding="utf-8-sig", newline="") as f:
+  # Decoded up front, so a file that is not UTF-8 fails with its line named, not mid-iteration.
+  with io.StringIO(read_utf8(path), newline="") as f:
     reader = csv.reader(f, strict=True)
     try:
       header = tuple(next(reader, ()))
@@ -81,11 +86,15 @@ def _parse_row(row: list[str], labelled: bool, path: str, line_no: int,
       raise CsvFormatError(
           f"{path}:{line_no}: record {record_id!r} has label {row[3]!r}; labels must be 0 or 1.")
     label = int(row[3])
-  return MatchRecord(id=record_id, caption=caption, image_id=image_id, label=label)
+  return MatchRecord(id=record_id, caption=normalize_newlines(caption), image_id=image_id,
+                     label=label, line=line_no)
 
 
 def write_matching(csv_path: str | os.PathLike, records: Iterable[MatchRecord]) -> None:
-  """Writes records as proper CSV, labelled unless every label is None; `read_matching` reads it back."""
+  """Writes records as proper CSV, labelled unless every label is None; read_matching reads them.
+
+  A caption holding a carriage return is refused, as the reader would return it changed.
+  """
   records = list(records)
   missing = [r.id for r in records if r.label is None]
   labelled = len(missing) < len(records) or not records
@@ -94,6 +103,10 @@ def write_matching(csv_path: str | os.PathLike, records: Iterable[MatchRecord]) 
   bad = [r.id for r in records if r.label not in (None, 0, 1)]
   if bad:
     raise ValueError(f"records {bad[:5]} have labels other than 0/1")
+  with_cr = [r.id for r in records if "\r" in r.caption]
+  if with_cr:
+    raise ValueError(f"captions of records {with_cr[:5]} hold carriage returns, which the reader "
+                     "turns into \\n line breaks; pass them through normalize_newlines() first")
   empty = [r for r in records if not r.id or not r.image_id]
   if empty:
     raise ValueError(f"records with an empty id or image_id cannot be read back: {empty[:3]}")

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from jaxmm.data.comp5329 import (LABEL_IDS, NUM_LABELS, CsvFormatError, Record, labels_to_multihot,
-                                 multihot_to_labels, read_comp5329, split_train_val, write_comp5329)
+                                 multihot_to_labels, normalize_newlines, read_comp5329,
+                                 split_train_val, write_comp5329)
 
 # JAXMM_SHARED_DATA overrides; the default is the shared checkout next to the repo (never in the repo).
 DATA_ROOT = pathlib.Path(os.environ.get(
@@ -77,11 +78,43 @@ def test_reads_quotes_multiline_and_crlf(tmp_path):
                 '0.jpg,1 3,"A sign that reads "stop, now.""\r\n'
                 '1.jpg,19,"two\r\nlines"\r\n'
                 '2.JPG,,"no labels, commas"\r\n')
-  assert read_comp5329(path) == [
+  records = read_comp5329(path)
+  assert records == [
       Record("0.jpg", (1, 3), 'A sign that reads "stop, now."'),
-      Record("1.jpg", (19,), "two\r\nlines"),
+      Record("1.jpg", (19,), "two\nlines"),  # the file's CRLF is not part of the caption
       Record("2.JPG", (), "no labels, commas"),
   ]
+  assert [r.line for r in records] == [2, 3, 5]
+
+
+def test_crlf_file_captions_have_no_stray_cr(tmp_path):
+  # The same records from a Windows-made (CRLF) and a Unix-made file, and a classic-Mac lone CR
+  # inside a caption: the captions come out identical, with "\n" line breaks only.
+  body = ('ImageID,Labels,Caption\n0.jpg,1,"A dog\non a mat"\n1.jpg,2,"three\nline\n'
+          'caption with "quotes""\n2.jpg,3,"a lone\rbreak"\n')
+  unix = read_comp5329(_write(tmp_path, body, "unix.csv"))
+  windows = read_comp5329(_write(tmp_path, body.replace("\n", "\r\n"), "windows.csv"))
+  assert windows == unix
+  assert [r.caption for r in windows] == ["A dog\non a mat", 'three\nline\ncaption with "quotes"',
+                                          "a lone\nbreak"]
+  assert not any("\r" in r.caption for r in windows)
+  assert [r.line for r in windows] == [r.line for r in unix] == [2, 4, 7]
+
+
+def test_not_utf8_names_file_line_and_fix(tmp_path):
+  path = tmp_path / "latin1.csv"
+  path.write_bytes('ImageID,Labels,Caption\n0.jpg,1,"a dog"\n1.jpg,17,"a cat in a café"\n'
+                   '2.jpg,17,"crème brûlée"\n'.encode("latin-1"))
+  with pytest.raises(CsvFormatError) as e:
+    read_comp5329(path)
+  msg = str(e.value)
+  assert msg.startswith(f"{path}:3: not UTF-8 text: byte 0xe9 at column 25")
+  assert "(1 more line(s) after it too)" in msg and "a cat in a caf\ufffd" in msg
+  assert f"iconv -f latin1 -t utf-8 {path} > {path}.utf8" in msg
+  assert not isinstance(e.value, UnicodeDecodeError)
+  # The fix the message gives works.
+  path.write_text(path.read_bytes().decode("latin-1"), encoding="utf-8")
+  assert read_comp5329(path)[1].caption == "a cat in a café"
 
 
 def test_bom_and_missing_final_newline(tmp_path):
@@ -133,6 +166,14 @@ def test_row_with_unknown_image_type_is_not_glued_to_the_caption_above(tmp_path,
 def test_missing_file_names_path(tmp_path):
   with pytest.raises(FileNotFoundError, match="nope.csv"):
     read_comp5329(tmp_path / "nope.csv")
+
+
+def test_writer_refuses_carriage_returns_the_reader_would_change(tmp_path):
+  path = tmp_path / "w.csv"
+  with pytest.raises(ValueError, match=r"caption of '0\.jpg' holds a carriage return"):
+    write_comp5329(path, [Record("0.jpg", (1,), "two\r\nlines")])
+  write_comp5329(path, [Record("0.jpg", (1,), normalize_newlines("two\r\nlines\r"))])
+  assert read_comp5329(path) == [Record("0.jpg", (1,), "two\nlines\n")]
 
 
 def test_writer_refuses_caption_that_reads_as_new_record(tmp_path):

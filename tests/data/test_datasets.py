@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 
@@ -10,11 +11,11 @@ import numpy as np
 import pytest
 
 from configs import default
-from jaxmm.data import comp5329, datasets
+from jaxmm.data import comp5329, datasets, matching
 from jaxmm.data.comp5329 import CsvFormatError, Record, read_comp5329, write_comp5329
 from jaxmm.data.images import ImageDataError, load_image
 from jaxmm.data.pipeline import eval_dataset, iterate
-from jaxmm.data.synthetic import make_comp5329_synthetic
+from jaxmm.data.synthetic import make_comp5329_synthetic, make_matching_synthetic
 from jaxmm.data.text import UNK_ID, TextEncoder
 from tests.conftest import COMP5329_DEV, requires
 
@@ -183,7 +184,8 @@ def test_empty_caption(root, workdir, caption):
   data = datasets.prepare_comp5329(_cfg(root, skip_bad=True, split="last"), workdir)
   assert "7.jpg" not in data.train.ids + data.val.ids
   assert len(data.train) + len(data.val) == N_TRAIN - 1
-  assert data.skipped == [{"image_id": "7.jpg", "reason": "empty caption"}]
+  assert data.skipped == [{"image_id": "7.jpg", "reason": "empty caption",
+                           "csv": os.path.join(root, "train.csv"), "line": 9}]
   with open(os.path.join(workdir, "skipped.json")) as f:
     assert json.load(f) == data.skipped
 
@@ -211,7 +213,7 @@ def test_missing_image(root, workdir):
     skipped = json.load(f)
   assert skipped == data.skipped
   assert sorted(s["image_id"] for s in skipped) == ["5.jpg", "55.jpg"]
-  assert all("image" in s["reason"] for s in skipped)
+  assert all(s["reason"] == "missing" for s in skipped)
   # The remaining rows still line up with their images.
   cache = np.load(data.train.image_cache)
   i = data.train.ids.index("6.jpg")
@@ -241,7 +243,140 @@ def test_truncated_image_names_csv_and_file(root, workdir):
     datasets.prepare_comp5329(_cfg(root), workdir)
   msg = str(e.value)
   assert msg.startswith(os.path.join(root, "train.csv") + ":") and path in msg
-  assert "1 undecodable" in msg and "skip_bad" in msg
+  assert "(1 truncated; 1 in train)" in msg and "skip_bad" in msg
+
+
+def _break_images(root: str) -> dict[str, str]:
+  """Four unusable images, two in each split of split='last' / val_size=10: {name: reason}."""
+  from PIL import Image
+  d = os.path.join(root, "data")
+  os.remove(os.path.join(d, "5.jpg"))
+  with open(os.path.join(d, "3.jpg"), "r+b") as f:
+    f.truncate(os.path.getsize(os.path.join(d, "3.jpg")) // 2)
+  with open(os.path.join(d, "52.jpg"), "w") as f:
+    f.write("this is a caption, not a picture\n")
+  Image.new("RGB", (400, 300), (0, 90, 200)).save(os.path.join(d, "57.jpg"))  # 120,000 pixels
+  return {"5.jpg": "missing", "3.jpg": "truncated", "52.jpg": "not an image",
+          "57.jpg": "too large"}
+
+
+def test_bad_images_of_every_split_are_reported_at_once(root, workdir, caplog):
+  broken = _break_images(root)
+  csv_path = os.path.join(root, "train.csv")
+  cfg = _cfg(root, split="last", max_image_pixels=100_000)  # the synthetic images are 16x16
+  with pytest.raises(ImageDataError) as e:
+    datasets.prepare_comp5329(cfg, workdir)
+  msg = str(e.value)
+  assert msg.startswith(f"{csv_path}: 4 image(s) cannot be used (")
+  assert "; 2 in train, 2 in val):" in msg
+  for name, reason in broken.items():
+    line = int(name.split(".")[0]) + 2  # the header is line 1
+    split = "train" if int(name.split(".")[0]) < 50 else "val"
+    assert f"\n  {split}, line {line}: {os.path.join(root, 'data', name)}: {reason}" in msg, name
+  assert "--config.data.max_image_pixels" in msg and "skip_bad" in msg
+  assert not os.path.exists(os.path.join(workdir, "skipped.json"))
+
+  caplog.set_level(logging.WARNING, "jaxmm")
+  data = datasets.prepare_comp5329(_cfg(root, split="last", max_image_pixels=100_000,
+                                        skip_bad=True), workdir)
+  assert len(data.train) == 48 and len(data.val) == 8
+  assert not set(broken) & set(data.train.ids + data.val.ids)
+  with open(os.path.join(workdir, "skipped.json")) as f:
+    skipped = json.load(f)
+  assert skipped == data.skipped
+  by_id = {s["image_id"]: s for s in skipped}
+  assert {i: s["reason"] for i, s in by_id.items()} == broken
+  for name, s in by_id.items():
+    assert s["path"] == os.path.join(root, "data", name) and s["csv"] == csv_path
+    assert s["line"] == int(name.split(".")[0]) + 2
+    assert s["split"] == ("train" if int(name.split(".")[0]) < 50 else "val")
+  assert "JPEG end marker" in by_id["3.jpg"]["detail"]
+  assert "b'this is a capt" in by_id["52.jpg"]["detail"]
+  assert "400x300 = 120,000 pixels" in by_id["57.jpg"]["detail"]
+  (record,) = [r for r in caplog.records if "skipped 4 example(s)" in r.getMessage()]
+  assert all(os.path.join(root, "data", name) in record.getMessage() for name in broken)
+
+  # The key is read from the config: at the default the 400x300 image is fine.
+  data = datasets.prepare_comp5329(_cfg(root, split="last", skip_bad=True), workdir)
+  assert "57.jpg" in data.val.ids and len(data.skipped) == 3
+
+
+def test_header_only_csv_names_the_file(root, workdir):
+  csv_path = os.path.join(root, "train.csv")
+  with open(csv_path, "w") as f:
+    f.write(comp5329.HEADER_LABELLED + "\n")
+  with pytest.raises(CsvFormatError, match=rf"^{csv_path}: no records: the file holds only its "
+                     "header"):
+    datasets.prepare_comp5329(_cfg(root), workdir)
+
+
+def test_val_size_larger_than_the_data_names_key_and_file(root, workdir):
+  with pytest.raises(ValueError, match=r"data.val_size=16 asks for 16 validation records, but "
+                     rf".*train\.csv has 12 usable record\(s\)"):
+    datasets.prepare_comp5329(_cfg(root, limit=12, val_size=16), workdir)
+
+
+def test_latin1_csv_names_file_line_and_fix(root, workdir):
+  csv_path = os.path.join(root, "train.csv")
+  recs = _records(root)
+  recs[4] = Record(recs[4].image_id, recs[4].labels, "a cat in a café")
+  _rewrite(root, recs)
+  with open(csv_path, "rb") as f:
+    raw = f.read()
+  with open(csv_path, "wb") as f:
+    f.write(raw.decode("utf-8").encode("latin-1"))
+  with pytest.raises(CsvFormatError, match=rf"^{csv_path}:6: not UTF-8 text.*iconv -f latin1 "
+                     "-t utf-8"):
+    datasets.prepare_comp5329(_cfg(root), workdir)
+
+
+# --- matching (S0 layout) ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def match_root(tmp_path) -> str:
+  root = make_matching_synthetic(tmp_path / "match", n_train=12, n_val=6, image_size=S, seed=0)
+  # Two more pairs on image 3, so one bad image takes three pairs (lines 5, 14, 15) with it.
+  with open(root / "train.csv", "a") as f:
+    f.write("100,a second caption,3,0\n101,a third caption,3,1\n")
+  return str(root)
+
+
+def _match_cfg(root: str, **kw):
+  return _cfg(root, train_csv="train.csv", images_dir="train_images", val_csv="val.csv",
+              val_images_dir="val_images", **kw)
+
+
+def test_matching_bad_images_of_both_splits_at_once(match_root, workdir):
+  os.remove(os.path.join(match_root, "train_images", "3.jpg"))
+  with open(os.path.join(match_root, "val_images", "14.jpg"), "w") as f:
+    f.write("not a jpeg")
+  with pytest.raises(ImageDataError) as e:
+    datasets.prepare_matching(_match_cfg(match_root), workdir)
+  msg = str(e.value)
+  assert msg.startswith("2 image(s) cannot be used (1 missing, 1 not an image; 1 in train, "
+                        "1 in val):")
+  assert (f"  train, train.csv lines 5, 14, 15: {os.path.join(match_root, 'train_images', '3.jpg')}"
+          ": missing") in msg
+  assert f"  val, val.csv line 4: {os.path.join(match_root, 'val_images', '14.jpg')}: not an " \
+         "image" in msg
+
+  data = datasets.prepare_matching(_match_cfg(match_root, skip_bad=True), workdir)
+  assert len(data.train) == 14 - 3 and len(data.val) == 5
+  with open(os.path.join(workdir, "skipped.json")) as f:
+    skipped = json.load(f)
+  assert [(s["id"], s["image_id"], s["reason"], s["line"], s["split"]) for s in skipped] == [
+      ("3", "3", "missing", 5, "train"), ("100", "3", "missing", 14, "train"),
+      ("101", "3", "missing", 15, "train"), ("2", "14", "not an image", 4, "val")]
+  assert skipped[3]["csv"] == os.path.join(match_root, "val.csv")
+
+
+def test_matching_header_only_csv_names_the_file(match_root, workdir):
+  csv_path = os.path.join(match_root, "val.csv")
+  with open(csv_path, "w") as f:
+    f.write("id,caption,image_id,label\n")
+  with pytest.raises(CsvFormatError, match=rf"^{csv_path}: no pairs: the file holds only"):
+    datasets.prepare_matching(_match_cfg(match_root), workdir)
 
 
 def test_odd_but_valid_images_are_kept(root, workdir):

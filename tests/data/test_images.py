@@ -193,7 +193,7 @@ def test_truncated_jpeg_is_undecodable(tmp_path):
     load_image(path, S)
 
 
-def test_bad_files_raise_at_open_naming_them(tmp_path):
+def test_bad_files_raise_at_open_naming_them(tmp_path, monkeypatch):
   paths = _jpegs(tmp_path, 4)
   missing = str(tmp_path / "imgs" / "nope.jpg")
   corrupt = _corrupt_jpeg(tmp_path / "imgs" / "broken.jpg")
@@ -204,34 +204,143 @@ def test_bad_files_raise_at_open_naming_them(tmp_path):
   with pytest.raises(ImageDataError) as e:
     cached_images(all_paths, S, cache_dir=cache_dir)
   msg = str(e.value)
-  assert "3 image(s)" in msg and "1 missing" in msg and "2 undecodable" in msg
-  for p in (missing, corrupt, garbage):
-    assert p in msg
+  assert msg.startswith("3 image(s) cannot be used (")
+  assert "1 missing" in msg and "1 truncated" in msg and "1 not an image" in msg
+  # One line per file, each with its own reason.
+  assert f"\n  {missing}: missing\n" in msg
+  assert f"\n  {corrupt}: truncated (" in msg
+  assert f"\n  {garbage}: not an image (no image format recognised; the file starts with " \
+         "b'not an image')" in msg
   for p in paths:
     assert p not in msg
   assert "skip_bad" in msg
-  assert os.listdir(cache_dir) == []  # nothing half-built left behind
 
-  # skip_bad: the good images are decoded, the bad ones flagged.
+  # skip_bad: the good images are decoded, the bad ones flagged. The strict open above kept its
+  # (complete) cache, so only the three bad files are looked at again.
+  calls = []
+  real = images_lib._try_load
+  monkeypatch.setattr(images_lib, "_try_load", lambda p, *a: calls.append(p) or real(p, *a))
   arr, ok = cached_images(all_paths, S, cache_dir=cache_dir, skip_bad=True)
+  assert sorted(calls) == sorted([missing, corrupt, garbage])
   np.testing.assert_array_equal(ok, [True, True, False, False, True, True, False])
   for i in np.flatnonzero(ok):
     np.testing.assert_array_equal(arr[i], load_image(all_paths[i], S))
+  assert not [f for f in os.listdir(cache_dir) if f.endswith(".tmp")]
 
-  # The cache built with skip_bad remembers the bad files: a strict open still raises, from cache.
+  # The cache remembers the bad files: a strict open still raises, from cache.
   with pytest.raises(ImageDataError, match="3 image"):
     cached_images(all_paths, S, cache_dir=cache_dir)
   _, ok2 = cached_images(all_paths, S, cache_dir=cache_dir, skip_bad=True)
   np.testing.assert_array_equal(ok2, ok)
 
 
-def test_many_bad_files_message_lists_first_five(tmp_path):
+def test_decode_images_returns_every_bad_file_with_its_reason(tmp_path):
+  d = tmp_path / "imgs"
+  d.mkdir()
+  good = _write(d / "good.png", fmt="PNG")
+  empty = d / "empty.jpg"
+  empty.write_bytes(b"")
+  png = _write(d / "cut.png", fmt="PNG")
+  with open(png, "r+b") as f:
+    f.truncate(os.path.getsize(png) // 2)
+  paths = [good, str(d / "gone.jpg"), str(empty), png]
+  _, ok, bad = images_lib.decode_images(paths, S, cache_dir=str(tmp_path / "c"))
+  np.testing.assert_array_equal(ok, [True, False, False, False])
+  assert [(b.index, b.path, b.reason) for b in bad] == [
+      (1, paths[1], "missing"), (2, paths[2], "empty file"), (3, png, "truncated")]
+
+
+def test_every_bad_file_is_listed_up_to_the_cap(tmp_path):
   paths = [str(tmp_path / f"missing{i}.jpg") for i in range(8)]
   with pytest.raises(ImageDataError) as e:
     cached_images(paths, S, cache_dir=str(tmp_path / "c"))
   msg = str(e.value)
-  assert "8 image(s)" in msg and "8 missing" in msg and "first 5" in msg
-  assert all(p in msg for p in paths[:5]) and paths[7] not in msg
+  assert msg.startswith("8 image(s) cannot be used (8 missing):")
+  assert all(f"  {p}: missing" in msg for p in paths)
+
+  n = images_lib.MAX_LISTED + 5
+  paths = [str(tmp_path / f"gone{i}.jpg") for i in range(n)]
+  with pytest.raises(ImageDataError) as e:
+    cached_images(paths, S, cache_dir=str(tmp_path / "c"))
+  msg = str(e.value)
+  assert msg.startswith(f"{n} image(s) cannot be used ({n} missing):")
+  assert sum(line.endswith(": missing") for line in msg.splitlines()) == images_lib.MAX_LISTED
+  assert "... and 5 more" in msg and "skipped.json" in msg
+
+
+# --- data.max_image_pixels ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_jpeg(tmp_path_factory) -> str:
+  """A genuine 10000x10000 photo-sized JPEG (1e8 pixels): flat grey, so ~1 MB on disk and quick
+  to decode at 1/8 scale."""
+  path = tmp_path_factory.mktemp("big") / "big.jpg"
+  Image.new("L", (10_000, 10_000), 128).save(path, quality=90)
+  return str(path)
+
+
+def _png_bomb(path, side: int) -> str:
+  """A valid 1-bit PNG of side x side black pixels: a few KB that would decode to side^2 pixels."""
+  import struct
+  import zlib
+
+  def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(
+        ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+  z = zlib.compressobj(9)
+  row = bytes(1 + (side + 7) // 8)  # filter byte + packed bits
+  idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+  header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # bit depth 1, grayscale
+  with open(path, "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b""))
+  return str(path)
+
+
+def test_big_genuine_jpeg_passes_by_default(big_jpeg, tmp_path):
+  assert images_lib.MAX_IMAGE_PIXELS == 200_000_000
+  img = load_image(big_jpeg, S)
+  assert img.shape == (S, S, 3) and (np.abs(img.astype(int) - 128) <= 1).all()
+  arr, ok = cached_images([big_jpeg], S, cache_dir=str(tmp_path / "c"))
+  assert ok.all() and (np.abs(arr[0].astype(int) - 128) <= 1).all()
+
+
+def test_max_image_pixels_works_both_ways(big_jpeg, tmp_path):
+  cache_dir = str(tmp_path / "c")
+  with pytest.raises(ImageDataError) as e:
+    cached_images([big_jpeg], S, cache_dir=cache_dir, max_image_pixels=50_000_000)
+  msg = str(e.value)
+  assert f"{big_jpeg}: too large (10000x10000 = 100,000,000 pixels, above " \
+         "data.max_image_pixels=50,000,000" in msg
+  assert "raise --config.data.max_image_pixels" in msg
+  with pytest.raises(images_lib.ImageTooLargeError, match=rf"{big_jpeg}: too large"):
+    load_image(big_jpeg, S, max_image_pixels=50_000_000)
+  # Refused under the low limit, kept in the cache as bad; under the default it decodes from the
+  # same (unchanged) file, so the cache is rebuilt rather than trusted.
+  _, ok = cached_images([big_jpeg], S, cache_dir=cache_dir, skip_bad=True,
+                        max_image_pixels=50_000_000)
+  assert not ok.any()
+  arr, ok = cached_images([big_jpeg], S, cache_dir=cache_dir, skip_bad=True)
+  assert ok.all() and (np.abs(arr[0].astype(int) - 128) <= 1).all()
+  with pytest.raises(ValueError, match="data.max_image_pixels must be a positive"):
+    cached_images([big_jpeg], S, cache_dir=cache_dir, max_image_pixels=0)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("side", [15_000, 30_000])  # over the limit, and over twice PIL's own
+def test_decompression_bomb_is_refused_naming_file_and_key(tmp_path, side):
+  bomb = _png_bomb(tmp_path / "bomb.png", side)
+  assert os.path.getsize(bomb) < 1_000_000
+  _, ok, bad = images_lib.decode_images([bomb], S, cache_dir=str(tmp_path / "c"))
+  assert not ok.any()
+  (b,) = bad
+  assert b.reason == "too large" and "data.max_image_pixels=200,000,000" in b.detail
+  assert f"{side * side:,} pixels" in b.detail
+  with pytest.raises(ImageDataError,
+                     match=rf"{bomb}: too large \(.*--config.data.max_image_pixels"):
+    cached_images([bomb], S, cache_dir=str(tmp_path / "c"))
 
 
 @pytest.mark.realdata

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jaxmm.data.comp5329 import CsvFormatError
+from jaxmm.data.comp5329 import CsvFormatError, normalize_newlines
 from jaxmm.data.matching import MatchRecord, matching_image_path, read_matching, write_matching
 
 DATA_ROOT = pathlib.Path(os.environ.get(
@@ -67,6 +67,8 @@ def test_writer_refuses_what_reader_would_reject(tmp_path):
     write_matching(tmp_path / "x.csv", [MatchRecord("1", "a", "i", 2)])
   with pytest.raises(ValueError, match="empty id"):
     write_matching(tmp_path / "x.csv", [MatchRecord("", "a", "i", 1)])
+  with pytest.raises(ValueError, match=r"records \['7'\] hold carriage returns"):
+    write_matching(tmp_path / "x.csv", [MatchRecord("7", "two\r\nlines", "i", 1)])
 
 
 _FIELD = st.text(min_size=1, max_size=20)
@@ -76,10 +78,32 @@ _FIELD = st.text(min_size=1, max_size=20)
        st.sampled_from([None, 0, 1]))
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_round_trip_property(tmp_path, rows, label):
-  records = [MatchRecord(i, c, im, None if label is None else (label + k) % 2)
+  # Captions as the reader returns them (line breaks as "\n"); ids keep any "\r".
+  records = [MatchRecord(i, normalize_newlines(c), im, None if label is None else (label + k) % 2)
              for k, (i, c, im) in enumerate(rows)]
   write_matching(tmp_path / "rt.csv", records)
   assert read_matching(tmp_path / "rt.csv") == records
+
+
+def test_crlf_file_captions_have_no_stray_cr(tmp_path):
+  body = HEADER + 'a,"two\nlines",img1,1\nb,plain,img2,0\nc,"lone\rcr",img3,1\n'
+  unix = read_matching(_write(tmp_path, body, "unix.csv"))
+  windows = read_matching(_write(tmp_path, body.replace("\n", "\r\n"), "windows.csv"))
+  assert windows == unix
+  assert [r.caption for r in windows] == ["two\nlines", "plain", "lone\ncr"]
+  assert [r.line for r in windows] == [2, 4, 5]
+
+
+def test_not_utf8_names_file_line_and_fix(tmp_path):
+  path = tmp_path / "m.csv"
+  path.write_bytes((HEADER + "a,a dog,img1,1\nb,a café,img2,0\n").encode("latin-1"))
+  with pytest.raises(CsvFormatError) as e:
+    read_matching(path)
+  msg = str(e.value)
+  assert msg.startswith(f"{path}:3: not UTF-8 text: byte 0xe9 at column 8")
+  assert f"iconv -f latin1 -t utf-8 {path}" in msg and "'b,a caf\ufffd,img2,0'" in msg
+  path.write_text(path.read_bytes().decode("latin-1"), encoding="utf-8")
+  assert read_matching(path)[1].caption == "a café"
 
 
 @pytest.mark.parametrize("header", ["ImageID,Labels,Caption", "id,caption,label,image_id", "id,caption"])
