@@ -33,6 +33,9 @@ def get_config() -> config_dict.ConfigDict:
   d.split_seed = 0
   d.limit = 0  # use only the first N records (0 = all)
   d.skip_bad = False
+  # Images whose header claims more pixels are refused (decompression bombs); a real photo of
+  # 10000x10000 is 1e8. Raise it for bigger genuine images.
+  d.max_image_pixels = 200_000_000
   d.cache_dir = ""  # "" = $JAXMM_CACHE or ~/.cache/jaxmm
   d.num_threads = 2
   d.num_workers = 0  # grain worker processes (0 = threads in this process)
