@@ -33,14 +33,13 @@ def main(argv):
   del argv
   from jaxmm import config as config_lib
   from jaxmm import inference, report
-  from jaxmm.train import loop, metrics, tasks, thresholds
 
   config_lib.setup_logging()
   config_lib.setup_compilation_cache()
   restored = inference.restore(FLAGS.workdir, which=FLAGS.which, thresholds=FLAGS.thresholds)
-  spec = loop.task_spec(restored.config)
+  task = restored.task
   if FLAGS.csv:
-    images = FLAGS.images or tasks.default_images_dir(restored.config, FLAGS.csv)
+    images = FLAGS.images or task.default_images_dir(FLAGS.csv)
     split = inference.split_from_csv(restored, FLAGS.csv, images, labelled=True)
     source = FLAGS.csv
     if FLAGS.rows:
@@ -49,35 +48,30 @@ def main(argv):
   else:
     if FLAGS.rows:
       raise app.UsageError("--rows selects records of --csv; pass --csv too")
-    split, source = spec.load_data(restored.config, FLAGS.workdir).val, "val split"
-  if spec.pretext:  # its targets come from the transform: the task's own val metric
-    result = spec.evaluate(restored.predict_step, restored.model_state, split, restored.config,
+    split, source = task.load_data(FLAGS.workdir).val, "val split"
+  if not task.predicts:  # a pretext task: its targets come from the transform
+    result = task.evaluate(restored.predict_step, restored.model_state, split,
                            vocab_size=len(restored.encoder.vocab))
-    result.update(n_examples=len(split), source=source, step=restored.step, task=spec.name)
-    print(f"{source}: {len(split)} examples, {spec.name} pretext task, checkpoint step "
+    result.update(n_examples=len(split), source=source, step=restored.step, task=task.name)
+    print(f"{source}: {len(split)} examples, {task.name} pretext task, checkpoint step "
           f"{restored.step}")
-    for k in (f"val_{m}" for m in spec.metric_names + ("loss",)):
+    for k in (f"val_{m}" for m in task.metric_names + ("loss",)):
       print(f"  {k:22s} {result[k]:.4f}")
     _write(result)
     if FLAGS.report_dir:  # training curves only: a pretext task has no probabilities to plot
       print(f"wrote {report.write_report(FLAGS.workdir, FLAGS.report_dir)}")
     return
   probs = restored.predict(split)
-  labels = split.arrays[spec.label_key]
-  result = spec.report(probs, labels, restored.thresholds)
+  labels = split.arrays[task.label_key]
+  result = task.report(probs, labels, restored.thresholds)
   result.update(n_examples=len(split), source=source, step=restored.step,
                 thresholds=restored.thresholds)
   print(f"{source}: {len(split)} examples, checkpoint step {restored.step}")
-  for k in spec.metric_names:
+  for k in task.metric_names:
     print(f"  {k:18s} {result[k]:.4f}")
-  if spec.name == "multilabel":
-    preds = thresholds.apply_thresholds(probs, restored.thresholds, at_least_one=True)
-    rows = metrics.per_class_metrics(labels, preds)
-    result["per_class"] = rows
-    print(metrics.format_per_class_table(rows))
-  elif spec.name == "matching":
-    print(f"  confusion (rows true 0/1, cols predicted 0/1): "
-          f"[[{result['tn']}, {result['fp']}], [{result['fn']}, {result['tp']}]]")
+  details = task.details(result, probs, labels, restored.thresholds)
+  if details:
+    print(details)
   _write(result)
   if FLAGS.report_dir:
     path = report.write_report(FLAGS.workdir, FLAGS.report_dir, probs=probs, labels=labels,

@@ -26,22 +26,21 @@ def main(argv):
   del argv
   from jaxmm import config as config_lib
   from jaxmm import inference
-  from jaxmm.train import loop, tasks
 
   config_lib.setup_logging()
   config_lib.setup_compilation_cache()
   restored = inference.restore(FLAGS.workdir, thresholds=FLAGS.thresholds)
-  spec = loop.task_spec(restored.config)
-  if spec.pretext:
+  task = restored.task
+  if not task.predicts:
     raise SystemExit(
-        f"error: {FLAGS.workdir} is a {spec.name!r} pretext run: prediction is not defined for a "
+        f"error: {FLAGS.workdir} is a {task.name!r} pretext run: prediction is not defined for a "
         "pretext task. `python evaluate.py --workdir` reports its val metric; transfer its tower "
         "with --config.init.image_from / --config.init.text_from.")
-  images = FLAGS.images or tasks.default_images_dir(restored.config, FLAGS.csv)
+  images = FLAGS.images or task.default_images_dir(FLAGS.csv)
   split = inference.split_from_csv(restored, FLAGS.csv, images,
-                                   labelled=spec.csv_is_labelled(FLAGS.csv))
+                                   labelled=task.csv_is_labelled(FLAGS.csv))
   probs = restored.predict(split)
-  spec.write_predictions(FLAGS.out, split, probs, restored.thresholds)
+  task.write_predictions(FLAGS.out, split, probs, restored.thresholds)
   print(f"wrote {len(split)} predictions to {FLAGS.out}")
 
 

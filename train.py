@@ -25,17 +25,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from jaxmm.train.loop import train_and_evaluate  # after flag parsing: keeps --help fast
+  from jaxmm.recipes import train_and_evaluate  # after flag parsing: keeps --help fast
 
   config_lib.setup_logging()
   config_lib.setup_compilation_cache()
-  if FLAGS.stage:
-    if not FLAGS.config.train.get("two_stage"):
-      raise app.UsageError("--stage needs a two-stage config (--config.train.two_stage=True)")
-    from jaxmm.train.two_stage import train_stage1_only
-    result = train_stage1_only(FLAGS.config, FLAGS.workdir, FLAGS.stage)
-  else:
-    result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  if FLAGS.stage and not FLAGS.config.train.two_stage:
+    raise app.UsageError("--stage needs a two-stage config (--config.train.two_stage=True)")
+  result = train_and_evaluate(FLAGS.config, FLAGS.workdir, stage=FLAGS.stage)
   if result.get("stopped_by_signal"):
     print(f"stopped by signal {result['stopped_by_signal']} at step {result['step']}; checkpoint "
           f"saved in {FLAGS.workdir}: run the same command to resume")

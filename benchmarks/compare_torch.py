@@ -38,7 +38,10 @@ from flax import nnx  # noqa: E402
 from configs import default as default_config  # noqa: E402
 from jaxmm.data import comp5329  # noqa: E402
 from jaxmm.models import registry  # noqa: E402
+from jaxmm import config as config_lib  # noqa: E402
+from jaxmm import tasks  # noqa: E402
 from jaxmm.train import optim, steps  # noqa: E402
+from jaxmm.train import state as state_lib  # noqa: E402
 
 # name -> (image tower, text tower, default batch)
 MODELS = {
@@ -110,9 +113,9 @@ def jax_runner(name: str, batch_np: dict, args):
                                rngs=nnx.Rngs(0))
   tx = optim.make_optimizer(c.optim, steps_per_epoch=100, total_steps=10**6,
                             params=nnx.state(model, nnx.Param))
-  graphdefs, state = steps.split_state(model, nnx.Optimizer(model, tx, wrt=nnx.Param))
+  state = state_lib.from_model(model, tx)
   # One device, as torch gets one: the comparison is per device.
-  train_step = steps.make_train_step(graphdefs, steps.multilabel_task("bce"), seed=0)
+  train_step = steps.make_train_step(tasks.make(config_lib.default_config()), seed=0)
   batch = jax.device_put(batch_np)
   holder = {"state": state}
 

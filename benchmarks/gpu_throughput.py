@@ -32,7 +32,10 @@ from flax import nnx  # noqa: E402
 from configs import default as default_config  # noqa: E402
 from jaxmm.data import comp5329, datasets, pipeline  # noqa: E402
 from jaxmm.models import registry  # noqa: E402
+from jaxmm import config as config_lib  # noqa: E402
+from jaxmm import tasks  # noqa: E402
 from jaxmm.train import optim, steps  # noqa: E402
+from jaxmm.train import state as state_lib  # noqa: E402
 
 
 def make_config(args):
@@ -55,8 +58,8 @@ def build_step(c, vocab_size: int):
   model = registry.build_model(c.model, num_outputs=comp5329.NUM_LABELS, vocab_size=vocab_size,
                                rngs=nnx.Rngs(0))
   tx = optim.make_optimizer(c.optim, steps_per_epoch=100, total_steps=10**6)
-  graphdefs, state = steps.split_state(model, nnx.Optimizer(model, tx, wrt=nnx.Param))
-  return steps.make_train_step(graphdefs, steps.multilabel_task("bce"), seed=0), state
+  state = state_lib.from_model(model, tx)
+  return steps.make_train_step(tasks.make(config_lib.default_config()), seed=0), state
 
 
 def random_batch(c, vocab_size: int, rng) -> dict[str, np.ndarray]:

@@ -82,12 +82,14 @@ def train_step_rate(cfg, *, vocab_size: int, batch: int, size: int, repeats: int
   import jax
   from flax import nnx
   from jaxmm.models import registry
+  from jaxmm import tasks
   from jaxmm.train import optim, steps
+  from jaxmm.train import state as state_lib
   model = registry.build_model(cfg.model, num_outputs=18, vocab_size=vocab_size,
                                rngs=nnx.Rngs(0))
   tx = optim.make_optimizer(cfg.optim, steps_per_epoch=100, total_steps=10_000)
-  graphdefs, state = steps.split_state(model, nnx.Optimizer(model, tx, wrt=nnx.Param))
-  step = steps.make_train_step(graphdefs, steps.multilabel_task("bce"), seed=0)
+  state = state_lib.from_model(model, tx)
+  step = steps.make_train_step(tasks.make(config_lib.default_config()), seed=0)
   rng = np.random.default_rng(0)
   b = {"image": rng.integers(0, 256, (batch, size, size, 3), np.uint8),
        "tokens": rng.integers(1, vocab_size, (batch, cfg.data.max_len)).astype(np.int32),

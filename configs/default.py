@@ -44,8 +44,9 @@ def get_config() -> config_dict.ConfigDict:
   d.augment = config_dict.ConfigDict(dict(crop=False, hflip=False, vflip=False,
                                           crop_scale=(0.5, 1.0), color_jitter=0.0,
                                           word_swap=0.0))
-  # The embedded synthetic set (jaxmm.data.synthetic), made at data.root when generate=True.
-  d.synthetic = config_dict.ConfigDict(dict(generate=False, n_train=5000, n_test=500,
+  # The embedded synthetic set (jaxmm.data.synthetic): generated when data.root is missing and
+  # equals synthetic.root ('' = never generate; a mistyped data.root is an error, not a new set).
+  d.synthetic = config_dict.ConfigDict(dict(root="", n_train=5000, n_test=500,
                                             image_size=64, seed=0, p_clear=0.55, p_mention=0.6,
                                             p_decoy=0.15))
 
@@ -79,11 +80,16 @@ def get_config() -> config_dict.ConfigDict:
   o.weight_decay = 0.0
   o.b1 = 0.9
   o.b2 = 0.999
+  o.eps = 1e-8
+  o.momentum = 0.0  # sgd
+  o.nesterov = False  # sgd
   o.clip_norm = 0.0
   o.schedule = "warmup_cosine"
   o.warmup_epochs = 0.5
   o.warmup_steps = 0
+  o.warmup_init_ratio = 0.0  # the warmup starts at lr * warmup_init_ratio
   o.step_gamma = 0.95
+  o.step_epochs = 1  # 'step': lr * step_gamma ** (epoch // step_epochs)
   o.min_lr_ratio = 0.0
   o.freeze = ()  # parameter-path prefixes kept fixed, e.g. ('image',) or ('text.embed',)
   o.unfreeze = ()  # prefixes inside `freeze` that still train, e.g. ('image.layer4',)

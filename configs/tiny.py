@@ -13,7 +13,7 @@ def get_config():
   c.data.max_len = 12
   c.data.val_size = 16
   c.data.num_threads = 1
-  c.data.synthetic.update(generate=True, n_train=80, n_test=8, image_size=16)
+  c.data.synthetic.update(root=c.data.root, n_train=80, n_test=8, image_size=16)
   c.model.image.num_filters = 8
   c.model.text.update(embed_dim=16, hidden_size=16)
   c.model.head.hidden = (32,)

@@ -1,4 +1,5 @@
-"""Config helpers: the workdir's config.json guard, and the embedded synthetic data."""
+"""Config helpers: loading config files, checking command-line overrides, the embedded synthetic
+data, logging and the compilation cache. The workdir's config.json guard is jaxmm.workdir."""
 
 from __future__ import annotations
 
@@ -9,11 +10,7 @@ import os
 
 import ml_collections
 
-CONFIG_FILE = "config.json"
 log = logging.getLogger("jaxmm")
-# Keys that may change between a run and its resumption (how long, how fast, how verbose).
-_RESUMABLE_PREFIXES = ("train.", "data.num_threads", "data.num_workers", "data.cache_dir",
-                       "data.synthetic.", "model.dtype")  # dtype: params are float32 either way
 
 
 def flatten(d, prefix: str = "") -> dict:
@@ -30,32 +27,15 @@ def to_json(config) -> str:
   return json.dumps(config.to_dict(), indent=1, sort_keys=True, default=str)
 
 
-# Config keys added after workdirs already existed, with the value that reproduces the behaviour
-# from before: a workdir whose config.json lacks one resumes when the new config keeps that value.
-ADDED_KEYS = {"data.augment.color_jitter": 0.0, "data.augment.word_swap": 0.0}
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG_FILE = os.path.join(_ROOT, "configs", "default.py")
 
 
-def check_workdir_config(config, workdir: str) -> None:
-  """Writes config.json on a fresh run; refuses to resume into a run of a different config."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  new = json.loads(to_json(config))
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    a, b = flatten(old), flatten(new)
-    for key, value in ADDED_KEYS.items():  # a run from before the key existed behaved like this
-      a.setdefault(key, value)
-    diff = sorted(k for k in set(a) | set(b)
-                  if a.get(k) != b.get(k) and not k.startswith(_RESUMABLE_PREFIXES))
-    if diff and not config.train.get("allow_config_change", False):
-      shown = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:6])
-      raise ValueError(
-          f"{workdir} holds a run of a different config ({len(diff)} key(s) differ: {shown}). "
-          "Use a new --workdir, or pass --config.train.allow_config_change=True to resume anyway.")
-  tmp = f"{path}.{os.getpid()}.tmp"  # atomic: two processes may start on one workdir at once
-  with open(tmp, "w") as f:
-    f.write(to_json(config))
-  os.replace(tmp, path)
+def default_config() -> ml_collections.ConfigDict:
+  """configs/default.py's get_config(): every key with its default (empty outside a checkout)."""
+  if not os.path.isfile(DEFAULT_CONFIG_FILE):
+    return ml_collections.ConfigDict()
+  return load_config_file(DEFAULT_CONFIG_FILE)
 
 
 def nearest_key(config, key: str) -> str | None:
@@ -66,11 +46,20 @@ def nearest_key(config, key: str) -> str | None:
 
 
 def ensure_synthetic(cfg_data, task: str = "multilabel") -> None:
-  """Makes the embedded synthetic dataset of `task` at data.root unless it is already there."""
+  """Makes the embedded synthetic dataset of `task` at data.root when it is missing there and the
+  config names that folder as its synthetic one (data.synthetic.root): a mistyped data.root is an
+  error, never a reason to generate data."""
   if os.path.exists(os.path.join(cfg_data.root, cfg_data.train_csv)):
     return
-  from jaxmm.data import synthetic
   s = cfg_data.synthetic
+  if not s.root:
+    return  # the dataset reader names the missing file
+  if os.path.abspath(s.root) != os.path.abspath(cfg_data.root):
+    raise FileNotFoundError(
+        f"data.root={cfg_data.root!r} has no {cfg_data.train_csv}: check the path. This config "
+        f"generates its synthetic data only at {s.root!r}; to generate a synthetic set at "
+        f"{cfg_data.root!r} instead, pass --config.data.synthetic.root={cfg_data.root}")
+  from jaxmm.data import synthetic
   log.info("generating the synthetic %s dataset in %s", task, cfg_data.root)
   difficulty = synthetic.Difficulty(p_clear=s.p_clear, p_mention=s.p_mention, p_decoy=s.p_decoy)
   if task == "matching":

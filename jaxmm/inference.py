@@ -9,18 +9,20 @@ import os
 import ml_collections
 import numpy as np
 
-from jaxmm import config as config_lib
-from jaxmm.data import datasets
+from jaxmm import tasks
+from jaxmm import workdir as workdir_lib
 from jaxmm.data.pipeline import PreparedSplit
 from jaxmm.data.text import TextEncoder
 from jaxmm.train import checkpoint as ckpt_lib
-from jaxmm.train import evaluation, loop, steps
+from jaxmm.train import evaluation, steps
+from jaxmm.train import state as state_lib
 from jaxmm.train import thresholds as thresholds_lib
 
 
 @dataclasses.dataclass
 class Restored:
   config: ml_collections.ConfigDict
+  task: tasks.Task
   encoder: TextEncoder
   model_state: object
   predict_step: object
@@ -58,40 +60,34 @@ def restore(workdir: str, *, which: str = ckpt_lib.BEST, thresholds: str | None 
   `thresholds` (a --thresholds flag's text) replaces those of thresholds.json: see
   parse_thresholds.
   """
-  path = os.path.join(workdir, config_lib.CONFIG_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir!r} a jaxmm workdir? Train first.")
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = workdir_lib.read_config(workdir)
+  task = tasks.make(config)
   override = (None if thresholds is None  # checked before the checkpoint is read
-              else parse_thresholds(thresholds, loop.task_spec(config).name))
-  encoder = TextEncoder.load(os.path.join(workdir, datasets.VOCAB_FILE))
-  graphdefs, state = loop.build_state(config, vocab_size=len(encoder.vocab), steps_per_epoch=1,
-                                      total_steps=1)
-  ckpt = ckpt_lib.Checkpointer(workdir)
-  if ckpt.latest_step(which) is None:
+              else parse_thresholds(thresholds, task.name))
+  encoder = TextEncoder.load(workdir_lib.path(workdir, workdir_lib.VOCAB_FILE))
+  state = state_lib.build(config, task, vocab_size=len(encoder.vocab))
+  checkpointer = ckpt_lib.Checkpointer(workdir)
+  if checkpointer.latest_step(which) is None:
     which = ckpt_lib.LATEST
-  state, meta = ckpt.restore(state, which=which)
-  ckpt.close()
+  state, meta = state_lib.restore(state, checkpointer, which=which)
+  checkpointer.close()
   chosen = config.train.threshold
-  thr_path = os.path.join(workdir, loop.THRESHOLDS_FILE)
+  thr_path = workdir_lib.path(workdir, workdir_lib.THRESHOLDS_FILE)
   if override is not None:
     chosen = override
   elif os.path.exists(thr_path):
     with open(thr_path) as f:
       chosen = json.load(f)["thresholds"]
-  task = loop.build_task_for_inference(config)
-  return Restored(config=config, encoder=encoder, model_state=steps.model_state_of(state),
-                  predict_step=steps.make_predict_step(graphdefs[0], task), thresholds=chosen,
+  return Restored(config=config, task=task, encoder=encoder, model_state=state.model,
+                  predict_step=steps.make_predict_step(state.model_def, task), thresholds=chosen,
                   step=int(meta["step"]))
 
 
 def split_from_csv(restored: Restored, csv_path: str, images_dir: str, *, labelled: bool,
                    skip_bad: bool = False) -> PreparedSplit:
   """Any CSV in the layout of the workdir's task as a split, with its vocabulary and image size."""
-  return loop.task_spec(restored.config).split_from_csv(
-      restored.config, restored.encoder, csv_path, images_dir, labelled=labelled,
-      skip_bad=skip_bad)
+  return restored.task.split_from_csv(restored.encoder, csv_path, images_dir, labelled=labelled,
+                                      skip_bad=skip_bad)
 
 
 def parse_rows(spec: str, n: int, *, source: str = "the CSV") -> np.ndarray:

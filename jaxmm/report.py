@@ -17,15 +17,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxmm import plots
-from jaxmm.plots import plot_confusion_matrix  # noqa: F401 -- for the matching task's callers
 from jaxmm.data.comp5329 import LABEL_NAMES
 from jaxmm.train import metrics as metrics_lib
 from jaxmm.train import thresholds as thresholds_lib
-from jaxmm.train.writer import METRICS_FILE, read_metrics
+from jaxmm.train.writer import read_metrics
+from jaxmm.workdir import METRICS_FILE, PLOTS_DIR, PREDICTIONS_FILE, REPORT_FILE
 
-REPORT_FILE = "report.md"
-PLOTS_DIR = "plots"
-PREDICTIONS_FILE = "val_predictions.npz"
 log = logging.getLogger("jaxmm")
 
 # Hyperparameters worth a line in the report (config.json has them all).
@@ -177,12 +174,11 @@ def _fmt(v) -> str:
 
 def _selection(config: dict, select: str) -> tuple[bool, bool]:
   """-> (does `select` improve downwards, does the task predict labels at a threshold)."""
-  from jaxmm.train import tasks  # deferred: the task registry pulls in the model stack
-  try:
-    spec = tasks.task_by_name(_get(config, "task", "multilabel"))
-  except ValueError:
+  from jaxmm import tasks  # deferred: the task registry pulls in the model stack
+  task = tasks.TASKS.get(_get(config, "task", "multilabel"))
+  if task is None:
     return select == "val_loss", True
-  return select in spec.lower_is_better, not spec.pretext
+  return select in task.lower_is_better, task.predicts
 
 
 def _markdown(workdir, config, tuned, rows, train_rows, eval_rows, spe, select, source,

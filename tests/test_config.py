@@ -1,4 +1,4 @@
-"""Tests for the config helpers (jaxmm/config.py): the workdir guard and override checks."""
+"""Tests for the config helpers (jaxmm/config.py): loading, override checks, synthetic data."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pytest
 
 from configs import default
 from jaxmm import config as config_lib
-from jaxmm.config import (CONFIG_FILE, check_overrides, check_workdir_config, flatten,
-                          load_config_file, nearest_key)
+from jaxmm.config import check_overrides, flatten, load_config_file, nearest_key
 from tests.conftest import ROOT
 
 
@@ -20,73 +19,6 @@ def test_flatten():
   assert flat["model.head.hidden"] == [512]  # tuples as lists, as in JSON
   assert flat["data.augment.crop_scale"] == [0.5, 1.0]
   assert "data" not in flat and "model.head" not in flat
-
-
-def test_workdir_config_written_and_same_accepted(tmp_path):
-  c = default.get_config()
-  check_workdir_config(c, str(tmp_path))
-  path = tmp_path / CONFIG_FILE
-  saved = json.loads(path.read_text())
-  assert saved["optim"]["lr"] == c.optim.lr and saved["model"]["name"] == c.model.name
-  check_workdir_config(default.get_config(), str(tmp_path))  # same config: fine
-
-
-def test_workdir_config_train_change_allowed(tmp_path):
-  check_workdir_config(default.get_config(), str(tmp_path))
-  c = default.get_config()
-  c.train.epochs = 50
-  c.train.max_steps = 7
-  c.data.num_threads = 8
-  check_workdir_config(c, str(tmp_path))
-  saved = json.loads((tmp_path / CONFIG_FILE).read_text())
-  assert saved["train"]["epochs"] == 50  # the file follows the resumed run
-
-
-def test_workdir_config_model_change_refused(tmp_path):
-  check_workdir_config(default.get_config(), str(tmp_path))
-  before = (tmp_path / CONFIG_FILE).read_text()
-  c = default.get_config()
-  c.model.text.hidden_size = 64
-  c.optim.lr = 0.1
-  with pytest.raises(ValueError) as e:
-    check_workdir_config(c, str(tmp_path))
-  msg = str(e.value)
-  assert "model.text.hidden_size" in msg and "128" in msg and "64" in msg
-  assert "optim.lr" in msg and "2 key(s)" in msg
-  assert str(tmp_path) in msg and "allow_config_change" in msg
-  assert (tmp_path / CONFIG_FILE).read_text() == before  # not overwritten
-
-  c.train.allow_config_change = True
-  check_workdir_config(c, str(tmp_path))
-  saved = json.loads((tmp_path / CONFIG_FILE).read_text())
-  assert saved["model"]["text"]["hidden_size"] == 64
-
-
-def test_workdir_config_added_key_refused(tmp_path):
-  check_workdir_config(default.get_config(), str(tmp_path))
-  c = default.get_config()
-  c.model.extra = 1
-  with pytest.raises(ValueError, match="model.extra"):
-    check_workdir_config(c, str(tmp_path))
-
-
-def test_workdir_from_before_an_added_key_resumes_only_with_its_old_behaviour(tmp_path):
-  check_workdir_config(default.get_config(), str(tmp_path))
-  path = tmp_path / CONFIG_FILE
-  old = json.loads(path.read_text())
-  for key in config_lib.ADDED_KEYS:  # the config.json an older jaxmm wrote
-    *parents, leaf = key.split(".")
-    node = old
-    for p in parents:
-      node = node[p]
-    del node[leaf]
-  path.write_text(json.dumps(old))
-  check_workdir_config(default.get_config(), str(tmp_path))  # defaults = the old behaviour
-  path.write_text(json.dumps(old))
-  c = default.get_config()
-  c.data.augment.color_jitter = 0.3
-  with pytest.raises(ValueError, match=r"data.augment.color_jitter: 0.0 -> 0.3"):
-    check_workdir_config(c, str(tmp_path))
 
 
 def test_nearest_key():
@@ -135,7 +67,7 @@ def test_load_config_file(in_root):
 
 def test_ensure_synthetic(tmp_path):
   c = default.get_config()
-  c.data.root = str(tmp_path / "syn")
+  c.data.root = c.data.synthetic.root = str(tmp_path / "syn")
   c.data.synthetic.update(n_train=6, n_test=2, image_size=8)
   config_lib.ensure_synthetic(c.data)
   assert (tmp_path / "syn" / "train.csv").is_file()
@@ -143,3 +75,28 @@ def test_ensure_synthetic(tmp_path):
   mtime = os.stat(tmp_path / "syn" / "train.csv").st_mtime_ns
   config_lib.ensure_synthetic(c.data)  # already there: untouched
   assert os.stat(tmp_path / "syn" / "train.csv").st_mtime_ns == mtime
+
+
+def test_a_mistyped_root_is_an_error_not_a_new_synthetic_set(tmp_path):
+  c = default.get_config()
+  c.data.synthetic.update(root=str(tmp_path / "syn"), n_train=6, n_test=2, image_size=8)
+  c.data.root = str(tmp_path / "sny")
+  with pytest.raises(FileNotFoundError) as e:
+    config_lib.ensure_synthetic(c.data)
+  assert "sny" in str(e.value) and "--config.data.synthetic.root=" in str(e.value)
+  assert not os.path.exists(tmp_path / "sny") and not os.path.exists(tmp_path / "syn")
+  c.data.synthetic.root = ""  # a config without a synthetic set never generates one
+  config_lib.ensure_synthetic(c.data)
+  assert not os.path.exists(tmp_path / "sny")
+
+
+def test_train_py_with_a_mistyped_root_exits_with_the_error_and_writes_nothing(tmp_path):
+  import subprocess
+  import sys
+  workdir = tmp_path / "run"
+  proc = subprocess.run([sys.executable, "train.py", "--config", "configs/tiny.py", "--workdir",
+                         str(workdir), f"--config.data.root={tmp_path / 'no' / 'such'}"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode != 0 and "no/such" in proc.stderr
+  assert not os.path.exists(tmp_path / "no")

@@ -9,8 +9,8 @@ import os
 import pytest
 
 from jaxmm import config as config_lib
-from jaxmm.train import tasks
-from jaxmm.train.loop import train_and_evaluate
+from jaxmm import tasks
+from jaxmm.recipes import train_and_evaluate
 from jaxmm.train.writer import read_metrics
 from tests.conftest import ROOT
 
@@ -21,9 +21,9 @@ CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, 
 def _shrink(c, data_root: str):
   """The config's architecture at test size: synthetic data, small images, narrow towers."""
   c.data.root = data_root
-  c.data.synthetic.update(generate=True, n_train=48, n_test=16, image_size=32)
+  c.data.synthetic.update(root=c.data.root, n_train=48, n_test=16, image_size=32)
   c.data.image_size = 32
-  matching = tasks.task_by_name(c.task).layout(c) == "matching"  # pretext tasks read either
+  matching = tasks.make(c).layout == "matching"  # pretext tasks read either
   c.data.val_csv = "val.csv" if matching else ""
   if matching:
     c.data.images_dir, c.data.val_images_dir = "train_images", "val_images"
@@ -74,7 +74,7 @@ def test_config_trains_two_steps(name, tmp_path):
   assert not os.path.exists(os.path.join(workdir, "report.md"))  # train.report=False
   metric = config.train.select_metric
   assert any(metric in r for r in rows), rows
-  if tasks.task_by_name(config.task).pretext:  # no thresholds; the autoencoder's PNG instead
+  if not tasks.make(config).predicts:  # pretext: no thresholds; the autoencoder's PNG instead
     assert not os.path.exists(os.path.join(workdir, "thresholds.json"))
     png = os.path.join(workdir, "reconstructions.png")
     assert os.path.exists(png) == (config.task == "autoencoder")

@@ -10,7 +10,7 @@ import sys
 
 from configs import tiny
 from jaxmm.data import comp5329
-from jaxmm.train.loop import train_and_evaluate
+from jaxmm.recipes import train_and_evaluate
 from jaxmm.train.writer import read_metrics
 from tests.conftest import ROOT
 
@@ -24,7 +24,7 @@ def _run(args, cwd=ROOT):
 
 def test_train_evaluate_predict_resume(tmp_path):
   config = tiny.get_config()
-  config.data.root = str(tmp_path / "data")
+  config.data.root = config.data.synthetic.root = str(tmp_path / "data")
   config.train.epochs = 1
   workdir = str(tmp_path / "run")
 
@@ -87,7 +87,8 @@ def test_train_cli_smoke_with_override(tmp_path):
   """train.py as a user runs it, with --config overrides and a max_steps cap."""
   workdir = tmp_path / "cli"
   proc = _run(["train.py", "--config", "configs/tiny.py", "--workdir", str(workdir),
-               f"--config.data.root={tmp_path / 'data'}", "--config.train.max_steps=2",
+               f"--config.data.root={tmp_path / 'data'}",
+               f"--config.data.synthetic.root={tmp_path / 'data'}", "--config.train.max_steps=2",
                "--config.optim.lr=3e-3"])
   assert "best val_samples_f1" in proc.stdout
   assert json.load(open(workdir / "config.json"))["optim"]["lr"] == 3e-3

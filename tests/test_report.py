@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from configs import tiny
-from jaxmm import config as config_lib
+from jaxmm import workdir as workdir_lib
 from jaxmm import report
 from jaxmm.data.comp5329 import LABEL_IDS, LABEL_NAMES, NUM_LABELS
 from jaxmm.train.writer import MetricWriter
@@ -24,7 +24,7 @@ def _workdir(tmp_path, *, predictions: bool = True) -> str:
   """What a 3-epoch run leaves: rows every 3 steps plus the epoch-end flush, evals at epoch ends."""
   workdir = str(tmp_path / "run")
   os.makedirs(workdir)
-  config_lib.check_workdir_config(tiny.get_config(), workdir)
+  workdir_lib.write_config(tiny.get_config(), workdir)
   w = MetricWriter(workdir, tensorboard=False)
   val_f1 = [0.5, 0.8, 0.7]  # best at epoch 2
   for epoch in range(3):
@@ -115,7 +115,7 @@ def test_autoencoder_report_picks_the_lowest_mae_and_names_no_threshold(tmp_path
   from configs import pretrain_autoencoder
   workdir = str(tmp_path / "ae")
   os.makedirs(workdir)
-  config_lib.check_workdir_config(pretrain_autoencoder.get_config(), workdir)
+  workdir_lib.write_config(pretrain_autoencoder.get_config(), workdir)
   w = MetricWriter(workdir, tensorboard=False)
   for epoch, mae in enumerate([0.30, 0.12, 0.20]):  # best (lowest) at epoch 2
     w.write((epoch + 1) * SPE, {"val_mae": mae, "val_loss": mae}, epoch=epoch + 1, elapsed_s=1.0)

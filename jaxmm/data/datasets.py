@@ -18,8 +18,8 @@ from jaxmm.data import comp5329
 from jaxmm.data import images as images_lib
 from jaxmm.data.pipeline import PreparedSplit
 from jaxmm.data.text import TextEncoder
+from jaxmm.workdir import SKIPPED_FILE, VOCAB_FILE
 
-VOCAB_FILE = "vocab.json"
 log = logging.getLogger("jaxmm")
 
 
@@ -374,7 +374,7 @@ def _report_skipped(skipped: list[dict], workdir: str | None) -> None:
     return
   where = ""
   if workdir:
-    path = os.path.join(workdir, "skipped.json")
+    path = os.path.join(workdir, SKIPPED_FILE)
     with open(path, "w") as f:
       json.dump(skipped, f, indent=1)
     where = f"; every one is listed in {path}"

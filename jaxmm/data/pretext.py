@@ -112,23 +112,3 @@ class MaskTokens(grain.transforms.RandomMap):
     ex["tokens"], ex["mlm_targets"], ex["mlm_mask"] = mask_tokens(
         ex["tokens"], int(ex["length"]), rng, **self.kw)
     return ex
-
-
-def pretext_map(task: str, cfg=None, *, vocab_size: int | None = None):
-  """The `extra_map` of a pretext task: 'rotation' | 'mlm' -> a transform; 'autoencoder' -> None.
-
-  cfg: `config.pretext` (keys rotation_angles, rotation_fill, mlm_num, mlm_fraction,
-  mlm_random_prob, mlm_keep_prob); missing keys take the defaults above.
-  """
-  cfg = cfg if cfg is not None else {}
-  get = cfg.get
-  if task == "rotation":
-    return Rotation(tuple(get("rotation_angles", S0_ANGLES)), fill=get("rotation_fill", 0))
-  if task == "mlm":
-    return MaskTokens(num=get("mlm_num", 1), fraction=get("mlm_fraction", 0.0),
-                      random_prob=get("mlm_random_prob", 0.0), keep_prob=get("mlm_keep_prob", 0.0),
-                      vocab_size=vocab_size)
-  if task == "autoencoder":
-    return None
-  raise ValueError(f"unknown pretext task {task!r}; expected 'rotation', 'mlm' or 'autoencoder'")
-

@@ -17,9 +17,6 @@ from flax import nnx
 
 from jaxmm.models.fusion import MLPHead, normalize_images
 
-TASKS = ("rotation", "mlm", "autoencoder")
-
-
 class RotationClassifier(nnx.Module):
   """image tower -> MLP head -> K rotation logits."""
 
@@ -65,25 +62,3 @@ class ReconstructionModel(nnx.Module):
 def to_unit(images_BxHxWx3: jax.Array) -> jax.Array:
   """uint8 images -> float32 in [0, 1]: the autoencoder's input and target."""
   return images_BxHxWx3.astype(jnp.float32) / 255.0
-
-
-def build_pretext_model(task: str, model_cfg, *, vocab_size: int, num_classes: int = 5,
-                        rngs: nnx.Rngs, embedding_init=None) -> nnx.Module:
-  """The model of a pretext task from `config.model` (its `image` / `text` tower configs).
-
-  num_classes: rotation classes (`pretext.Rotation(...).num_classes`). `model_cfg.head.hidden`
-  and `.dropout` shape the rotation head. embedding_init: word vectors for the mlm text tower.
-  """
-  from jaxmm.models import registry  # deferred: registry imports the fusion models
-  if task == "rotation":
-    head = model_cfg.get("head") or {}
-    return RotationClassifier(registry.build_image_tower(model_cfg.image, rngs=rngs), num_classes,
-                              hidden=tuple(head.get("hidden", ())),
-                              dropout=head.get("dropout", 0.0), rngs=rngs)
-  if task == "mlm":
-    tower = registry.build_text_tower(model_cfg.text, vocab_size=vocab_size, rngs=rngs,
-                                      embedding_init=embedding_init)
-    return MaskedTokenModel(tower, vocab_size, rngs=rngs)
-  if task == "autoencoder":
-    return ReconstructionModel(registry.build_image_tower(model_cfg.image, rngs=rngs))
-  raise ValueError(f"unknown pretext task {task!r}; expected one of {TASKS}")

@@ -1,6 +1,6 @@
 """The optimizer factory built from `config.optim`, plus plateau and early-stopping logic.
 
-`config.optim` keys (missing ones take the defaults in `_DEFAULTS`):
+`config.optim` keys (configs/default.py documents their defaults):
   name 'adam'|'adamw'|'sgd'; lr; weight_decay (adam/sgd: L2 added to the gradient, as torch's
   Adam/SGD; adamw: decoupled); b1, b2, eps; momentum, nesterov (sgd); clip_norm (global-norm
   clipping of the trainable gradients, 0 = off); schedule 'constant'|'cosine'|'warmup_cosine'|
@@ -25,26 +25,16 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-_DEFAULTS: dict[str, Any] = dict(
-    name="adam", lr=1e-3, weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, momentum=0.0,
-    nesterov=False, clip_norm=0.0, schedule="constant", warmup_steps=0, warmup_epochs=0.0,
-    warmup_init_ratio=0.0, step_gamma=0.95, step_epochs=1, min_lr_ratio=0.0, freeze=(),
-    plateau_factor=0.5, plateau_patience=0)
 TRAINABLE, FROZEN = "trainable", "frozen"
 _LR_SCALE = "lr_scale"
 
 
-def _get(cfg, key: str):
-  value = cfg.get(key, None) if hasattr(cfg, "get") else getattr(cfg, key, None)
-  return _DEFAULTS[key] if value is None else value
-
-
 def warmup_steps(optim_cfg, *, steps_per_epoch: int) -> int:
   """Warmup length in steps: warmup_steps, else round(warmup_epochs * steps_per_epoch)."""
-  steps = int(_get(optim_cfg, "warmup_steps"))
+  steps = int(optim_cfg.warmup_steps)
   if steps > 0:
     return steps
-  return int(round(float(_get(optim_cfg, "warmup_epochs")) * steps_per_epoch))
+  return int(round(float(optim_cfg.warmup_epochs) * steps_per_epoch))
 
 
 def make_schedule(optim_cfg, *, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
@@ -54,9 +44,9 @@ def make_schedule(optim_cfg, *, steps_per_epoch: int, total_steps: int) -> optax
   then starts at lr and counts from the end of the warmup: 'cosine' and 'warmup_cosine' decay
   to min_lr_ratio * lr at total_steps; 'step' multiplies by step_gamma every step_epochs epochs.
   """
-  lr = float(_get(optim_cfg, "lr"))
-  name = str(_get(optim_cfg, "schedule"))
-  min_lr_ratio = float(_get(optim_cfg, "min_lr_ratio"))
+  lr = float(optim_cfg.lr)
+  name = str(optim_cfg.schedule)
+  min_lr_ratio = float(optim_cfg.min_lr_ratio)
   steps_per_epoch = max(int(steps_per_epoch), 1)
   warmup = warmup_steps(optim_cfg, steps_per_epoch=steps_per_epoch)
   if warmup > total_steps:
@@ -68,15 +58,15 @@ def make_schedule(optim_cfg, *, steps_per_epoch: int, total_steps: int) -> optax
                                        alpha=min_lr_ratio)
   elif name == "step":
     base = optax.exponential_decay(
-        lr, transition_steps=steps_per_epoch * int(_get(optim_cfg, "step_epochs")),
-        decay_rate=float(_get(optim_cfg, "step_gamma")), staircase=True,
+        lr, transition_steps=steps_per_epoch * int(optim_cfg.step_epochs),
+        decay_rate=float(optim_cfg.step_gamma), staircase=True,
         end_value=lr * min_lr_ratio if min_lr_ratio > 0 else None)
   else:
     raise ValueError(f"unknown schedule {name!r}; "
                      "expected 'constant', 'cosine', 'warmup_cosine' or 'step'")
   if warmup == 0:
     return base
-  ramp = optax.linear_schedule(lr * float(_get(optim_cfg, "warmup_init_ratio")), lr, warmup)
+  ramp = optax.linear_schedule(lr * float(optim_cfg.warmup_init_ratio), lr, warmup)
   return optax.join_schedules([ramp, base], [warmup])
 
 
@@ -127,11 +117,11 @@ def param_labels(params_state, freeze_prefixes) -> Any:
 
 
 def _base_optimizer(optim_cfg, schedule: optax.Schedule) -> optax.GradientTransformation:
-  name = str(_get(optim_cfg, "name"))
-  wd = float(_get(optim_cfg, "weight_decay"))
-  b1, b2, eps = (float(_get(optim_cfg, k)) for k in ("b1", "b2", "eps"))
+  name = str(optim_cfg.name)
+  wd = float(optim_cfg.weight_decay)
+  b1, b2, eps = float(optim_cfg.b1), float(optim_cfg.b2), float(optim_cfg.eps)
   parts = []
-  clip_norm = float(_get(optim_cfg, "clip_norm"))
+  clip_norm = float(optim_cfg.clip_norm)
   if clip_norm > 0:
     parts.append(optax.clip_by_global_norm(clip_norm))
   if name == "adamw":
@@ -142,9 +132,9 @@ def _base_optimizer(optim_cfg, schedule: optax.Schedule) -> optax.GradientTransf
     if name == "adam":
       parts += [optax.scale_by_adam(b1=b1, b2=b2, eps=eps), optax.scale_by_learning_rate(schedule)]
     else:
-      momentum = float(_get(optim_cfg, "momentum"))
+      momentum = float(optim_cfg.momentum)
       parts.append(optax.sgd(schedule, momentum=momentum or None,
-                             nesterov=bool(_get(optim_cfg, "nesterov"))))
+                             nesterov=bool(optim_cfg.nesterov)))
   else:
     raise ValueError(f"unknown optimizer {name!r}; expected 'adam', 'adamw' or 'sgd'")
   return optax.chain(*parts)
@@ -158,7 +148,7 @@ def make_optimizer(optim_cfg, *, steps_per_epoch: int, total_steps: int,
   than at the optimizer's init.
   """
   schedule = make_schedule(optim_cfg, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-  freeze = _get(optim_cfg, "freeze")
+  freeze = optim_cfg.freeze
   freeze = (freeze,) if isinstance(freeze, str) else tuple(freeze)  # 'image' is not ('i', ...)
   if params is not None and freeze:
     param_labels(params, freeze)

@@ -30,11 +30,11 @@ def maybe_initialize_distributed(train_cfg) -> None:
   Unset keys (coordinator_address '', num_processes 0, process_id -1) are left to jax, which reads
   JAX_COORDINATOR_ADDRESS or detects SLURM / Open MPI / cloud TPU environments.
   """
-  if not train_cfg.get("distributed", False):
+  if not train_cfg.distributed:
     return
-  kwargs = {"coordinator_address": train_cfg.get("coordinator_address") or None,
-            "num_processes": train_cfg.get("num_processes") or None,
-            "process_id": None if train_cfg.get("process_id", -1) < 0 else train_cfg.process_id}
+  kwargs = {"coordinator_address": train_cfg.coordinator_address or None,
+            "num_processes": train_cfg.num_processes or None,
+            "process_id": None if train_cfg.process_id < 0 else train_cfg.process_id}
   if not jax.distributed.is_initialized():
     jax.distributed.initialize(**kwargs)
   log.info("distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
@@ -43,7 +43,7 @@ def maybe_initialize_distributed(train_cfg) -> None:
 
 def enabled(train_cfg) -> bool:
   """Data-parallel when allowed (train.data_parallel, default on) and there is > 1 device."""
-  return bool(train_cfg.get("data_parallel", True)) and jax.device_count() > 1
+  return bool(train_cfg.data_parallel) and jax.device_count() > 1
 
 
 def make_mesh(devices=None) -> Mesh:

@@ -30,6 +30,7 @@ from flax import nnx
 
 from jaxmm.train import checkpoint as ckpt_lib
 from jaxmm.train import optim
+from jaxmm.workdir import VOCAB_FILE
 
 log = logging.getLogger("jaxmm")
 _VALUE = "value"  # the leaf key under which orbax stores an nnx Variable's array
@@ -150,20 +151,18 @@ def load_subtree(model: nnx.Module, target: str, source_tree: dict, *, source_ke
 def init_from_config(model: nnx.Module, config) -> list[str]:
   """Applies model.image.weights, then init.image_from / init.text_from; -> what was loaded."""
   done = []
-  image_cfg = config.model.get("image")
-  weights = image_cfg.get("weights", "") if image_cfg is not None else ""
+  weights = config.model.image.weights
   if weights and getattr(model, "image", None) is not None:
     from jaxmm.models import import_weights
     report = import_weights.load_weights_file(model.image, weights, strict=True)
     done.append(f"image <- {weights} ({len(report.loaded)} arrays)")
-  init = config.get("init") or {}
-  which = init.get("which", ckpt_lib.BEST) or ckpt_lib.BEST
+  init = config.init
   for target in ("image", "text"):
-    source_dir = init.get(f"{target}_from", "")
+    source_dir = init[f"{target}_from"]
     if not source_dir:
       continue
-    tree, name = read_model_state(source_dir, which=which)
-    key = init.get(f"{target}_key", "") or target
+    tree, name = read_model_state(source_dir, which=init.which or ckpt_lib.BEST)
+    key = init[f"{target}_key"] or target
     n = load_subtree(model, target, tree, source_key=key, source_name=name)
     done.append(f"{target} <- {key} of {name} ({n} arrays)")
   for line in done:
@@ -177,11 +176,11 @@ def resolve_freeze(optim_cfg, model: nnx.Module):
   Unchanged when `unfreeze` is empty. A prefix of `unfreeze` that matches no frozen parameter is a
   typo and raises. The result covers each frozen sub-tree by its shortest fully frozen prefix.
   """
-  unfreeze = optim_cfg.get("unfreeze", ()) if hasattr(optim_cfg, "get") else ()
+  unfreeze = optim_cfg.unfreeze
   unfreeze = (unfreeze,) if isinstance(unfreeze, str) else tuple(unfreeze or ())
   if not unfreeze:
     return optim_cfg
-  freeze = optim_cfg.get("freeze", ())
+  freeze = optim_cfg.freeze
   freeze = (freeze,) if isinstance(freeze, str) else tuple(freeze or ())
   paths = optim.param_paths(nnx.state(model, nnx.Param))
 
@@ -218,8 +217,7 @@ def share_vocab(source_dir: str, workdir: str) -> bool:
   must encode its captions with the source's vocabulary, even when its data differ. Returns
   whether it copied.
   """
-  from jaxmm.data import datasets  # deferred: keeps this module free of the data stack
-  src, dst = (os.path.join(d, datasets.VOCAB_FILE) for d in (source_dir, workdir))
+  src, dst = (os.path.join(d, VOCAB_FILE) for d in (source_dir, workdir))
   if os.path.exists(dst) or not os.path.exists(src):
     return False
   os.makedirs(workdir, exist_ok=True)

@@ -8,7 +8,7 @@ import os
 
 from tensorboardX import SummaryWriter
 
-METRICS_FILE = "metrics.jsonl"
+from jaxmm.workdir import METRICS_FILE, TENSORBOARD_DIR
 
 
 def _clean(v):
@@ -34,7 +34,7 @@ class MetricWriter:
       f.writelines(json.dumps(row) + "\n" for row in rows)
     os.replace(self.path + ".tmp", self.path)
     self.num_rows = len(rows)
-    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard")) if tensorboard else None
+    self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR)) if tensorboard else None
 
   def write(self, step: int, metrics: dict, **extra) -> dict:
     row = {"step": int(step), **extra, **{k: _clean(v) for k, v in metrics.items()}}

@@ -142,16 +142,12 @@ def test_bert_style_random_and_kept_tokens():
     pretext.mask_tokens(tokens, T, rng, random_prob=1.0)
 
 
-def test_transform_on_batches_and_pretext_map(split):
-  assert pretext.pretext_map("autoencoder") is None
-  mlm = pretext.pretext_map("mlm", {"mlm_fraction": 0.5})
+def test_mask_tokens_on_batches(split):
+  mlm = pretext.MaskTokens(fraction=0.5)
   for batch in _batches(split, mlm, 0):
     assert batch["mlm_targets"].dtype == np.int32 and batch["mlm_mask"].dtype == np.float32
     originals = split.arrays["tokens"][batch["index"]]
     for row in range(len(batch["index"])):
       _check_masking(originals[row], batch["length"][row], batch["tokens"][row],
                      batch["mlm_targets"][row], batch["mlm_mask"][row])
-  rot = pretext.pretext_map("rotation", {"rotation_angles": pretext.RIGHT_ANGLES})
-  assert rot.num_classes == 4
-  with pytest.raises(ValueError, match="unknown pretext task"):
-    pretext.pretext_map("jigsaw")
+  assert pretext.Rotation(pretext.RIGHT_ANGLES).num_classes == 4

@@ -84,18 +84,3 @@ def test_rotation_and_reconstruction_models():
   assert recon.shape == (2, 16, 16, 3) and recon.min() >= 0.0 and recon.max() <= 1.0
   with pytest.raises(ValueError, match="sigmoid"):
     pretext.ReconstructionModel(ConvAutoencoder((4,), 8, output="linear", rngs=nnx.Rngs(0)))
-
-
-def test_build_from_config():
-  cfg = config_dict.ConfigDict(dict(
-      image=dict(name="conv_autoencoder", channels=(4, 8), latent_dim=8, weights=""),
-      text=dict(name="gru_attention", embed_dim=4, hidden_size=3, word_vectors=dict(source="")),
-      head=dict(hidden=(), dropout=0.0)))
-  for task, kind in (("autoencoder", pretext.ReconstructionModel),
-                     ("mlm", pretext.MaskedTokenModel)):
-    model = nnx.eval_shape(lambda: pretext.build_pretext_model(task, cfg, vocab_size=VOCAB,
-                                                               rngs=nnx.Rngs(0)))
-    assert isinstance(model, kind)
-  model = nnx.eval_shape(lambda: pretext.build_pretext_model("rotation", cfg, vocab_size=VOCAB,
-                                                             num_classes=4, rngs=nnx.Rngs(0)))
-  assert model.head.out.out_features == 4 and isinstance(model.image, ConvAutoencoder)

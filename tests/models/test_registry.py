@@ -6,8 +6,8 @@ import pytest
 
 from jaxmm import config as config_lib
 from jaxmm.models import registry
-from jaxmm.train import tasks
-from jaxmm.train.loop import train_and_evaluate
+from jaxmm import tasks
+from jaxmm.recipes import train_and_evaluate
 from tests.conftest import ROOT
 from tests.test_configs import CONFIGS
 
@@ -51,4 +51,4 @@ def test_training_fails_on_it_before_reading_any_data(tmp_path):
   with pytest.raises(ValueError, match="model.text.num_layers"):
     train_and_evaluate(c, str(tmp_path / "run"))
   with pytest.raises(ValueError, match="model.text.num_layers"):
-    tasks.task_by_name(c.task).check_config(c)
+    tasks.make(c).check_config()

@@ -30,7 +30,7 @@ def _state(seed):
   x = jax.random.normal(jax.random.key(seed), (8, 3))
   grads = nnx.grad(lambda m: (m(x) ** 2).mean())(model)
   optimizer.update(model, grads)  # non-trivial optimizer state and batch stats
-  return steps.split_state(model, optimizer)[1]
+  return (nnx.state(model), nnx.state(optimizer))
 
 
 def _equal(a, b):

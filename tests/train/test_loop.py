@@ -21,10 +21,13 @@ import pytest
 
 from configs import tiny
 from jaxmm import config as config_lib
+from jaxmm import tasks
+from jaxmm import workdir as workdir_lib
 from jaxmm.data import datasets
 from jaxmm.data.text import TextEncoder
+from jaxmm.recipes import train_and_evaluate
 from jaxmm.train import checkpoint as ckpt_lib
-from jaxmm.train.loop import build_state, train_and_evaluate
+from jaxmm.train import state as state_lib
 from jaxmm.train.writer import read_metrics
 from tests.conftest import ROOT
 
@@ -41,7 +44,7 @@ OVERRIDES = ("--config.train.ckpt_every_steps=2", "--config.train.log_every=3",
 def data_root(tmp_path_factory) -> str:
   """The tiny synthetic set and its image cache, made once before any process starts."""
   config = tiny.get_config()
-  config.data.root = str(tmp_path_factory.mktemp("loop") / "data")
+  config.data.root = config.data.synthetic.root = str(tmp_path_factory.mktemp("loop") / "data")
   # conftest's JAXMM_CACHE is not set yet for a module fixture: name the same folder here.
   config.data.cache_dir = str(tmp_path_factory.getbasetemp() / "jaxmm_cache")
   config_lib.ensure_synthetic(config.data)
@@ -188,7 +191,7 @@ def test_nan_loss_skips_updates_and_stops_cleanly(tmp_path, data_root):
   ckpt = ckpt_lib.Checkpointer(workdir)
   assert ckpt.latest_step() == last - 1
   vocab = TextEncoder.load(os.path.join(workdir, datasets.VOCAB_FILE)).vocab
-  _, like = build_state(config, vocab_size=len(vocab), steps_per_epoch=5, total_steps=10)
+  like = state_lib.build(config, tasks.make(config), vocab_size=len(vocab)).arrays
   latest, meta = ckpt.restore(like)
   before, _ = ckpt.restore(like, step=last - 2)
   ckpt.close()
@@ -200,9 +203,27 @@ def test_nan_loss_skips_updates_and_stops_cleanly(tmp_path, data_root):
 
 def test_refuses_workdir_of_another_config(tmp_path, data_root):
   config, workdir = _tiny(tmp_path, data_root)
-  os.makedirs(workdir)
-  config_lib.check_workdir_config(config, workdir)  # what a first run leaves
+  workdir_lib.write_config(config, workdir)
+  os.makedirs(os.path.join(workdir, "checkpoints", "latest", "4"))  # a run that saved step 4
   config.model.text.hidden_size = 24
   with pytest.raises(ValueError, match=r"holds a run of a different config .*"
                      r"model\.text\.hidden_size: 16 -> 24"):
     train_and_evaluate(config, workdir)
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_takes_the_corrected_config(tmp_path,
+                                                                                 data_root):
+  # A mistyped model name fails before anything is written; a bad data.root after config.json
+  # was written, but before any checkpoint: the corrected command must still run there.
+  config, workdir = _tiny(tmp_path, data_root, max_steps=1)
+  config.model.name = "fusion_xl"
+  with pytest.raises(ValueError, match="fusion_xl"):
+    train_and_evaluate(config, workdir)
+  assert not os.path.exists(workdir)
+  config.model.name = "concat_fusion"
+  config.data.root = str(tmp_path / "no-such-data")
+  with pytest.raises(FileNotFoundError, match="no-such-data"):
+    train_and_evaluate(config, workdir)
+  config.data.root = data_root
+  config.model.mode = "text"  # compiles fast
+  assert train_and_evaluate(config, workdir)["step"] == 1

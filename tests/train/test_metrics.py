@@ -132,32 +132,3 @@ def test_binary_hand_case():
   assert m["accuracy"] == pytest.approx(0.6)
   assert m["precision"] == pytest.approx(2 / 3)
   assert m["recall"] == pytest.approx(2 / 3)
-
-
-def test_accumulator_drops_padded_rows():
-  rng = np.random.default_rng(1)
-  probs = rng.random((10, 4))
-  labels = (rng.random((10, 4)) < 0.4).astype(np.float32)
-  losses = rng.random(10)
-  acc = metrics.MetricAccumulator()
-  acc.add(probs[:4], labels[:4], np.ones(4), loss_B=losses[:4])
-  # Last batch padded to 8 rows with garbage that would change every metric.
-  pad_probs = np.concatenate([probs[4:], np.full((2, 4), 0.99)])
-  pad_labels = np.concatenate([labels[4:], np.zeros((2, 4))])
-  pad_loss = np.concatenate([losses[4:], [np.nan, 1e9]])
-  acc.add(pad_probs, pad_labels, np.array([1] * 6 + [0, 0]), loss_B=pad_loss)
-  assert acc.count == 10
-  got_probs, got_labels = acc.arrays()
-  np.testing.assert_array_equal(got_probs, probs)
-  np.testing.assert_array_equal(got_labels, labels)
-  assert acc.mean_loss == pytest.approx(losses.mean())
-  assert acc.multilabel(0.5) == metrics.multilabel_metrics(labels, probs > 0.5)
-
-
-def test_accumulator_binary():
-  acc = metrics.MetricAccumulator()
-  acc.add(np.array([0.9, 0.2, 0.6, 0.7]), np.array([1, 0, 0, 1]), np.array([1, 1, 1, 0]))
-  m = acc.binary(0.5)
-  assert m["confusion"] == [[1, 1], [0, 1]]
-  with pytest.raises(ValueError):
-    metrics.MetricAccumulator().arrays()

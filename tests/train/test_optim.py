@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxmm import config as config_lib
 from jaxmm.train import optim
 
 
 def _cfg(**kw) -> ml_collections.ConfigDict:
-  base = dict(name="sgd", lr=1.0, weight_decay=0.0, b1=0.9, b2=0.999, clip_norm=0.0,
-              schedule="constant", warmup_steps=0, warmup_epochs=0.0, step_gamma=0.95,
-              min_lr_ratio=0.0, freeze=(), plateau_factor=0.5, plateau_patience=0)
+  base = config_lib.default_config().optim.to_dict()
+  base.update(name="sgd", lr=1.0, schedule="constant", warmup_epochs=0.0)
   base.update(kw)
   return ml_collections.ConfigDict(base)
 

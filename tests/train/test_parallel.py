@@ -16,7 +16,7 @@ import jax
 from configs import tiny
 from jaxmm import config as config_lib
 from jaxmm.train import parallel
-from jaxmm.train.loop import train_and_evaluate
+from jaxmm.recipes import train_and_evaluate
 from jaxmm.train.writer import read_metrics
 
 config_lib.setup_compilation_cache()
@@ -30,7 +30,7 @@ except ValueError as e:
 out = {}
 for dp in (False, True):
   c = tiny.get_config()
-  c.data.root = tmp + "/data"
+  c.data.root = c.data.synthetic.root = tmp + "/data"
   c.train.update(data_parallel=dp, epochs=1, max_steps=3, log_every=1, tune_thresholds="",
                  report=False)
   c.model.image.update(stem="imagenet", stage_sizes=(1,))  # conv, BN, pool; compiles fast

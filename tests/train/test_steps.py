@@ -9,21 +9,23 @@ from flax import nnx
 
 from jaxmm.models.fusion import ConcatFusionClassifier
 from jaxmm.models.text import BagOfWordsTower
+from jaxmm import config as config_lib
+from jaxmm import tasks
+from jaxmm.train import state as state_lib
 from jaxmm.train import steps
 
 
 def _setup():
   model = ConcatFusionClassifier(None, BagOfWordsTower(20, 8, rngs=nnx.Rngs(0)), 18,
                                  hidden=(16,), dropout=0.5, rngs=nnx.Rngs(0))
-  optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
-  graphdefs, state = steps.split_state(model, optimizer)
-  task = steps.multilabel_task("bce")
+  state = state_lib.from_model(model, optax.adam(1e-2))
+  task = tasks.make(config_lib.default_config())
   rng = np.random.default_rng(0)
   batch = {"tokens": rng.integers(1, 20, (4, 6)).astype(np.int32),
            "length": np.array([6, 3, 1, 5], np.int32),
            "labels": (rng.random((4, 18)) < 0.2).astype(np.float32),
            "mask": np.ones(4, np.float32)}
-  return graphdefs, state, task, batch
+  return state, task, batch
 
 
 def _leaves(state):
@@ -31,8 +33,8 @@ def _leaves(state):
 
 
 def test_train_step_updates_and_loss_decreases():
-  graphdefs, state, task, batch = _setup()
-  train_step = steps.make_train_step(graphdefs, task, seed=0)
+  state, task, batch = _setup()
+  train_step = steps.make_train_step(task, seed=0)
   before = _leaves(state)
   losses = []
   for _ in range(20):
@@ -44,8 +46,8 @@ def test_train_step_updates_and_loss_decreases():
 
 
 def test_non_finite_loss_skips_the_whole_update():
-  graphdefs, state, task, batch = _setup()
-  train_step = steps.make_train_step(graphdefs, task, seed=0)
+  state, task, batch = _setup()
+  train_step = steps.make_train_step(task, seed=0)
   state, _ = train_step(state, batch)
   before = _leaves(state)
   bad = dict(batch, labels=np.full_like(batch["labels"], np.nan))
@@ -56,10 +58,10 @@ def test_non_finite_loss_skips_the_whole_update():
 
 
 def test_predict_step_is_deterministic_eval_mode():
-  graphdefs, state, task, batch = _setup()
-  predict = steps.make_predict_step(graphdefs[0], task)
-  p1, loss1 = predict(state[0], batch)
-  p2, _ = predict(state[0], batch)
+  state, task, batch = _setup()
+  predict = steps.make_predict_step(state.model_def, task)
+  p1, loss1 = predict(state.model, batch)
+  p2, _ = predict(state.model, batch)
   np.testing.assert_array_equal(np.asarray(p1), np.asarray(p2))  # dropout off in eval
   assert p1.shape == (4, 18) and np.all((np.asarray(p1) > 0) & (np.asarray(p1) < 1))
   assert loss1.shape == (4,)
@@ -75,20 +77,20 @@ def _fused_setup(dtype: str):
   c.model.image.update(stem="imagenet", stage_sizes=(1,))
   model = registry.build_model(c.model, num_outputs=18, vocab_size=30, rngs=nnx.Rngs(0))
   tx = optim.make_optimizer(c.optim, steps_per_epoch=10, total_steps=100)
-  graphdefs, state = steps.split_state(model, nnx.Optimizer(model, tx, wrt=nnx.Param))
+  state = state_lib.from_model(model, tx)
   rng = np.random.default_rng(0)
   batch = {"image": rng.integers(0, 256, (8, 16, 16, 3), np.uint8),
            "tokens": rng.integers(1, 30, (8, 12)).astype(np.int32),
            "length": rng.integers(1, 13, 8).astype(np.int32),
            "labels": (rng.random((8, 18)) < 0.2).astype(np.float32)}
-  return graphdefs, state, batch
+  return state, batch
 
 
 def test_bfloat16_step_keeps_float32_params_and_matches_float32_loss():
   results = {}
   for dtype in ("float32", "bfloat16"):
-    graphdefs, state, batch = _fused_setup(dtype)
-    train_step = steps.make_train_step(graphdefs, steps.multilabel_task("bce"), seed=0)
+    state, batch = _fused_setup(dtype)
+    train_step = steps.make_train_step(tasks.make(config_lib.default_config()), seed=0)
     losses = []
     for _ in range(3):
       state, m = train_step(state, batch)

@@ -13,6 +13,7 @@ from ml_collections import config_dict
 from jaxmm.models import fusion, pretext, text
 from jaxmm.models.resnet import BasicBlock, ResNet
 from jaxmm.train import checkpoint as ckpt_lib
+from jaxmm.train import state as state_lib
 from jaxmm.train import optim, steps, transfer
 
 VOCAB = 20
@@ -41,7 +42,7 @@ def _classifier(seed, *, width=4, hidden=6):
 
 
 def _save(workdir, model, which=ckpt_lib.BEST, step=3):
-  state = steps.split_state(model, nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param))[1]
+  state = state_lib.from_model(model, optax.adam(1e-3)).arrays
   ck = ckpt_lib.Checkpointer(str(workdir))
   ck.save(step, state, {"step": step}, which=which)
   ck.close()

@@ -1,4 +1,4 @@
-"""Two-stage training (jaxmm.train.two_stage): S1's towers-then-head recipe, the late-fusion
+"""Two-stage training (jaxmm.recipes.two_stage): S1's towers-then-head recipe, the late-fusion
 mixing fitted on val, and train.py's --stage flag that trains the two towers in parallel."""
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from flax import nnx
 
 from configs import tiny
 from jaxmm import config as config_lib
+from jaxmm import tasks
 from jaxmm.models import fusion
-from jaxmm.train import checkpoint as ckpt_lib
-from jaxmm.train import loop, two_stage
+from jaxmm.recipes import late_fusion, train_and_evaluate, two_stage
+from jaxmm.train import state as state_lib
 from tests.conftest import ROOT
-from tests.train.test_tasks import _matching_config, _run
+from tests.tasks.test_tasks import _matching_config, _run
 
 
 def _leaves(state):
@@ -32,36 +33,36 @@ def _vocab_size(workdir):
     return len(json.load(f)["tokens"])
 
 
+def _restored(config, run_dir, vocab_size):
+  """The best model of the run of `config` in `run_dir`."""
+  built = state_lib.build(config, tasks.make(config), vocab_size=vocab_size)
+  return two_stage._restore_model(built, run_dir)
+
+
 def test_two_stage_assembles_stage_one_towers_and_stage_two_head(tmp_path):
   config = tiny.get_config()
-  config.data.root = str(tmp_path / "data")
+  config.data.root = config.data.synthetic.root = str(tmp_path / "data")
   config.train.update(epochs=1, two_stage=True, head_epochs=2, report=False)
   workdir = str(tmp_path / "run")
-  result = loop.train_and_evaluate(config, workdir)
+  result = train_and_evaluate(config, workdir)
   for sub in ("stage1_image", "stage1_text", "stage2_head"):
     assert os.path.exists(os.path.join(workdir, sub, "checkpoints", "best"))
   assert os.path.exists(os.path.join(workdir, "thresholds.json"))
   assert result["best_metric"] is not None
 
-  def best_params(run_dir, cfg, model_fn=None):
-    graphdefs, state = loop.build_state(cfg, vocab_size=_vocab_size(workdir), steps_per_epoch=1,
-                                        total_steps=1, model_fn=model_fn)
-    ckpt = ckpt_lib.Checkpointer(run_dir)
-    state, _ = ckpt.restore(state, which=ckpt_lib.BEST)
-    ckpt.close()
-    return nnx.merge(graphdefs[0], state[0])
-
-  fused = best_params(workdir, config)
+  vocab_size = _vocab_size(workdir)
+  fused = _restored(config, workdir, vocab_size)
   for mode in ("image", "text"):
-    alone = best_params(os.path.join(workdir, f"stage1_{mode}"),
-                        two_stage._sub_config(config, **{"model.mode": mode}))
+    alone = _restored(two_stage.sub_config(config, **{"model.mode": mode}),
+                      os.path.join(workdir, f"stage1_{mode}"), vocab_size)
     a, b = nnx.state(getattr(fused, mode)), nnx.state(getattr(alone, mode))
     for x, y in zip(_leaves(a), _leaves(b)):
       np.testing.assert_array_equal(x, y)
   # The head is stage 2's, not the fused model's fresh one nor either stage-1 head.
   in_features = fused.image.out_features + fused.text.out_features
-  head = best_params(os.path.join(workdir, "stage2_head"), config,
-                     lambda c, n, v, r: two_stage.FeatureHead(in_features, c.model.head, n, rngs=r))
+  head_state = state_lib.with_optimizer(
+      two_stage.FeatureHead(in_features, config.model.head, 18, rngs=nnx.Rngs(0)), config)
+  head = two_stage._restore_model(head_state, os.path.join(workdir, "stage2_head"))
   for x, y in zip(_leaves(nnx.state(fused.head)), _leaves(nnx.state(head.head))):
     np.testing.assert_array_equal(x, y)
   # evaluate.py works on the assembled workdir like on any other.
@@ -74,7 +75,7 @@ def test_late_fusion_two_stage_refuses_the_matching_task(tmp_path):
   config.model.head.interaction_dim = 0
   config.train.update(two_stage=True, contrastive_weight=0.0)
   with pytest.raises(ValueError, match="needs task='multilabel'"):
-    loop.train_and_evaluate(config, str(tmp_path / "run"))
+    train_and_evaluate(config, str(tmp_path / "run"))
 
 
 def test_fit_logit_mixing_recovers_known_weights():
@@ -85,7 +86,7 @@ def test_fit_logit_mixing_recovers_known_weights():
   true_bias = np.array([-1.0, 0.5, 0.0])
   p = 1 / (1 + np.exp(-((logits * true_mix).sum(1) + true_bias)))
   labels = (rng.random(p.shape) < p).astype(np.float32)
-  mix, bias = two_stage.fit_logit_mixing(logits, labels)
+  mix, bias = late_fusion.fit_logit_mixing(logits, labels)
   np.testing.assert_allclose(mix, true_mix, atol=0.1)  # a useless branch gets weight ~0
   np.testing.assert_allclose(bias, true_bias, atol=0.1)
 
@@ -95,7 +96,7 @@ def test_fit_logit_mixing_stays_finite_when_a_branch_separates_a_class():
   labels = (rng.random((200, 2)) < 0.3).astype(np.float32)
   labels[:, 1] = 0  # a class absent from val
   logits = np.where(labels > 0, 12.0, -12.0)[:, None, :] + rng.normal(size=(200, 1, 2))
-  mix, bias = two_stage.fit_logit_mixing(logits, labels)
+  mix, bias = late_fusion.fit_logit_mixing(logits, labels)
   assert np.isfinite(mix).all() and np.isfinite(bias).all()
   assert mix[0, 0] > 0 and np.abs(mix).max() < 10 and np.abs(bias).max() < 20
   z = (logits * mix).sum(1) + bias
@@ -109,7 +110,7 @@ def late_fusion_run(tmp_path_factory):
   One run serves the tests below: each stage-1 run costs a compile of its tower's programs."""
   root = tmp_path_factory.mktemp("late_fusion")
   config = tiny.get_config()
-  config.data.root = str(root / "data")
+  config.data.root = config.data.synthetic.root = str(root / "data")
   config.model.name = "late_fusion"
   config.train.update(epochs=1, two_stage=True)
   config_lib.ensure_synthetic(config.data)  # made once, before two processes read it
@@ -163,11 +164,11 @@ def test_late_fusion_two_stage_keeps_both_branches_and_fits_the_mixing_on_val(la
   config, workdir = late_fusion_run.config, late_fusion_run.workdir
   assert not os.path.exists(os.path.join(workdir, "stage2_head"))  # no head training stage
   vocab_size = _vocab_size(workdir)
-  fused = two_stage._restore_model(config, workdir, vocab_size)
+  fused = _restored(config, workdir, vocab_size)
   assert isinstance(fused, fusion.LateFusionClassifier)
   for mode in ("image", "text"):  # each branch is its stage-1 model, head included
-    alone = two_stage._restore_model(two_stage._sub_config(config, **{"model.mode": mode}),
-                                     os.path.join(workdir, f"stage1_{mode}"), vocab_size)
+    alone = _restored(two_stage.sub_config(config, **{"model.mode": mode}),
+                      os.path.join(workdir, f"stage1_{mode}"), vocab_size)
     a, b = _leaves(nnx.state(getattr(fused, f"{mode}_only"))), _leaves(nnx.state(alone))
     assert len(a) == len(b)
     for x, y in zip(a, b):
@@ -175,10 +176,10 @@ def test_late_fusion_two_stage_keeps_both_branches_and_fits_the_mixing_on_val(la
   assert fused.image is fused.image_only.image and fused.text is fused.text_only.text
 
   # The mixing is the logistic fit on the val split's branch logits, and the logits obey it.
-  data = loop.task_spec(config).prepare(config.data, workdir, with_images=True)
+  data = tasks.make(config).load_data(workdir, with_images=True)
   branch = two_stage.extract_features(fused, data.val, batch_size=12, num_threads=1,
                                       method="branch_logits")
-  mix, bias = two_stage.fit_logit_mixing(branch, data.val.arrays["labels"])
+  mix, bias = late_fusion.fit_logit_mixing(branch, data.val.arrays["labels"])
   np.testing.assert_allclose(np.asarray(fused.mix[...]), mix, atol=1e-5)
   np.testing.assert_allclose(np.asarray(fused.bias[...]), bias, atol=1e-5)
   logits = two_stage.extract_features(fused, data.val, batch_size=12, num_threads=1,

@@ -1,4 +1,4 @@
-"""Pretext tasks through the real train / predict steps; validation metrics against a direct count."""
+"""Pretext tasks (jaxmm.tasks) through the real train / predict steps; validation metrics against a direct count."""
 
 from __future__ import annotations
 
@@ -17,10 +17,22 @@ from jaxmm.models import pretext as pretext_models
 from jaxmm.models.autoencoder import ConvAutoencoder
 from jaxmm.models.resnet import BasicBlock, ResNet
 from jaxmm.models.text import LSTMTower
+from jaxmm import config as config_lib
+from jaxmm import tasks
+from jaxmm.tasks.autoencoder import save_reconstruction_grid
 from jaxmm.train import losses, steps
-from jaxmm.train import pretext
+from jaxmm.train import state as state_lib
 
 VOCAB, T, N, S = 12, 6, 20, 16
+
+
+def _task(name, **pretext):
+  c = config_lib.default_config()
+  c.task = name
+  c.train.eval_batch_size = 8
+  c.data.num_threads = 1
+  c.pretext.update(**pretext)
+  return tasks.make(c)
 
 
 def _text_split():
@@ -36,11 +48,10 @@ def test_mlm_trains_and_its_accuracy_is_the_masked_token_hit_rate():
   split = _text_split()
   model = pretext_models.MaskedTokenModel(LSTMTower(VOCAB, 8, 8, rngs=nnx.Rngs(0)), VOCAB,
                                           rngs=nnx.Rngs(1))
-  graphdefs, state = steps.split_state(model, nnx.Optimizer(model, optax.adam(0.05),
-                                                            wrt=nnx.Param))
-  task = pretext.pretext_task("mlm")
-  mask_map = pretext_data.MaskTokens(num=1)
-  train_step = steps.make_train_step(graphdefs, task, seed=0)
+  state = state_lib.from_model(model, optax.adam(0.05))
+  task = _task("mlm", mlm_num=1)
+  mask_map = task.extra_map(VOCAB)
+  train_step = steps.make_train_step(task, seed=0)
   first = last = None
   for epoch in range(8):
     for batch in iterate(train_dataset(split, batch_size=10, seed=0, epoch=epoch,
@@ -49,11 +60,10 @@ def test_mlm_trains_and_its_accuracy_is_the_masked_token_hit_rate():
       first = float(m["loss"]) if first is None else first
       last = float(m["loss"])
   assert last < 0.5 * first
-  predict_step = steps.make_predict_step(graphdefs[0], task)
-  metrics, _ = pretext.evaluate_pretext(predict_step, state[0], split, task="mlm",
-                                        extra_map=mask_map, batch_size=8, num_threads=1)
+  predict_step = steps.make_predict_step(state.model_def, task)
+  metrics = task.evaluate(predict_step, state.model, split, vocab_size=VOCAB)
   # The same count straight from the model's logits on the same (fixed-seed) eval batches.
-  model = nnx.merge(graphdefs[0], state[0])
+  model = state.merged_model()
   model.eval()
   forward = nnx.jit(lambda m, b: m(b))
   hits = count = 0.0
@@ -88,13 +98,13 @@ def _filled(ctor, seed=0):
 
 
 def test_rotation_accuracy_and_autoencoder_mae_and_grid(image_split, tmp_path):
-  rot_map = pretext_data.Rotation(pretext_data.RIGHT_ANGLES)
+  task = _task("rotation", rotation_angles=pretext_data.RIGHT_ANGLES)
+  rot_map = task.extra_map(VOCAB)
   graphdef, state = _filled(lambda: pretext_models.RotationClassifier(
       ResNet(stage_sizes=(1,), block=BasicBlock, num_filters=4, stem="small", rngs=nnx.Rngs(0)),
       rot_map.num_classes, rngs=nnx.Rngs(0)))
-  predict = steps.make_predict_step(graphdef, pretext.pretext_task("rotation"))
-  metrics, _ = pretext.evaluate_pretext(predict, state, image_split, task="rotation",
-                                        extra_map=rot_map, batch_size=8, num_threads=1)
+  predict = steps.make_predict_step(graphdef, task)
+  metrics = task.evaluate(predict, state, image_split, vocab_size=VOCAB)
   hits, losses_ = [], []
   for batch in iterate(eval_dataset(image_split, batch_size=8, extra_map=rot_map), num_threads=1):
     probs, loss = predict(state, batch)
@@ -107,10 +117,10 @@ def test_rotation_accuracy_and_autoencoder_mae_and_grid(image_split, tmp_path):
 
   graphdef, state = _filled(lambda: pretext_models.ReconstructionModel(
       ConvAutoencoder((4,), 4, rngs=nnx.Rngs(0))))
-  predict = steps.make_predict_step(graphdef, pretext.pretext_task("autoencoder"))
-  metrics, samples = pretext.evaluate_pretext(predict, state, image_split, task="autoencoder",
-                                              extra_map=None, batch_size=8, num_threads=1,
-                                              num_samples=10)
+  task = _task("autoencoder")
+  predict = steps.make_predict_step(graphdef, task)
+  metrics, samples = task.evaluate_with_samples(predict, state, image_split, vocab_size=VOCAB,
+                                                num_samples=10)
   images = np.load(image_split.image_cache)
   np.testing.assert_array_equal(samples["image"], images[:10])
   want = np.abs(samples["output"] - images[:10] / 255.0).mean()
@@ -118,7 +128,7 @@ def test_rotation_accuracy_and_autoencoder_mae_and_grid(image_split, tmp_path):
   assert 0.0 < metrics["val_mae"] < 1.0
   # The first 10 examples' mean error is close to, though not the same as, all 20's.
   assert want == pytest.approx(metrics["val_mae"], rel=0.2)
-  path = pretext.save_reconstruction_grid(samples["image"], samples["output"],
+  path = save_reconstruction_grid(samples["image"], samples["output"],
                                           str(tmp_path / "grid.png"), columns=4)
   grid = np.asarray(Image.open(path))
   assert grid.shape == (3 * 2 * S, 4 * S, 3)

@@ -1,4 +1,4 @@
-"""The loop's pretrained starts: FastText embeddings, a tower from another run, freeze / unfreeze.
+"""Pretrained starts of a run: FastText embeddings, a tower from another run, freeze / unfreeze.
 
 Two tiny text-only runs (no images, so no conv compiles): A trains with FastText-initialised,
 frozen embeddings; B takes A's text tower and trains only its LSTM layers.
@@ -14,12 +14,12 @@ import numpy as np
 from configs import tiny
 from jaxmm.data import word_vectors
 from jaxmm.train import transfer
-from jaxmm.train.loop import train_and_evaluate
+from jaxmm.recipes import train_and_evaluate
 
 
 def _config(tmp_path):
   config = tiny.get_config()
-  config.data.root = str(tmp_path / "data")
+  config.data.root = config.data.synthetic.root = str(tmp_path / "data")
   config.model.mode = "text"
   config.train.epochs = 1
   config.train.report = False
@@ -62,16 +62,16 @@ def _pretext_configs(tmp_path, name, downstream="s0_best"):
 
 def test_rotation_tower_starts_the_matching_run(tmp_path):
   from flax import nnx
-  from jaxmm.train import loop
+  from jaxmm import tasks
+  from jaxmm.train import state as state_lib
   pre, down = _pretext_configs(tmp_path, "pretrain_rotation")
   run = str(tmp_path / "rotation")
-  assert loop.train_and_evaluate(pre, run)["best_metric"] is not None
+  assert train_and_evaluate(pre, run)["best_metric"] is not None
   source, _ = transfer.read_model_state(run)
 
   def image_leaves(config, pretrained):
-    _, state = loop.build_state(config, vocab_size=40, steps_per_epoch=1, total_steps=1,
-                                pretrained=pretrained)
-    return dict(nnx.to_flat_state(state[0]["image"]))
+    state = state_lib.build(config, tasks.make(config), vocab_size=40, pretrained=pretrained)
+    return dict(nnx.to_flat_state(state.model["image"]))
 
   down.init.image_from = run
   loaded, fresh = image_leaves(down, True), image_leaves(down, False)
@@ -87,17 +87,16 @@ def test_rotation_tower_starts_the_matching_run(tmp_path):
 
 def test_mlm_tower_and_vocabulary_carry_into_the_matching_run(tmp_path):
   from jaxmm.data import datasets
-  from jaxmm.train import loop
   pre, down = _pretext_configs(tmp_path, "pretrain_mlm")
   run = str(tmp_path / "mlm")
-  loop.train_and_evaluate(pre, run)
+  train_and_evaluate(pre, run)
   # Fewer captions downstream: a vocabulary of its own would differ (and not fit the embedding).
   down.model.mode = "text"
   down.train.contrastive_weight = 0.0  # it pairs image and text towers
   down.data.limit = 12
   down.init.text_from = run
   down.train.max_steps = 1
-  loop.train_and_evaluate(down, str(tmp_path / "down"))
+  train_and_evaluate(down, str(tmp_path / "down"))
   vocab = [json.load(open(os.path.join(d, datasets.VOCAB_FILE)))["tokens"]
            for d in (run, str(tmp_path / "down"))]
   assert vocab[0] == vocab[1]
@@ -105,9 +104,9 @@ def test_mlm_tower_and_vocabulary_carry_into_the_matching_run(tmp_path):
 
 def test_selection_direction_follows_the_metric():
   from configs import pretrain_autoencoder, pretrain_rotation
-  from jaxmm.train import tasks
+  from jaxmm import tasks
   ae, rot = pretrain_autoencoder.get_config(), pretrain_rotation.get_config()
-  assert tasks.task_by_name("autoencoder").select_mode(ae) == "min"
-  assert tasks.task_by_name("rotation").select_mode(rot) == "max"
+  assert tasks.make(ae).select_mode() == "min"
+  assert tasks.make(rot).select_mode() == "max"
   rot.train.select_metric = "val_loss"
-  assert tasks.task_by_name("rotation").select_mode(rot) == "min"
+  assert tasks.make(rot).select_mode() == "min"

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from configs import s0_best, tiny
-from jaxmm import inference
+from jaxmm import inference, tasks
 from jaxmm.data import matching
-from jaxmm.train import loop, metrics, tasks
+from jaxmm.recipes import train_and_evaluate
+from jaxmm.train import metrics
 from jaxmm.train import thresholds as thresholds_lib
 from jaxmm.train.writer import read_metrics
 from tests.conftest import ROOT
@@ -24,7 +25,7 @@ from tests.conftest import ROOT
 def _matching_config(data_root, **train):
   c = s0_best.get_config()
   c.data.root = str(data_root)
-  c.data.synthetic.update(generate=True, n_train=48, n_test=16, image_size=16)
+  c.data.synthetic.update(root=c.data.root, n_train=48, n_test=16, image_size=16)
   c.data.image_size = 16
   c.data.num_threads = 1
   c.model.image.update(stem="small", num_filters=8)
@@ -38,7 +39,7 @@ def _matching_config(data_root, **train):
 def _multilabel_text_config(data_root, **train):
   """configs/tiny.py's text tower alone: the cheapest multi-label run."""
   c = tiny.get_config()
-  c.data.root = str(data_root)
+  c.data.root = c.data.synthetic.root = str(data_root)
   c.model.mode = "text"
   c.train.update(epochs=1, report=False, **train)
   return c
@@ -47,7 +48,7 @@ def _multilabel_text_config(data_root, **train):
 def test_expected_f1_rule_is_saved_and_used_by_inference(tmp_path):
   config = _multilabel_text_config(tmp_path / "data", tune_thresholds="expected_f1")
   workdir = str(tmp_path / "run")
-  loop.train_and_evaluate(config, workdir)
+  train_and_evaluate(config, workdir)
   saved = json.load(open(os.path.join(workdir, "thresholds.json")))
   assert saved["mode"] == saved["thresholds"] == "expected_f1"
   with np.load(os.path.join(workdir, "val_predictions.npz")) as z:
@@ -57,11 +58,11 @@ def test_expected_f1_rule_is_saved_and_used_by_inference(tmp_path):
   restored = inference.restore(workdir)
   assert restored.thresholds == "expected_f1"
   assert inference.restore(workdir, thresholds="0.4").thresholds == 0.4  # the flag overrides
-  spec = loop.task_spec(config)
-  val = spec.load_data(config, workdir).val
+  task = tasks.make(config)
+  val = task.load_data(workdir).val
   out = str(tmp_path / "pred.csv")
   val_probs = restored.predict(val)
-  spec.write_predictions(out, val, val_probs, restored.thresholds)
+  task.write_predictions(out, val, val_probs, restored.thresholds)
   want = thresholds_lib.expected_f1_predictions(val_probs)
   with open(out, newline="") as f:
     rows = list(csv.reader(f))[1:]
@@ -80,7 +81,7 @@ def test_matching_train_evaluate_predict(tmp_path, loss):
   config = _matching_config(tmp_path / "data", loss=loss,
                             contrastive_weight=1.0 if loss == "ce" else 0.0)
   workdir = tmp_path / "run"
-  result = loop.train_and_evaluate(config, str(workdir))
+  result = train_and_evaluate(config, str(workdir))
   rows = read_metrics(str(workdir / "metrics.jsonl"))
   evals = [r for r in rows if "val_accuracy" in r]
   assert len(evals) == 1 and evals[0]["step"] == result["step"] == 6  # 48 pairs / batch 8
@@ -119,20 +120,25 @@ def test_matching_train_evaluate_predict(tmp_path, loss):
 
 
 def test_matching_config_errors(tmp_path):
-  spec = tasks.task_by_name("matching")
+  def check(config):
+    tasks.make(config).check_config()
+
   with pytest.raises(ValueError, match="not a matching loss"):
-    spec.check_config(_matching_config(tmp_path, loss="focal"))
+    check(_matching_config(tmp_path, loss="focal"))
   for mode in ("per_class", "expected_f1"):
     with pytest.raises(ValueError, match="one threshold"):
-      spec.check_config(_matching_config(tmp_path, loss="ce", tune_thresholds=mode))
+      check(_matching_config(tmp_path, loss="ce", tune_thresholds=mode))
   with pytest.raises(ValueError, match=r"tune_thresholds='globl' is not one of"):
-    tasks.task_by_name("multilabel").check_config(
-        _multilabel_text_config(tmp_path, tune_thresholds="globl"))
+    check(_multilabel_text_config(tmp_path, tune_thresholds="globl"))
+  with pytest.raises(ValueError, match="not a multi-label loss"):
+    check(_multilabel_text_config(tmp_path, loss="ce"))
   with pytest.raises(ValueError, match="select_metric"):
-    spec.check_config(_matching_config(tmp_path, loss="ce", select_metric="val_samples_f1"))
+    check(_matching_config(tmp_path, loss="ce", select_metric="val_samples_f1"))
   c = _matching_config(tmp_path, loss="ce", contrastive_weight=1.0)
   c.model.head.interaction_dim = 0
   with pytest.raises(ValueError, match="interaction_dim"):
-    spec.check_config(c)
-  with pytest.raises(ValueError, match="unknown task"):
-    tasks.task_by_name("segmentation")
+    check(c)
+  c = _matching_config(tmp_path)
+  c.task = "segmentation"
+  with pytest.raises(ValueError, match="'segmentation' is not a task"):
+    tasks.make(c)

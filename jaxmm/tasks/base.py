@@ -1,0 +1,139 @@
+"""The Task type: everything that differs between the tasks jaxmm trains.
+
+A task is made per run from its config (`jaxmm.tasks.make(config)`) and answers for its data
+(layout, preparation, extra grain transform), its model (head size, construction), the jitted
+part (loss, probabilities, forward pass), its metrics and decision rule, its prediction file and
+what it adds to evaluation output. The loop, the recipes, evaluate.py and predict.py only ask it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+from jaxmm.data import datasets
+from jaxmm.models import registry
+from jaxmm.train import evaluation
+
+# train.tune_thresholds: '' keeps train.threshold; 'expected_f1' (multi-label) is a decision rule.
+TUNE_MODES = ("", "global", "per_class", "expected_f1")
+
+
+class Task:
+  name: str
+  metric_names: tuple[str, ...]  # what `report` returns (the loop prefixes them with 'val_')
+  label_key: str  # the split's target array ('' when a transform makes the targets)
+  target_key: str  # the batch key the loss reads: predict steps compute a loss when it is there
+  lower_is_better: tuple[str, ...] = ("val_loss",)  # selection metrics that improve downwards
+  tunes_thresholds = True  # the run writes thresholds.json after training
+  predicts = True  # predict.py writes predictions (pretext tasks only have a val metric)
+
+  def __init__(self, config):
+    self.config = config
+
+  # --- config and data ---------------------------------------------------------------------
+
+  def check_config(self) -> None:
+    """Every check of the config this task can make before any file is read or written."""
+    config = self.config
+    registry.check_model_config(config.model)
+    tune = config.train.tune_thresholds
+    if tune not in TUNE_MODES:
+      raise ValueError(f"train.tune_thresholds={tune!r} is not one of {TUNE_MODES}")
+    select = config.train.select_metric
+    known = [f"val_{m}" for m in self.metric_names] + ["val_loss"]
+    if select not in known:
+      raise ValueError(f"train.select_metric={select!r} is not reported by task {self.name!r}; "
+                       f"use one of {known}")
+
+  @property
+  def layout(self) -> str:
+    """The dataset layout this task reads: 'multilabel' (COMP5329) or 'matching' (S0)."""
+    return self.name
+
+  def load_data(self, workdir: str | None, *, with_images: bool | None = None
+                ) -> datasets.PreparedData:
+    """train/val of the configured dataset (vocab.json is read from or written to `workdir`);
+    images are decoded unless the model is text-only (or `with_images` says otherwise)."""
+    raise NotImplementedError
+
+  def _with_images(self, with_images: bool | None) -> bool:
+    return self.config.model.mode != "text" if with_images is None else with_images
+
+  def with_train_data(self, train_split) -> Task:
+    """This task with what its loss takes from the training labels (class weights)."""
+    return self
+
+  def extra_map(self, vocab_size: int):
+    """A grain RandomMap applied to train and eval examples (pretext targets), or None."""
+    return None
+
+  def select_mode(self) -> str:
+    """'max' or 'min': the direction in which train.select_metric improves."""
+    return "min" if self.config.train.select_metric in self.lower_is_better else "max"
+
+  # --- model and the jitted step ------------------------------------------------------------
+
+  def num_outputs(self) -> int:
+    raise NotImplementedError
+
+  def build_model(self, vocab_size: int, rngs, *, embedding_init=None):
+    return registry.build_model(self.config.model, num_outputs=self.num_outputs(),
+                                vocab_size=vocab_size, rngs=rngs, embedding_init=embedding_init)
+
+  def forward(self, model, batch, rngs):
+    """Training forward pass -> (model output, extra scalar loss added to the mean task loss)."""
+    return model(batch, rngs=rngs), 0.0
+
+  def loss(self, output, batch) -> jax.Array:
+    """Per-example loss (B,) of the model output against the batch."""
+    raise NotImplementedError
+
+  def probs(self, output) -> jax.Array:
+    """What the predict step returns for the model output (probabilities for classifiers)."""
+    raise NotImplementedError
+
+  # --- metrics and decisions ----------------------------------------------------------------
+
+  def evaluate(self, predict_step, model_state, split, *, vocab_size: int | None = None) -> dict:
+    """The task's metrics on `split` at train.threshold, prefixed 'val_', plus val_loss."""
+    config = self.config
+    probs, loss = evaluation.predict_split(predict_step, model_state, split,
+                                           batch_size=config.train.eval_batch_size,
+                                           num_threads=config.data.num_threads)
+    out = {f"val_{k}": v for k, v in
+           self.report(probs, split.arrays[self.label_key], config.train.threshold).items()}
+    out["val_loss"] = loss
+    return out
+
+  def report(self, probs, labels, thresholds) -> dict:
+    raise NotImplementedError
+
+  def tune_thresholds(self, probs, labels) -> tuple[object, float]:
+    """-> (thresholds by train.tune_thresholds, the first metric at them) for thresholds.json."""
+    raise NotImplementedError
+
+  def details(self, result: dict, probs, labels, thresholds) -> str:
+    """Extra lines evaluate.py prints under the metrics (and may add to `result`)."""
+    return ""
+
+  def after_training(self, workdir: str, predict_step, best_model_state, val_split, *,
+                     vocab_size: int | None = None) -> None:
+    """Extra outputs once training ends; best_model_state() restores the best model state."""
+
+  # --- files: other CSVs and predictions ----------------------------------------------------
+
+  def split_from_csv(self, encoder, csv_path: str, images_dir: str, *, labelled: bool,
+                     skip_bad: bool = False):
+    raise NotImplementedError
+
+  def csv_is_labelled(self, csv_path: str) -> bool:
+    raise NotImplementedError
+
+  def default_images_dir(self, csv_path: str) -> str:
+    """Where a CSV's images are when --images is not given."""
+    return os.path.join(os.path.dirname(os.path.abspath(csv_path)), "data")
+
+  def write_predictions(self, path: str, split, probs, thresholds) -> None:
+    raise ValueError(f"prediction is not defined for the task {self.name!r}")

@@ -1,0 +1,43 @@
+"""Masked-token prediction (S0's text pretext task): recover the caption tokens that were masked."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from jaxmm.data import pretext as pretext_data
+from jaxmm.models import pretext as pretext_models
+from jaxmm.models import registry
+from jaxmm.tasks.pretext import PretextTask
+from jaxmm.train import losses
+
+
+class MaskedTokenTask(PretextTask):
+  name = "mlm"
+  metric = "mlm_accuracy"
+  target_key = "mlm_targets"
+  needs_images = False
+
+  def num_outputs(self):
+    return 0  # the vocabulary
+
+  def extra_map(self, vocab_size):
+    p = self.config.pretext
+    return pretext_data.MaskTokens(num=p.mlm_num, fraction=p.mlm_fraction,
+                                   random_prob=p.mlm_random_prob, keep_prob=p.mlm_keep_prob,
+                                   vocab_size=vocab_size)
+
+  def build_model(self, vocab_size, rngs, *, embedding_init=None):
+    tower = registry.build_text_tower(self.config.model.text, vocab_size=vocab_size, rngs=rngs,
+                                      embedding_init=embedding_init)
+    return pretext_models.MaskedTokenModel(tower, vocab_size, rngs=rngs)
+
+  def loss(self, logits, batch):
+    return losses.masked_token_ce(logits, batch["mlm_targets"], batch["mlm_mask"])
+
+  def probs(self, logits):
+    """The predicted ids (B, T): (B, T, V) probabilities would be too large to fetch."""
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+  def batch_counts(self, ids, batch, keep_B):
+    masked = (batch["mlm_mask"] > 0) & keep_B[:, None]
+    return float(((ids == batch["mlm_targets"]) & masked).sum()), float(masked.sum())
