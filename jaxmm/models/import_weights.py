@@ -1,11 +1,16 @@
-"""ImageNet weights for the ResNet / ResNeXt towers from torchvision- or timm-named state dicts.
+"""ImageNet weights for the image towers from torchvision- (or timm-) named state dicts.
 
     python -m jaxmm.models.import_weights --arch resnet50 --weights resnet50.safetensors --check
+
+Towers: ResNet / ResNeXt, DenseNet (densenet.torch_key; the old `norm.1`-style keys of
+torchvision's densenet121-a639ec97.pth are renamed as torchvision does) and EfficientNet
+(efficientnet.torch_key). `load_torchvision` picks the naming from the tower's class.
 
 Reads `.safetensors` (with the `safetensors` package) or `.pth`/`.pt`/`.bin` (with torch, when it is
 installed) and maps every key onto our NHWC tower: conv `weight` OIHW -> `kernel` HWIO (grouped
 convs too: torch's (O, I/G, kh, kw) is our (kh, kw, I/G, O)), BatchNorm `weight`/`bias`/
-`running_mean`/`running_var` -> `scale`/`bias`/`mean`/`var`, `downsample.0/.1` -> `downsample.conv/.bn`.
+`running_mean`/`running_var` -> `scale`/`bias`/`mean`/`var`, `downsample.0/.1` ->
+`downsample.conv/.bn`.
 `num_batches_tracked` has no counterpart and the 1000-way `fc` is not part of a tower: both are
 ignored (the fc arrays come back in `Report.ignored`). Anything else that does not line up (a key
 the tower lacks, one it needs but the file lacks, a shape that differs) is reported by name, and is
@@ -19,12 +24,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Mapping
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from jaxmm.models import densenet, efficientnet
 
 _BN = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
 _IGNORED_SUFFIXES = ("num_batches_tracked",)
@@ -124,12 +132,54 @@ def load_torchvision_resnet(tower: nnx.Module, state_dict: Mapping[str, np.ndarr
   strict: raise ValueError listing every missing / unexpected / mismatched key (nothing is
   changed then); otherwise load what lines up and return the Report.
   """
-  state_dict = _clean(state_dict)
+  return _load(tower, _clean(state_dict), torch_key, _HEAD_PREFIXES, strict=strict,
+               hint=_resnet_hint)
+
+
+# torchvision's own fix-up for its DenseNet files: `denselayer1.norm.1.weight` -> `norm1.weight`.
+_DENSENET_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+                              r"((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def _densenet_keys(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  out = {}
+  for key, array in _clean(state_dict).items():
+    m = _DENSENET_LEGACY.match(key)
+    out[m.group(1) + m.group(2) if m else key] = array
+  return out
+
+
+def load_torchvision(tower: nnx.Module, state_dict: Mapping[str, np.ndarray], *,
+                     strict: bool = True) -> Report:
+  """A torchvision state dict into any of our torchvision-layout towers (ResNet / ResNeXt,
+  DenseNet, EfficientNet), named by the tower's class; as `load_torchvision_resnet`."""
+  if isinstance(tower, densenet.DenseNet):
+    return _load(tower, _densenet_keys(state_dict), densenet.torch_key, ("classifier.",),
+                 strict=strict)
+  if isinstance(tower, efficientnet.EfficientNet):
+    return _load(tower, _clean(state_dict), efficientnet.torch_key, ("classifier.",),
+                 strict=strict)
+  return load_torchvision_resnet(tower, state_dict, strict=strict)
+
+
+def _resnet_hint(state_dict: Mapping[str, np.ndarray], report: Report) -> str:
+  hint = ""
+  guess = guess_arch(state_dict)
+  if guess and len(report.mismatched) + len(report.unexpected) + len(report.missing) > 2:
+    hint += f"\nthe file looks like torchvision's {guess}: is that the tower's architecture?"
+  if any(k == "conv1.weight" for k, _, _ in report.mismatched):
+    hint += ("\nconv1 differs: ImageNet weights need the tower's stem='imagenet' (7x7 conv) and "
+             "3 input channels.")
+  return hint
+
+
+def _load(tower, state_dict, key_fn, head_prefixes, *, strict, hint=None) -> Report:
+  """Copies `state_dict[key_fn(path)]` into every Param / BatchStat of `tower` -> Report."""
   report = Report()
   used = set()
   updates = []
   for path, var in nnx.to_flat_state(nnx.state(tower, nnx.Any(nnx.Param, nnx.BatchStat))):
-    key = torch_key(path)
+    key = key_fn(path)
     current = var.get_value()  # `var[...]` fails on an abstract (nnx.eval_shape) tower
     want = tuple(current.shape)
     if key not in state_dict:
@@ -145,19 +195,13 @@ def load_torchvision_resnet(tower: nnx.Module, state_dict: Mapping[str, np.ndarr
   for key, array in state_dict.items():
     if key in used:
       continue
-    if key.endswith(_IGNORED_SUFFIXES) or key.startswith(_HEAD_PREFIXES):
+    if key.endswith(_IGNORED_SUFFIXES) or key.startswith(head_prefixes):
       report.ignored[key] = np.asarray(array)
     else:
       report.unexpected.append(key)
   if strict and not report.ok:
-    hint = ""
-    guess = guess_arch(state_dict)
-    if guess and len(report.mismatched) + len(report.unexpected) + len(report.missing) > 2:
-      hint += f"\nthe file looks like torchvision's {guess}: is that the tower's architecture?"
-    if any(k == "conv1.weight" for k, _, _ in report.mismatched):
-      hint += ("\nconv1 differs: ImageNet weights need the tower's stem='imagenet' (7x7 conv) and "
-              "3 input channels.")
-    raise ValueError(f"the state dict does not fit the tower:\n{report.summary()}{hint}")
+    extra = hint(state_dict, report) if hint else ""
+    raise ValueError(f"the state dict does not fit the tower:\n{report.summary()}{extra}")
   if updates:
     nnx.update(tower, nnx.from_flat_state(updates))
   return report
@@ -205,7 +249,7 @@ def _read_torch(path: str, *, safetensors: bool = False) -> dict[str, np.ndarray
 def load_weights_file(tower: nnx.Module, path: str, *, strict: bool = True) -> Report:
   """`read_state_dict(path)` into `tower`; errors name the file."""
   try:
-    return load_torchvision_resnet(tower, read_state_dict(path), strict=strict)
+    return load_torchvision(tower, read_state_dict(path), strict=strict)
   except ValueError as e:
     raise ValueError(f"{path}: {e}") from None
 
@@ -213,16 +257,23 @@ def load_weights_file(tower: nnx.Module, path: str, *, strict: bool = True) -> R
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--arch", required=True,
-                      help="resnet18 | resnet34 | resnet50 | resnext50_32x4d")
+                      help="resnet18 | resnet34 | resnet50 | resnext50_32x4d | densenet121 | "
+                           "efficientnet_b1 (and the other densenet / efficientnet variants)")
   parser.add_argument("--weights", required=True, help=".safetensors, or .pth/.pt with torch")
   parser.add_argument("--check", action="store_true",
                       help="also run the loaded tower on a random 64 px batch and print features")
   parser.add_argument("--activation", default="relu")
   args = parser.parse_args(argv)
   from jaxmm.models.resnet import resnet_by_name
+  if args.arch.lower().startswith("densenet"):
+    make = lambda: densenet.densenet_by_name(args.arch)(rngs=nnx.Rngs(0))
+  elif args.arch.lower().startswith("efficientnet"):
+    make = lambda: efficientnet.efficientnet_by_name(args.arch)(rngs=nnx.Rngs(0))
+  else:
+    make = lambda: resnet_by_name(args.arch)(stem="imagenet", activation=args.activation,
+                                             rngs=nnx.Rngs(0))
   # Abstract build: a strict load overwrites every array, so no random init is needed.
-  tower = nnx.eval_shape(lambda: resnet_by_name(args.arch)(
-      stem="imagenet", activation=args.activation, rngs=nnx.Rngs(0)))
+  tower = nnx.eval_shape(make)
   try:
     report = load_weights_file(tower, args.weights, strict=True)
   except (ValueError, ImportError, FileNotFoundError) as e:

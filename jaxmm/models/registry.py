@@ -13,6 +13,8 @@ from flax import nnx
 from jaxmm.models import fusion
 from jaxmm.models.attention_fusion import AttentionFusionClassifier
 from jaxmm.models.autoencoder import ConvAutoencoder
+from jaxmm.models.densenet import densenet_by_name
+from jaxmm.models.efficientnet import efficientnet_by_name
 from jaxmm.models.resnet import resnet_by_name
 from jaxmm.models.bert import BertEncoder
 from jaxmm.models.text import TEXT_TOWERS, text_tower_class
@@ -65,7 +67,13 @@ _NOT_CONFIG = ("rngs", "vocab_size", "embedding_init", "dtype")
 
 
 def _image_constructor(name: str):
-  return ConvAutoencoder if name == "conv_autoencoder" else resnet_by_name(name)
+  if name == "conv_autoencoder":
+    return ConvAutoencoder
+  if name.lower().startswith("densenet"):
+    return densenet_by_name(name)
+  if name.lower().startswith("efficientnet"):
+    return efficientnet_by_name(name)
+  return resnet_by_name(name)
 
 
 def _text_constructor(name: str):
@@ -125,8 +133,9 @@ def check_model_config(model_cfg) -> None:
 
 
 def build_image_tower(cfg, *, rngs: nnx.Rngs, dtype=None):
-  """'resnet18' | 'resnet34' | 'resnet50' | 'resnext50_32x4d' (kwargs: the other keys of `cfg`),
-  or 'conv_autoencoder': S0's autoencoder, whose encoder is the tower."""
+  """'resnet18' | 'resnet34' | 'resnet50' | 'resnext50_32x4d', 'densenet121' (-161, -169, -201),
+  'efficientnet_b1' (b0..b4) (kwargs: the other keys of `cfg`), or 'conv_autoencoder': S0's
+  autoencoder, whose encoder is the tower."""
   constructor = _image_constructor(cfg.name)
   kwargs = _tower_kwargs(cfg, constructor, "model.image")
   if dtype is not None:
