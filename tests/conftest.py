@@ -16,7 +16,7 @@ if ROOT not in sys.path:  # configs/ is imported as a package by the config file
 # settings cut it on the CPU while buying nothing at these sizes (users' runs keep XLA's defaults):
 # - no LLVM backend optimisation (a 2-step ResNet-34 run beside a training job: 123 s -> 55 s);
 # - XLA's older loop emitters instead of its MLIR fusion emitters: s2_xu's two-step run compiles
-#   in 24 s instead of 38 s (its train step 22 s -> 13 s; benchmarks/RESULTS.md, "Session 6").
+#   in 24 s instead of 38 s (its train step 22 s -> 13 s; benchmarks/RESULTS.md, "Tests").
 # Set before jax starts its backend; the scripts the tests start inherit them. XLA aborts the
 # process on a flag it does not know, so each is first tried in a child process.
 _TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")

@@ -16,7 +16,7 @@ square, triangle), and a few nouns (see `CLASSES`). Choices, and why:
   object with no trace is a decoy. What stays ambiguous is a blurred or cut-off object nobody
   names. So image-only and text-only models land clearly below a fused one; the rates above are
   the `Difficulty` knobs. Ceilings (generator metadata) at the defaults: image 0.88, text 0.82,
-  fused 0.965 samples-F1; linear models reach 0.76 / 0.82 / 0.91 (benchmarks/synthetic_separability.py).
+  fused 0.965 samples-F1; linear models reach 0.76 / 0.82 / 0.91 (benchmarks/RESULTS.md, "Synthetic demo").
 
 Every example is drawn from its own `random.Random` keyed by (seed, index): the same seed gives
 byte-identical files, and an example does not depend on how many others are generated.

@@ -36,7 +36,7 @@ IMPLS = ('xla', 'im2col', 'auto')
 # 1x1 convs always take the matmul path on CPU: as a conv, XLA computes their kernel gradient with
 # a transposed copy of both the activations and the output gradient; in a ResNet-50 train step at
 # 64 px those transposes were 17% of the op time; the matmul path cut the step's CPU time by ~9%
-# (benchmarks/results/issue5.md). Read at trace time (benchmarks/cpu_step_ablation.py turns it off).
+# (benchmarks/RESULTS.md, "Speed"). Read at trace time (benchmarks/cpu_step_ablation.py turns it off).
 AUTO_MAX_HW = 16
 AUTO_POINTWISE = True
 

@@ -2,7 +2,7 @@
 
 `nnx.max_pool`'s gradient on XLA:CPU is a variadic reduce-window over the input and four index
 iotas of the padded input's size: in a ResNet-18 train step at 64 px (batch 32) the stem's 3x3/2
-pool and its gradient took ~200 ms of ~1,200 ms of op time (benchmarks/results/issue5.md). Here the
+pool and its gradient took ~200 ms of ~1,200 ms of op time (benchmarks/RESULTS.md, "Speed"). Here the
 forward is the maximum of kh*kw strided slices and the backward routes each output's cotangent to
 the first maximal element of its window (row-major, as torch's and XLA's pools do), as a sum of
 strided pads that XLA fuses into one loop. GPUs keep XLA's reduce-window (cuDNN-class kernels).

@@ -37,7 +37,7 @@ def init_in_one_program(make: Callable[[], nnx.Module]) -> nnx.Module:
   """Runs `make()` (a model constructor) as one jitted program instead of one eager op per array.
 
   Eagerly, every initialiser of a new shape compiles its own program: 28 s to build a ResNet-34
-  on the 2-core CPU, 5.6 s this way (benchmarks/RESULTS.md, "Session 5"). `make` runs under
+  on the 2-core CPU, 5.6 s this way (benchmarks/RESULTS.md, "Model build and compile time"). `make` runs under
   tracing, so it must not read array values (numpy constants it closes over are fine).
   """
   graphdefs = []
@@ -125,7 +125,12 @@ def _tower_kwargs(cfg, constructor, section: str) -> dict:
 
 
 def check_model_config(model_cfg) -> None:
-  """Fails at start-up, before any data is read, on tower options the chosen towers do not take."""
+  """Fails at start-up, before any data is read, on a model name or mode jaxmm does not have and
+  on tower options the chosen towers do not take."""
+  if model_cfg.get("name") is not None and model_cfg.name not in MODELS:
+    raise ValueError(f"unknown model.name {model_cfg.name!r}; known: {MODELS}")
+  if model_cfg.get("mode") is not None and model_cfg.mode not in fusion.MODES:
+    raise ValueError(f"model.mode must be one of {fusion.MODES}, got {model_cfg.mode!r}")
   if model_cfg.get("image") is not None and model_cfg.get("mode", "fused") != "text":
     _tower_kwargs(model_cfg.image, _image_constructor(model_cfg.image.name), "model.image")
   if model_cfg.get("text") is not None and model_cfg.get("mode", "fused") != "image":

@@ -151,7 +151,7 @@ def load_subtree(model: nnx.Module, target: str, source_tree: dict, *, source_ke
 def init_from_config(model: nnx.Module, config) -> list[str]:
   """Applies model.image.weights, then init.image_from / init.text_from; -> what was loaded."""
   done = []
-  weights = config.model.image.weights
+  weights = config.model.image.get("weights")  # only towers with an ImageNet import have the key
   if weights and getattr(model, "image", None) is not None:
     from jaxmm.models import import_weights
     report = import_weights.load_weights_file(model.image, weights, strict=True)
