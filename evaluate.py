@@ -5,13 +5,17 @@ labelled CSV in the layout of the workdir's task (COMP5329 or S0 matching); ever
 (the last batch is padded, not dropped). Prints the metrics (with a per-class table or a confusion
 matrix) and writes them as JSON. `--report_dir D` also writes
 D/report.md with plots for that split. A pretext workdir (configs/pretrain_*.py) reports its
-pretext metric: rotation / masked-token accuracy or reconstruction MAE.
+pretext metric: rotation / masked-token accuracy or reconstruction MAE. The output paths are
+checked before any work (`--out` elsewhere for a read-only workdir); the workdir is only read.
 """
 
 import json
 import os
+import sys
 
 from absl import app, flags
+
+from jaxmm import cli
 
 flags.DEFINE_string("workdir", None, "A trained jaxmm workdir.")
 flags.DEFINE_string("csv", None, "A labelled CSV (default: the workdir's val split).")
@@ -25,6 +29,8 @@ flags.DEFINE_string("thresholds", None, "Instead of the workdir's thresholds.jso
                     "for every label (e.g. 0.5), or 'expected_f1' (multi-label: each row's label "
                     "set of highest expected F1 under the predicted probabilities).")
 flags.DEFINE_string("report_dir", None, "Also write report.md and plots/ for this split here.")
+flags.DEFINE_bool("skip_bad", False, "Evaluate without the rows whose image is missing or "
+                  "unusable (listed on stderr) instead of stopping.")
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
@@ -36,18 +42,29 @@ def main(argv):
 
   config_lib.setup_logging()
   config_lib.setup_compilation_cache()
+  if FLAGS.rows and not FLAGS.csv:
+    raise app.UsageError("--rows selects records of --csv; pass --csv too")
+  cli.check_writable(_out(), "--out")  # a read-only workdir: say so now, not after the eval
+  if FLAGS.report_dir:
+    cli.check_writable_dir(FLAGS.report_dir, "--report_dir")
   restored = inference.restore(FLAGS.workdir, which=FLAGS.which, thresholds=FLAGS.thresholds)
   task = restored.task
   if FLAGS.csv:
     images = FLAGS.images or task.default_images_dir(FLAGS.csv)
-    split = inference.split_from_csv(restored, FLAGS.csv, images, labelled=True)
+    split, skipped = inference.read_split(
+        restored, FLAGS.csv, images, labelled=True, skip_bad=FLAGS.skip_bad,
+        skip_hint="pass --skip_bad to evaluate without them")
+    if skipped:
+      print(f"evaluating without {len(skipped.ids)} row(s) of {FLAGS.csv}:\n  "
+            + "\n  ".join(skipped.reasons), file=sys.stderr)
+    if not len(split):
+      raise ValueError(f"{FLAGS.csv} has no record to evaluate"
+                       + (" with a usable image" if skipped else " (only its header)"))
     source = FLAGS.csv
     if FLAGS.rows:
       split = split.take(inference.parse_rows(FLAGS.rows, len(split), source=FLAGS.csv))
       source = f"{FLAGS.csv} rows {FLAGS.rows}"
   else:
-    if FLAGS.rows:
-      raise app.UsageError("--rows selects records of --csv; pass --csv too")
     split, source = task.load_data(FLAGS.workdir).val, "val split"
   if not task.predicts:  # a pretext task: its targets come from the transform
     result = task.evaluate(restored.predict_step, restored.model_state, split,
@@ -80,12 +97,17 @@ def main(argv):
     print(f"wrote {path}")
 
 
+def _out() -> str:
+  from jaxmm import workdir as workdir_lib
+  return FLAGS.out or workdir_lib.path(FLAGS.workdir, workdir_lib.EVAL_METRICS_FILE)
+
+
 def _write(result):
-  out = FLAGS.out or os.path.join(FLAGS.workdir, "eval_metrics.json")
+  out = _out()
   with open(out, "w") as f:
     json.dump(result, f, indent=1, default=float)
   print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -2,13 +2,17 @@
 
 COMP5329 workdirs write `ImageID,Labels` (space-separated label ids, at least one per row);
 matching workdirs write `id,label` (1 = the caption matches the image). One row per input row, in
-input order, using the workdir's best checkpoint and tuned threshold(s).
+input order, using the workdir's best checkpoint (or --which latest) and tuned threshold(s).
+`--skip_bad` predicts the rows whose image is usable and writes the others with no label, listed
+in <out>.skipped.json. A CSV with no records gives a file with the header line alone.
 """
 
-import csv
-import os
+import json
+import sys
 
-from absl import app, flags
+from absl import flags
+
+from jaxmm import cli
 
 flags.DEFINE_string("workdir", None, "A trained jaxmm workdir.")
 flags.DEFINE_string("csv", None, "A CSV in the workdir's task layout (labels optional).")
@@ -18,6 +22,11 @@ flags.DEFINE_string("thresholds", None, "Instead of the workdir's thresholds.jso
                     "for every label (e.g. 0.5), or 'expected_f1' (multi-label: each row's label "
                     "set of highest expected F1 under the predicted probabilities).")
 flags.DEFINE_string("out", "submission.csv", "Where the submission goes.")
+flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint predicts (a damaged "
+                  "'best' falls back to 'latest' with a warning).")
+flags.DEFINE_bool("skip_bad", False, "Rows whose image is missing or unusable get no label "
+                  "instead of stopping the run; they are listed on stderr and in "
+                  "<out>.skipped.json.")
 flags.mark_flags_as_required(["workdir", "csv"])
 FLAGS = flags.FLAGS
 
@@ -29,20 +38,37 @@ def main(argv):
 
   config_lib.setup_logging()
   config_lib.setup_compilation_cache()
-  restored = inference.restore(FLAGS.workdir, thresholds=FLAGS.thresholds)
+  cli.check_writable(FLAGS.out, "--out")  # before minutes of work, not after
+  skipped_file = f"{FLAGS.out}.skipped.json"
+  restored = inference.restore(FLAGS.workdir, which=FLAGS.which, thresholds=FLAGS.thresholds)
   task = restored.task
   if not task.predicts:
-    raise SystemExit(
-        f"error: {FLAGS.workdir} is a {task.name!r} pretext run: prediction is not defined for a "
+    raise ValueError(
+        f"{FLAGS.workdir} is a {task.name!r} pretext run: prediction is not defined for a "
         "pretext task. `python evaluate.py --workdir` reports its val metric; transfer its tower "
         "with --config.init.image_from / --config.init.text_from.")
   images = FLAGS.images or task.default_images_dir(FLAGS.csv)
-  split = inference.split_from_csv(restored, FLAGS.csv, images,
-                                   labelled=task.csv_is_labelled(FLAGS.csv))
-  probs = restored.predict(split)
-  task.write_predictions(FLAGS.out, split, probs, restored.thresholds)
-  print(f"wrote {len(split)} predictions to {FLAGS.out}")
+  split, skipped = inference.read_split(
+      restored, FLAGS.csv, images, labelled=task.csv_is_labelled(FLAGS.csv),
+      skip_bad=FLAGS.skip_bad,
+      skip_hint="pass --skip_bad to predict the other rows (these get no label and are listed in "
+      f"{skipped_file})")
+  if len(split):
+    task.write_predictions(FLAGS.out, split, restored.predict(split), restored.thresholds)
+  else:
+    inference.write_empty_predictions(restored, FLAGS.out)
+  if skipped:
+    inference.write_with_skipped(FLAGS.out, skipped)
+    with open(skipped_file, "w") as f:
+      json.dump(skipped.to_json(), f, indent=1)
+    print(f"skipped {len(skipped.ids)} row(s) of {FLAGS.csv} (no label in {FLAGS.out}; listed in "
+          f"{skipped_file}):\n  " + "\n  ".join(skipped.reasons), file=sys.stderr)
+  if not len(split) and not skipped:
+    print(f"note: {FLAGS.csv} has no records (only its header): {FLAGS.out} holds the header "
+          "line alone", file=sys.stderr)
+  print(f"wrote {len(split)} predictions to {FLAGS.out}"
+        + (f" and {len(skipped.ids)} row(s) with no label" if skipped else ""))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

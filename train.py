@@ -1,7 +1,8 @@
 """Train a jaxmm model: `python train.py --config configs/demo.py --workdir runs/demo`.
 
 Any config value can be overridden (`--config.optim.lr=3e-4`); running the same command again
-resumes from the workdir's latest checkpoint. With a two-stage config, `--stage=text` and
+resumes from the workdir's latest checkpoint. An expected error (a mistyped data.root, a bad
+CSV or image) prints one `error:` line; `--verbose` adds the traceback. With a two-stage config, `--stage=text` and
 `--stage=image` train the two stage-1 towers in separate processes (at once, on two devices).
 """
 
@@ -10,6 +11,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from jaxmm import cli
 from jaxmm import config as config_lib
 
 FLAGS = flags.FLAGS
@@ -42,4 +44,4 @@ def main(argv):
 
 if __name__ == "__main__":
   config_lib.check_overrides(sys.argv)
-  app.run(main)
+  cli.run(main)

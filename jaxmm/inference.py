@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import collections
+import csv
 import dataclasses
 import json
+import logging
 import os
 
 import ml_collections
@@ -11,12 +14,15 @@ import numpy as np
 
 from jaxmm import tasks
 from jaxmm import workdir as workdir_lib
+from jaxmm.data import images as images_lib
 from jaxmm.data.pipeline import PreparedSplit
 from jaxmm.data.text import TextEncoder
 from jaxmm.train import checkpoint as ckpt_lib
 from jaxmm.train import evaluation, steps
 from jaxmm.train import state as state_lib
 from jaxmm.train import thresholds as thresholds_lib
+
+log = logging.getLogger("jaxmm")
 
 
 @dataclasses.dataclass
@@ -57,8 +63,9 @@ def restore(workdir: str, *, which: str = ckpt_lib.BEST, thresholds: str | None 
             ) -> Restored:
   """Loads config.json, vocab.json, thresholds.json and the `best` (else `latest`) checkpoint.
 
-  `thresholds` (a --thresholds flag's text) replaces those of thresholds.json: see
-  parse_thresholds.
+  Reads only: nothing is created in `workdir`. A damaged `best` falls back to an intact `latest`
+  with a warning. `thresholds` (a --thresholds flag's text) replaces those of thresholds.json:
+  see parse_thresholds.
   """
   config = workdir_lib.read_config(workdir)
   task = tasks.make(config)
@@ -66,11 +73,11 @@ def restore(workdir: str, *, which: str = ckpt_lib.BEST, thresholds: str | None 
               else parse_thresholds(thresholds, task.name))
   encoder = TextEncoder.load(workdir_lib.path(workdir, workdir_lib.VOCAB_FILE))
   state = state_lib.build(config, task, vocab_size=len(encoder.vocab))
-  checkpointer = ckpt_lib.Checkpointer(workdir)
-  if checkpointer.latest_step(which) is None:
-    which = ckpt_lib.LATEST
-  state, meta = state_lib.restore(state, checkpointer, which=which)
-  checkpointer.close()
+  checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)
+  try:
+    state, meta = _restore_state(state, checkpointer, which, workdir)
+  finally:
+    checkpointer.close()
   chosen = config.train.threshold
   thr_path = workdir_lib.path(workdir, workdir_lib.THRESHOLDS_FILE)
   if override is not None:
@@ -83,11 +90,113 @@ def restore(workdir: str, *, which: str = ckpt_lib.BEST, thresholds: str | None 
                   step=int(meta["step"]))
 
 
+def _restore_state(state, checkpointer: ckpt_lib.Checkpointer, which: str, workdir: str):
+  """`which`, else the other checkpoint when `which` has no step or (best) none that restores."""
+  other = ckpt_lib.LATEST if which == ckpt_lib.BEST else ckpt_lib.BEST
+  if checkpointer.latest_step(which) is None:
+    if checkpointer.latest_step(other) is None:
+      raise FileNotFoundError(
+          f"{workdir} has no checkpoint (no step in {checkpointer.directory(ckpt_lib.LATEST)} or "
+          f"{checkpointer.directory(ckpt_lib.BEST)}): its training stopped before the first "
+          "one. Train it (python train.py --config ... --workdir) first.")
+    if which == ckpt_lib.LATEST:  # asked for by name: never silently another checkpoint
+      raise FileNotFoundError(f"no 'latest' checkpoint in {workdir}: pass --which best")
+    return state_lib.restore(state, checkpointer, which=other)
+  try:
+    return state_lib.restore(state, checkpointer, which=which)
+  except ckpt_lib.CheckpointDamagedError as damaged:
+    if which != ckpt_lib.BEST or checkpointer.latest_step(other) is None:
+      raise RuntimeError(_unrestorable(workdir, damaged.folders)) from damaged
+    try:
+      restored = state_lib.restore(state, checkpointer, which=other)
+    except ckpt_lib.CheckpointDamagedError as also:
+      raise RuntimeError(_unrestorable(workdir, damaged.folders + also.folders)) from also
+    log.warning("the 'best' checkpoint (step %s: %s) cannot be restored (a damaged file, or a "
+                "model of another config); using the 'latest' checkpoint, step %d, instead. Pass "
+                "--which latest to choose it without this warning.",
+                ", ".join(os.path.basename(f) for f in damaged.folders),
+                ", ".join(damaged.folders), int(restored[1]["step"]))
+    return restored
+
+
+def _unrestorable(workdir: str, folders: list[str]) -> str:
+  return (f"no checkpoint of {workdir} can be restored: {', '.join(folders)} hold a damaged file "
+          "(truncated, edited) or a model of another config than its config.json. Copy the "
+          "folder(s) back from a backup, or train again into a new --workdir.")
+
+
 def split_from_csv(restored: Restored, csv_path: str, images_dir: str, *, labelled: bool,
                    skip_bad: bool = False) -> PreparedSplit:
   """Any CSV in the layout of the workdir's task as a split, with its vocabulary and image size."""
   return restored.task.split_from_csv(restored.encoder, csv_path, images_dir, labelled=labelled,
                                       skip_bad=skip_bad)
+
+
+@dataclasses.dataclass
+class Skipped:
+  """The rows of a CSV left out for bad images: their ids and 0-based record numbers, and the data
+  layer's lines naming each file with its reason and CSV line."""
+  csv: str
+  ids: list[str]
+  records: list[int]
+  reasons: list[str]
+
+  def to_json(self) -> dict:
+    return {"csv": self.csv, "rows": [{"id": i, "record": r} for i, r in zip(self.ids, self.records)],
+            "reasons": self.reasons}
+
+
+def read_split(restored: Restored, csv_path: str, images_dir: str, *, labelled: bool,
+               skip_bad: bool, skip_hint: str) -> tuple[PreparedSplit, Skipped | None]:
+  """split_from_csv for a script: bad images raise ImageDataError naming the CSV, each file and its
+  line, with `skip_hint` (the script's own flag) as the fix; with `skip_bad`, the split of the
+  other rows and the Skipped ones (None when every image is usable)."""
+  try:
+    return split_from_csv(restored, csv_path, images_dir, labelled=labelled), None
+  except images_lib.ImageDataError as e:
+    listing = _without_training_hint(str(e))
+    if not skip_bad:
+      raise images_lib.ImageDataError(f"{listing}\nFix or remove these files (or their rows), or "
+                                      f"{skip_hint}.") from None
+  split = split_from_csv(restored, csv_path, images_dir, labelled=labelled, skip_bad=True)
+  # Every row's id, in CSV order: the same reader with the images left out.
+  config = ml_collections.ConfigDict(restored.config.to_dict())
+  config.model.mode = "text"
+  every = tasks.make(config).split_from_csv(restored.encoder, csv_path, images_dir,
+                                            labelled=labelled).ids
+  kept = collections.Counter(split.ids)
+  ids, records = [], []
+  for k, i in enumerate(every):
+    if kept[i]:
+      kept[i] -= 1
+    else:
+      ids.append(i)
+      records.append(k)
+  reasons = [line.strip() for line in listing.splitlines()[1:] if line.strip()]
+  return split, Skipped(csv=csv_path, ids=ids, records=records, reasons=reasons)
+
+
+def _without_training_hint(message: str) -> str:
+  """The data layer's bad-image listing without its advice, which is for train.py's flags."""
+  cut = message.rfind("\nFix or remove")
+  message = message[:cut] if cut >= 0 else message
+  return message.replace(" (with data.skip_bad=True, skipped.json in the workdir lists every one)",
+                         "")
+
+
+def write_with_skipped(path: str, skipped: Skipped) -> None:
+  """Rewrites the predictions CSV at `path` (one row per kept example, in input order) with a row
+  of no label at each skipped record's place."""
+  with open(path, newline="") as f:
+    header, *kept = list(csv.reader(f))
+  at = dict(zip(skipped.records, skipped.ids))
+  kept_rows = iter(kept)
+  out = [header] + [[at[k]] + [""] * (len(header) - 1) if k in at else next(kept_rows)
+                    for k in range(len(kept) + len(at))]
+  tmp = f"{path}.{os.getpid()}.tmp"
+  with open(tmp, "w", newline="") as f:
+    csv.writer(f).writerows(out)
+  os.replace(tmp, path)
 
 
 def parse_rows(spec: str, n: int, *, source: str = "the CSV") -> np.ndarray:
@@ -103,3 +212,15 @@ def parse_rows(spec: str, n: int, *, source: str = "the CSV") -> np.ndarray:
   if not len(rows):
     raise ValueError(f"--rows={spec!r} selects no row of {source} ({n} records)")
   return rows
+
+
+def write_empty_predictions(restored: Restored, path: str) -> None:
+  """The predictions file of a CSV without records: the task's header line alone."""
+  placeholder = PreparedSplit(ids=["-"], image_cache=None, image_index=None, arrays={})
+  restored.task.write_predictions(path, placeholder,
+                                  np.zeros((1, restored.task.num_outputs()), np.float32),
+                                  restored.thresholds)
+  with open(path, newline="") as f:
+    header = next(csv.reader(f))
+  with open(path, "w", newline="") as f:
+    csv.writer(f).writerow(header)

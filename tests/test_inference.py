@@ -27,3 +27,20 @@ def test_parse_thresholds():
   for bad in ("1.5", "high", ""):
     with pytest.raises(ValueError, match=r"expected a number in \[0, 1\) or 'expected_f1'"):
       inference.parse_thresholds(bad, "multilabel")
+
+
+def test_write_with_skipped_keeps_input_order(tmp_path):
+  out = tmp_path / "sub.csv"
+  out.write_text("ImageID,Labels\na.jpg,1\nc.jpg,2 3\n")
+  skipped = inference.Skipped(csv="t.csv", ids=["b.jpg", "d.jpg"], records=[1, 3], reasons=[])
+  inference.write_with_skipped(str(out), skipped)
+  assert out.read_text().splitlines() == ["ImageID,Labels", "a.jpg,1", "b.jpg,", "c.jpg,2 3",
+                                          "d.jpg,"]
+
+
+def test_bad_image_hint_is_the_scripts_own():
+  message = ("t.csv: 1 image(s) cannot be used (1 missing):\n  line 4: x.jpg: missing\nFix or "
+             "remove these files (or their rows), or set --config.data.skip_bad=True to train "
+             "without them (skipped.json in the workdir then lists each one).")
+  assert inference._without_training_hint(message) == (
+      "t.csv: 1 image(s) cannot be used (1 missing):\n  line 4: x.jpg: missing")

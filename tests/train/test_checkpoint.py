@@ -140,3 +140,32 @@ def test_fresh_state_placed_like_restored_compiles_the_same_program(tmp_path):
   want = step.lower(restored).as_text()
   assert step.lower(ckpt_lib.place_like_restored(_state(0))).as_text() == want
   assert step.lower(_state(0)).as_text() != want  # why: a resumed run would compile again
+
+
+def test_read_only_creates_nothing_and_cannot_save(tmp_path):
+  reader = ckpt_lib.Checkpointer(str(tmp_path), read_only=True)
+  assert reader.latest_step() is None and reader.restore_meta() is None
+  with pytest.raises(FileNotFoundError, match="train first"):
+    reader.restore(_state(0))
+  assert not (tmp_path / "checkpoints").exists()  # orbax's create=True would have made it
+  ck = ckpt_lib.Checkpointer(str(tmp_path))
+  ck.save(3, _state(3), {"step": 3})
+  ck.close()
+  before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+  reader = ckpt_lib.Checkpointer(str(tmp_path), read_only=True)
+  restored, meta = reader.restore(_state(0))
+  assert meta["step"] == 3 and _equal(restored, _state(3))
+  with pytest.raises(RuntimeError, match="read-only"):
+    reader.save(4, _state(4), {"step": 4})
+  reader.close()
+  assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_nothing_restorable_names_the_step_folders_in_one_line(tmp_path):
+  ck = ckpt_lib.Checkpointer(str(tmp_path))
+  ck.save(2, _state(2), {"step": 2})
+  _damage(tmp_path / "checkpoints" / "latest" / "2")
+  with pytest.raises(ckpt_lib.CheckpointDamagedError) as e:
+    ck.restore(_state(0))
+  assert e.value.folders == [str(tmp_path / "checkpoints" / "latest" / "2")]
+  assert "\n" not in str(e.value) and "from a backup" in str(e.value)

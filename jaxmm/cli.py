@@ -1,0 +1,61 @@
+"""What the scripts share: one line for an expected error, the traceback only with --verbose.
+
+A new user's mistakes (a mistyped path, a bad CSV or image, a damaged checkpoint) raise errors
+whose message names the culprit and the fix; a traceback around it hides that line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from absl import app, flags
+
+flags.DEFINE_bool("verbose", False, "On an error, also print (and log) the full traceback.")
+FLAGS = flags.FLAGS
+# OSError: missing files, permissions; ValueError: bad values, and the data layer's CsvFormatError
+# and ImageDataError (its subclasses, not imported here: --help stays fast); RuntimeError:
+# checkpoints that cannot be restored.
+EXPECTED = (OSError, ValueError, RuntimeError)
+log = logging.getLogger("jaxmm")
+
+
+def run(main) -> None:
+  """absl's app.run(main), with an expected error printed as `error: <message>` (exit status 1)."""
+
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except EXPECTED as e:
+      if FLAGS.verbose:
+        log.error("%s failed", os.path.basename(sys.argv[0]), exc_info=True)
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(1)
+
+  app.run(wrapped)
+
+
+def check_writable(path: str, flag: str) -> None:
+  """Raises before any work when the file `path` (given by `flag`) cannot be written."""
+  parent = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path):
+    raise IsADirectoryError(f"{flag}={path} is a folder: pass a file name, e.g. {flag}="
+                            f"{os.path.join(path, 'out')}")
+  if not os.path.isdir(parent):
+    raise FileNotFoundError(f"{flag}={path}: the folder {parent} does not exist; create it or "
+                            f"pass {flag} somewhere else")
+  writable = os.access(path, os.W_OK) if os.path.exists(path) else os.access(parent, os.W_OK)
+  if not writable:
+    raise PermissionError(f"cannot write {path} (a read-only folder?): pass {flag} with a path "
+                          "you can write")
+
+
+def check_writable_dir(path: str, flag: str) -> None:
+  """As check_writable, for a folder that is created if missing."""
+  target = os.path.abspath(path)
+  while not os.path.exists(target):  # the nearest existing folder is the one written to
+    target = os.path.dirname(target)
+  if not os.path.isdir(target) or not os.access(target, os.W_OK):
+    raise PermissionError(f"cannot write {path} ({target} is not a writable folder): pass {flag} "
+                          "with a path you can write")
