@@ -1,4 +1,7 @@
-"""Evaluate a trained workdir: `python evaluate.py --workdir runs/demo [--csv F [--rows A:B]] [--out F]`.
+"""Evaluate a trained workdir.
+
+  python evaluate.py --workdir runs/demo [--csv F [--rows A:B]] [--out F]
+
 
 Restores the best checkpoint and runs a jitted eval over the workdir's val split, or over any
 labelled CSV in the layout of the workdir's task (COMP5329 or S0 matching); every example counts
@@ -10,7 +13,6 @@ checked before any work (`--out` elsewhere for a read-only workdir); the workdir
 """
 
 import json
-import os
 import sys
 
 from absl import app, flags
@@ -19,18 +21,34 @@ from jaxmm import cli
 
 flags.DEFINE_string("workdir", None, "A trained jaxmm workdir.")
 flags.DEFINE_string("csv", None, "A labelled CSV (default: the workdir's val split).")
-flags.DEFINE_string("images", None, "Folder of the CSV's images (default: <csv dir>/data, or "
-                    "<csv dir>/<csv name>_images for matching).")
-flags.DEFINE_string("rows", None, "Only these records of --csv, as START:END (0-based, end "
-                    "excluded), e.g. 10000:12000 to hold out the last 2,000 of the dev train.csv.")
+flags.DEFINE_string(
+  "images",
+  None,
+  "Folder of the CSV's images (default: <csv dir>/data, or "
+  "<csv dir>/<csv name>_images for matching).",
+)
+flags.DEFINE_string(
+  "rows",
+  None,
+  "Only these records of --csv, as START:END (0-based, end "
+  "excluded), e.g. 10000:12000 to hold out the last 2,000 of the dev train.csv.",
+)
 flags.DEFINE_string("out", None, "Metrics JSON (default: <workdir>/eval_metrics.json).")
 flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint to evaluate.")
-flags.DEFINE_string("thresholds", None, "Instead of the workdir's thresholds.json: one threshold "
-                    "for every label (e.g. 0.5), or 'expected_f1' (multi-label: each row's label "
-                    "set of highest expected F1 under the predicted probabilities).")
+flags.DEFINE_string(
+  "thresholds",
+  None,
+  "Instead of the workdir's thresholds.json: one threshold "
+  "for every label (e.g. 0.5), or 'expected_f1' (multi-label: each row's label "
+  "set of highest expected F1 under the predicted probabilities).",
+)
 flags.DEFINE_string("report_dir", None, "Also write report.md and plots/ for this split here.")
-flags.DEFINE_bool("skip_bad", False, "Evaluate without the rows whose image is missing or "
-                  "unusable (listed on stderr) instead of stopping.")
+flags.DEFINE_bool(
+  "skip_bad",
+  False,
+  "Evaluate without the rows whose image is missing or "
+  "unusable (listed on stderr) instead of stopping.",
+)
 flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
@@ -52,14 +70,24 @@ def main(argv):
   if FLAGS.csv:
     images = FLAGS.images or task.default_images_dir(FLAGS.csv)
     split, skipped = inference.read_split(
-        restored, FLAGS.csv, images, labelled=True, skip_bad=FLAGS.skip_bad,
-        skip_hint="pass --skip_bad to evaluate without them")
+      restored,
+      FLAGS.csv,
+      images,
+      labelled=True,
+      skip_bad=FLAGS.skip_bad,
+      skip_hint="pass --skip_bad to evaluate without them",
+    )
     if skipped:
-      print(f"evaluating without {len(skipped.ids)} row(s) of {FLAGS.csv}:\n  "
-            + "\n  ".join(skipped.reasons), file=sys.stderr)
+      print(
+        f"evaluating without {len(skipped.ids)} row(s) of {FLAGS.csv}:\n  "
+        + "\n  ".join(skipped.reasons),
+        file=sys.stderr,
+      )
     if not len(split):
-      raise ValueError(f"{FLAGS.csv} has no record to evaluate"
-                       + (" with a usable image" if skipped else " (only its header)"))
+      raise ValueError(
+        f"{FLAGS.csv} has no record to evaluate"
+        + (" with a usable image" if skipped else " (only its header)")
+      )
     source = FLAGS.csv
     if FLAGS.rows:
       split = split.take(inference.parse_rows(FLAGS.rows, len(split), source=FLAGS.csv))
@@ -67,11 +95,13 @@ def main(argv):
   else:
     split, source = task.load_data(FLAGS.workdir).val, "val split"
   if not task.predicts:  # a pretext task: its targets come from the transform
-    result = task.evaluate(restored.predict_step, restored.model_state, split,
-                           vocab_size=len(restored.encoder.vocab))
+    result = task.evaluate(
+      restored.predict_step, restored.model_state, split, vocab_size=len(restored.encoder.vocab)
+    )
     result.update(n_examples=len(split), source=source, step=restored.step, task=task.name)
-    print(f"{source}: {len(split)} examples, {task.name} pretext task, checkpoint step "
-          f"{restored.step}")
+    print(
+      f"{source}: {len(split)} examples, {task.name} pretext task, checkpoint step {restored.step}"
+    )
     for k in (f"val_{m}" for m in task.metric_names + ("loss",)):
       print(f"  {k:22s} {result[k]:.4f}")
     _write(result)
@@ -81,8 +111,9 @@ def main(argv):
   probs = restored.predict(split)
   labels = split.arrays[task.label_key]
   result = task.report(probs, labels, restored.thresholds)
-  result.update(n_examples=len(split), source=source, step=restored.step,
-                thresholds=restored.thresholds)
+  result.update(
+    n_examples=len(split), source=source, step=restored.step, thresholds=restored.thresholds
+  )
   print(f"{source}: {len(split)} examples, checkpoint step {restored.step}")
   for k in task.metric_names:
     print(f"  {k:18s} {result[k]:.4f}")
@@ -91,14 +122,20 @@ def main(argv):
     print(details)
   _write(result)
   if FLAGS.report_dir:
-    path = report.write_report(FLAGS.workdir, FLAGS.report_dir, probs=probs, labels=labels,
-                               thresholds=restored.thresholds,
-                               source=source if FLAGS.csv is None else f"file {source}")
+    path = report.write_report(
+      FLAGS.workdir,
+      FLAGS.report_dir,
+      probs=probs,
+      labels=labels,
+      thresholds=restored.thresholds,
+      source=source if FLAGS.csv is None else f"file {source}",
+    )
     print(f"wrote {path}")
 
 
 def _out() -> str:
   from jaxmm import workdir as workdir_lib
+
   return FLAGS.out or workdir_lib.path(FLAGS.workdir, workdir_lib.EVAL_METRICS_FILE)
 
 

@@ -16,17 +16,33 @@ from jaxmm import cli
 
 flags.DEFINE_string("workdir", None, "A trained jaxmm workdir.")
 flags.DEFINE_string("csv", None, "A CSV in the workdir's task layout (labels optional).")
-flags.DEFINE_string("images", None, "Folder of the CSV's images (default: <csv dir>/data, or "
-                    "<csv dir>/<csv name>_images for matching).")
-flags.DEFINE_string("thresholds", None, "Instead of the workdir's thresholds.json: one threshold "
-                    "for every label (e.g. 0.5), or 'expected_f1' (multi-label: each row's label "
-                    "set of highest expected F1 under the predicted probabilities).")
+flags.DEFINE_string(
+  "images",
+  None,
+  "Folder of the CSV's images (default: <csv dir>/data, or "
+  "<csv dir>/<csv name>_images for matching).",
+)
+flags.DEFINE_string(
+  "thresholds",
+  None,
+  "Instead of the workdir's thresholds.json: one threshold "
+  "for every label (e.g. 0.5), or 'expected_f1' (multi-label: each row's label "
+  "set of highest expected F1 under the predicted probabilities).",
+)
 flags.DEFINE_string("out", "submission.csv", "Where the submission goes.")
-flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint predicts (a damaged "
-                  "'best' falls back to 'latest' with a warning).")
-flags.DEFINE_bool("skip_bad", False, "Rows whose image is missing or unusable get no label "
-                  "instead of stopping the run; they are listed on stderr and in "
-                  "<out>.skipped.json.")
+flags.DEFINE_enum(
+  "which",
+  "best",
+  ["best", "latest"],
+  "Which checkpoint predicts (a damaged 'best' falls back to 'latest' with a warning).",
+)
+flags.DEFINE_bool(
+  "skip_bad",
+  False,
+  "Rows whose image is missing or unusable get no label "
+  "instead of stopping the run; they are listed on stderr and in "
+  "<out>.skipped.json.",
+)
 flags.mark_flags_as_required(["workdir", "csv"])
 FLAGS = flags.FLAGS
 
@@ -44,15 +60,20 @@ def main(argv):
   task = restored.task
   if not task.predicts:
     raise ValueError(
-        f"{FLAGS.workdir} is a {task.name!r} pretext run: prediction is not defined for a "
-        "pretext task. `python evaluate.py --workdir` reports its val metric; transfer its tower "
-        "with --config.init.image_from / --config.init.text_from.")
+      f"{FLAGS.workdir} is a {task.name!r} pretext run: prediction is not defined for a "
+      "pretext task. `python evaluate.py --workdir` reports its val metric; transfer its tower "
+      "with --config.init.image_from / --config.init.text_from."
+    )
   images = FLAGS.images or task.default_images_dir(FLAGS.csv)
   split, skipped = inference.read_split(
-      restored, FLAGS.csv, images, labelled=task.csv_is_labelled(FLAGS.csv),
-      skip_bad=FLAGS.skip_bad,
-      skip_hint="pass --skip_bad to predict the other rows (these get no label and are listed in "
-      f"{skipped_file})")
+    restored,
+    FLAGS.csv,
+    images,
+    labelled=task.csv_is_labelled(FLAGS.csv),
+    skip_bad=FLAGS.skip_bad,
+    skip_hint="pass --skip_bad to predict the other rows (these get no label and are listed in "
+    f"{skipped_file})",
+  )
   if len(split):
     task.write_predictions(FLAGS.out, split, restored.predict(split), restored.thresholds)
   else:
@@ -61,13 +82,21 @@ def main(argv):
     inference.write_with_skipped(FLAGS.out, skipped)
     with open(skipped_file, "w") as f:
       json.dump(skipped.to_json(), f, indent=1)
-    print(f"skipped {len(skipped.ids)} row(s) of {FLAGS.csv} (no label in {FLAGS.out}; listed in "
-          f"{skipped_file}):\n  " + "\n  ".join(skipped.reasons), file=sys.stderr)
+    print(
+      f"skipped {len(skipped.ids)} row(s) of {FLAGS.csv} (no label in {FLAGS.out}; listed in "
+      f"{skipped_file}):\n  " + "\n  ".join(skipped.reasons),
+      file=sys.stderr,
+    )
   if not len(split) and not skipped:
-    print(f"note: {FLAGS.csv} has no records (only its header): {FLAGS.out} holds the header "
-          "line alone", file=sys.stderr)
-  print(f"wrote {len(split)} predictions to {FLAGS.out}"
-        + (f" and {len(skipped.ids)} row(s) with no label" if skipped else ""))
+    print(
+      f"note: {FLAGS.csv} has no records (only its header): {FLAGS.out} holds the header "
+      "line alone",
+      file=sys.stderr,
+    )
+  print(
+    f"wrote {len(split)} predictions to {FLAGS.out}"
+    + (f" and {len(skipped.ids)} row(s) with no label" if skipped else "")
+  )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Any config value can be overridden (`--config.optim.lr=3e-4`); running the same command again
 resumes from the workdir's latest checkpoint. An expected error (a mistyped data.root, a bad
-CSV or image) prints one `error:` line; `--verbose` adds the traceback. With a two-stage config, `--stage=text` and
-`--stage=image` train the two stage-1 towers in separate processes (at once, on two devices).
+CSV or image) prints one `error:` line; `--verbose` adds the traceback. With a two-stage config,
+`--stage=text` and `--stage=image` train the two stage-1 towers in separate processes (at once, on
+two devices).
 """
 
 import sys
@@ -15,12 +16,17 @@ from jaxmm import cli
 from jaxmm import config as config_lib
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+  "config", None, "Path to a config file (configs/*.py).", lock_config=True
+)
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and the vocabulary go.")
-flags.DEFINE_enum("stage", None, ["text", "image"],
-                  "Two-stage configs only: train just this stage-1 tower, e.g. both at once in two "
-                  "processes; the same command without --stage then reuses them for stage 2.")
+flags.DEFINE_enum(
+  "stage",
+  None,
+  ["text", "image"],
+  "Two-stage configs only: train just this stage-1 tower, e.g. both at once in two "
+  "processes; the same command without --stage then reuses them for stage 2.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -35,11 +41,15 @@ def main(argv):
     raise app.UsageError("--stage needs a two-stage config (--config.train.two_stage=True)")
   result = train_and_evaluate(FLAGS.config, FLAGS.workdir, stage=FLAGS.stage)
   if result.get("stopped_by_signal"):
-    print(f"stopped by signal {result['stopped_by_signal']} at step {result['step']}; checkpoint "
-          f"saved in {FLAGS.workdir}: run the same command to resume")
+    print(
+      f"stopped by signal {result['stopped_by_signal']} at step {result['step']}; checkpoint "
+      f"saved in {FLAGS.workdir}: run the same command to resume"
+    )
     return
-  print(f"best {FLAGS.config.train.select_metric}: {result['best_metric']} "
-        f"(step {result['best_step']}); workdir: {FLAGS.workdir}")
+  print(
+    f"best {FLAGS.config.train.select_metric}: {result['best_metric']} "
+    f"(step {result['best_step']}); workdir: {FLAGS.workdir}"
+  )
 
 
 if __name__ == "__main__":

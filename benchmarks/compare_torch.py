@@ -36,20 +36,20 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from configs import default as default_config  # noqa: E402
-from jaxmm.data import comp5329  # noqa: E402
-from jaxmm.models import registry  # noqa: E402
 from jaxmm import config as config_lib  # noqa: E402
 from jaxmm import tasks  # noqa: E402
+from jaxmm.data import comp5329  # noqa: E402
+from jaxmm.models import registry  # noqa: E402
 from jaxmm.train import optim, steps  # noqa: E402
 from jaxmm.train import state as state_lib  # noqa: E402
 
 # name -> (image tower, text tower, default batch)
 MODELS = {
-    "resnet18_bilstm": ("resnet18", "lstm", 32),
-    "resnet50_bilstm": ("resnet50", "lstm", 32),
-    "bilstm": (None, "lstm", 128),
-    "bigru_attention": (None, "gru_attention", 128),
-    "resnet18": ("resnet18", None, 32),  # image tower alone (diagnostic, not in the default list)
+  "resnet18_bilstm": ("resnet18", "lstm", 32),
+  "resnet50_bilstm": ("resnet50", "lstm", 32),
+  "bilstm": (None, "lstm", 128),
+  "bigru_attention": (None, "gru_attention", 128),
+  "resnet18": ("resnet18", None, 32),  # image tower alone (diagnostic, not in the default list)
 }
 DEFAULT_MODELS = ("resnet18_bilstm", "resnet50_bilstm", "bilstm", "bigru_attention")
 
@@ -57,8 +57,10 @@ DEFAULT_MODELS = ("resnet18_bilstm", "resnet50_bilstm", "bilstm", "bigru_attenti
 def machine_line() -> str:
   """Where and under what load the figures were taken."""
   dev = jax.devices()[0]
-  return (f"jax {jax.__version__} on {dev.platform} ({dev.device_kind}), {os.cpu_count()} CPUs, "
-          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+  return (
+    f"jax {jax.__version__} on {dev.platform} ({dev.device_kind}), {os.cpu_count()} CPUs, "
+    f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+  )
 
 
 def num_threads() -> int:
@@ -69,6 +71,7 @@ def num_threads() -> int:
 def keep_heap_buffers() -> None:
   """glibc: serve large allocations from the heap, not a fresh mmap each (see text_towers.py)."""
   import ctypes
+
   libc = ctypes.CDLL("libc.so.6")
   libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
   libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
@@ -99,8 +102,11 @@ def make_batch(name: str, batch: int, args, seed: int = 0) -> dict[str, np.ndarr
   length = rng.integers(4, args.length + 1, size=batch).astype(np.int32)
   tokens = rng.integers(1, args.vocab, size=(batch, args.length)).astype(np.int32)
   tokens[np.arange(args.length)[None, :] >= length[:, None]] = 0
-  out = {"tokens": tokens, "length": length,
-         "labels": (rng.random((batch, comp5329.NUM_LABELS)) < 0.2).astype(np.float32)}
+  out = {
+    "tokens": tokens,
+    "length": length,
+    "labels": (rng.random((batch, comp5329.NUM_LABELS)) < 0.2).astype(np.float32),
+  }
   if MODELS[name][0]:
     out["image"] = rng.integers(0, 256, (batch, args.image_size, args.image_size, 3), np.uint8)
   return out
@@ -109,10 +115,12 @@ def make_batch(name: str, batch: int, args, seed: int = 0) -> dict[str, np.ndarr
 def jax_runner(name: str, batch_np: dict, args):
   """-> run(n): n train steps of jaxmm's real step, blocking at the end."""
   c = jax_config(name, args)
-  model = registry.build_model(c.model, num_outputs=comp5329.NUM_LABELS, vocab_size=args.vocab,
-                               rngs=nnx.Rngs(0))
-  tx = optim.make_optimizer(c.optim, steps_per_epoch=100, total_steps=10**6,
-                            params=nnx.state(model, nnx.Param))
+  model = registry.build_model(
+    c.model, num_outputs=comp5329.NUM_LABELS, vocab_size=args.vocab, rngs=nnx.Rngs(0)
+  )
+  tx = optim.make_optimizer(
+    c.optim, steps_per_epoch=100, total_steps=10**6, params=nnx.state(model, nnx.Param)
+  )
   state = state_lib.from_model(model, tx)
   # One device, as torch gets one: the comparison is per device.
   train_step = steps.make_train_step(tasks.make(config_lib.default_config()), seed=0)
@@ -133,14 +141,21 @@ def jax_runner(name: str, batch_np: dict, args):
 def torch_runner(name: str, batch_np: dict, args, threads: int):
   import torch
   import torch_models
+
   torch.set_num_threads(threads)
   torch.manual_seed(0)
   cuda = torch.cuda.is_available() and jax.default_backend() == "gpu"
   device = torch.device("cuda" if cuda else "cpu")
   image, text, _ = MODELS[name]
-  model = torch_models.FusionClassifier(image, text, vocab=args.vocab, embed=args.embed,
-                                        hidden=args.hidden, width=args.width,
-                                        channels_last=cuda).to(device)
+  model = torch_models.FusionClassifier(
+    image,
+    text,
+    vocab=args.vocab,
+    embed=args.embed,
+    hidden=args.hidden,
+    width=args.width,
+    channels_last=cuda,
+  ).to(device)
   if cuda:
     model = model.to(memory_format=torch.channels_last)
   opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -169,13 +184,18 @@ def torch_runner(name: str, batch_np: dict, args, threads: int):
 def compare(name: str, args, threads: int) -> dict:
   batch = args.batch or MODELS[name][2]
   batch_np = make_batch(name, batch, args)
-  runners = {"jax": jax_runner(name, batch_np, args),
-             "torch": torch_runner(name, batch_np, args, threads)}
+  runners = {
+    "jax": jax_runner(name, batch_np, args),
+    "torch": torch_runner(name, batch_np, args, threads),
+  }
   for label, run in runners.items():
     t0 = time.perf_counter()
     loss = run(args.warmup)  # the first jax step compiles
-    print(f"  {name}: {label} warm-up {time.perf_counter() - t0:.1f} s, loss {loss:.4f}",
-          file=sys.stderr, flush=True)
+    print(
+      f"  {name}: {label} warm-up {time.perf_counter() - t0:.1f} s, loss {loss:.4f}",
+      file=sys.stderr,
+      flush=True,
+    )
   rates, cpu_ms = ({k: [] for k in runners} for _ in range(2))
   for r in range(args.repeats):
     order = list(runners) if r % 2 == 0 else list(runners)[::-1]
@@ -190,20 +210,27 @@ def compare(name: str, args, threads: int) -> dict:
   # median of these paired ratios is the figure least moved by load drifting over the run.
   paired = sorted(j / t for j, t in zip(rates["jax"], rates["torch"]))
   dev = jax.devices()[0]
-  return {"model": name, "jax_steps_per_s": round(jax_rate, 3),
-          "torch_steps_per_s": round(torch_rate, 3), "ratio": round(jax_rate / torch_rate, 3),
-          "batch": batch, "image_size": args.image_size if MODELS[name][0] else None,
-          "device": f"{dev.platform} ({dev.device_kind})",
-          "_spread": {k: (round(min(v), 2), round(max(v), 2)) for k, v in rates.items()},
-          "_cpu_ms": {k: round(statistics.median(v)) for k, v in cpu_ms.items()},
-          "_paired": (round(statistics.median(paired), 2), round(paired[len(paired) // 4], 2),
-                      round(paired[(3 * len(paired)) // 4], 2))}
+  return {
+    "model": name,
+    "jax_steps_per_s": round(jax_rate, 3),
+    "torch_steps_per_s": round(torch_rate, 3),
+    "ratio": round(jax_rate / torch_rate, 3),
+    "batch": batch,
+    "image_size": args.image_size if MODELS[name][0] else None,
+    "device": f"{dev.platform} ({dev.device_kind})",
+    "_spread": {k: (round(min(v), 2), round(max(v), 2)) for k, v in rates.items()},
+    "_cpu_ms": {k: round(statistics.median(v)) for k, v in cpu_ms.items()},
+    "_paired": (
+      round(statistics.median(paired), 2),
+      round(paired[len(paired) // 4], 2),
+      round(paired[(3 * len(paired)) // 4], 2),
+    ),
+  }
 
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                 help=f"comma list of {list(MODELS)}")
+  p.add_argument("--models", default=",".join(DEFAULT_MODELS), help=f"comma list of {list(MODELS)}")
   p.add_argument("--image-size", type=int, default=64)
   p.add_argument("--batch", type=int, default=0, help="0: 32 for image models, 128 for text ones")
   p.add_argument("--width", type=int, default=64, help="ResNet num_filters (64 = torchvision)")
@@ -211,17 +238,21 @@ def main(argv=None):
   p.add_argument("--embed", type=int, default=128)
   p.add_argument("--hidden", type=int, default=128)
   p.add_argument("--length", type=int, default=32)
-  p.add_argument("--dtype", default="auto", help="jax compute dtype: auto (bf16 on GPU), float32, "
-                 "bfloat16")
+  p.add_argument(
+    "--dtype", default="auto", help="jax compute dtype: auto (bf16 on GPU), float32, bfloat16"
+  )
   p.add_argument("--text-impl", default="fused", help="jax LSTM: fused | cudnn (NVIDIA GPU)")
   p.add_argument("--warmup", type=int, default=3)
   p.add_argument("--steps", type=int, default=5, help="steps per timed repeat")
   p.add_argument("--repeats", type=int, default=7)
   p.add_argument("--threads", type=int, default=0, help="torch threads (0: the cores XLA uses)")
   p.add_argument("--pause", type=float, default=0.2)
-  p.add_argument("--omp-wait-policy", default="PASSIVE",
-                 help="torch's OpenMP workers: PASSIVE sleep at barriers, the stable choice on a "
-                      "shared machine (spinning ones collapse under load); '' = libgomp default")
+  p.add_argument(
+    "--omp-wait-policy",
+    default="PASSIVE",
+    help="torch's OpenMP workers: PASSIVE sleep at barriers, the stable choice on a "
+    "shared machine (spinning ones collapse under load); '' = libgomp default",
+  )
   p.add_argument("--no-mmap", action="store_true", help="glibc keeps big buffers in the heap")
   p.add_argument("--json", action="store_true", help="print a JSON list as the last line")
   args = p.parse_args(argv)
@@ -236,19 +267,25 @@ def main(argv=None):
   unknown = [n for n in names if n not in MODELS]
   if unknown:
     raise SystemExit(f"unknown model(s) {unknown}; known: {list(MODELS)}")
-  print(f"# {machine_line()}; torch threads {threads}, OMP_WAIT_POLICY="
-        f"{os.environ.get('OMP_WAIT_POLICY', '')}; jax dtype {args.dtype}; median of "
-        f"{args.repeats} x {args.steps} steps after {args.warmup} warm-up", flush=True)
+  print(
+    f"# {machine_line()}; torch threads {threads}, OMP_WAIT_POLICY="
+    f"{os.environ.get('OMP_WAIT_POLICY', '')}; jax dtype {args.dtype}; median of "
+    f"{args.repeats} x {args.steps} steps after {args.warmup} warm-up",
+    flush=True,
+  )
   rows = []
   for name in names:
     row = compare(name, args, threads)
     rows.append(row)
-    print(f"{name:<16} batch {row['batch']:>4} img {row['image_size'] or '-':>4}  jax "
-          f"{row['jax_steps_per_s']:7.2f}  torch {row['torch_steps_per_s']:7.2f} steps/s  ratio "
-          f"{row['ratio']:.2f}x  (paired ratios median {row['_paired'][0]}, quartiles "
-          f"{row['_paired'][1]}-{row['_paired'][2]}; min-max jax {row['_spread']['jax']}, torch "
-          f"{row['_spread']['torch']}; CPU ms/step jax {row['_cpu_ms']['jax']}, torch "
-          f"{row['_cpu_ms']['torch']})", flush=True)
+    print(
+      f"{name:<16} batch {row['batch']:>4} img {row['image_size'] or '-':>4}  jax "
+      f"{row['jax_steps_per_s']:7.2f}  torch {row['torch_steps_per_s']:7.2f} steps/s  ratio "
+      f"{row['ratio']:.2f}x  (paired ratios median {row['_paired'][0]}, quartiles "
+      f"{row['_paired'][1]}-{row['_paired'][2]}; min-max jax {row['_spread']['jax']}, torch "
+      f"{row['_spread']['torch']}; CPU ms/step jax {row['_cpu_ms']['jax']}, torch "
+      f"{row['_cpu_ms']['torch']})",
+      flush=True,
+    )
   print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
   if args.json:
     print(json.dumps([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]))

@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import compare_torch  # noqa: E402
+
 from jaxmm.models import conv, pool  # noqa: E402
 from jaxmm.train import steps  # noqa: E402
 
@@ -68,8 +69,13 @@ def before():
     yield
 
 
-VARIANTS = {"current": contextlib.nullcontext, "xla_pool": xla_pool, "no_region": no_region,
-            "xla_1x1": xla_1x1, "before": before}
+VARIANTS = {
+  "current": contextlib.nullcontext,
+  "xla_pool": xla_pool,
+  "no_region": no_region,
+  "xla_1x1": xla_1x1,
+  "before": before,
+}
 
 
 def main(argv=None):
@@ -80,8 +86,16 @@ def main(argv=None):
   p.add_argument("--repeats", type=int, default=9)
   p.add_argument("--steps", type=int, default=3)
   args = p.parse_args(argv)
-  ns = argparse.Namespace(image_size=args.image_size, vocab=5000, embed=128, hidden=128, length=32,
-                          dtype="float32", width=64, text_impl="fused")
+  ns = argparse.Namespace(
+    image_size=args.image_size,
+    vocab=5000,
+    embed=128,
+    hidden=128,
+    length=32,
+    dtype="float32",
+    width=64,
+    text_impl="fused",
+  )
   batch = compare_torch.make_batch(args.model, compare_torch.MODELS[args.model][2], ns)
   names = args.variants.split(",")
   runs = {}
@@ -96,11 +110,14 @@ def main(argv=None):
       runs[name](args.steps)
       rates[name].append(args.steps / (time.perf_counter() - t0))
       cpu[name].append((time.process_time() - c0) / args.steps * 1e3)
-  print(f"# {compare_torch.machine_line()}; {args.model}, median of {args.repeats} x "
-        f"{args.steps} steps")
+  print(
+    f"# {compare_torch.machine_line()}; {args.model}, median of {args.repeats} x {args.steps} steps"
+  )
   for name in names:
-    print(f"{name:<10} {statistics.median(rates[name]):6.2f} steps/s  "
-          f"{statistics.median(cpu[name]):6.0f} CPU ms/step")
+    print(
+      f"{name:<10} {statistics.median(rates[name]):6.2f} steps/s  "
+      f"{statistics.median(cpu[name]):6.0f} CPU ms/step"
+    )
 
 
 if __name__ == "__main__":

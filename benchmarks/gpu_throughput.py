@@ -30,10 +30,10 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from configs import default as default_config  # noqa: E402
-from jaxmm.data import comp5329, datasets, pipeline  # noqa: E402
-from jaxmm.models import registry  # noqa: E402
 from jaxmm import config as config_lib  # noqa: E402
 from jaxmm import tasks  # noqa: E402
+from jaxmm.data import comp5329, datasets, pipeline  # noqa: E402
+from jaxmm.models import registry  # noqa: E402
 from jaxmm.train import optim, steps  # noqa: E402
 from jaxmm.train import state as state_lib  # noqa: E402
 
@@ -43,20 +43,26 @@ def make_config(args):
   c.model.mode = "fused"
   c.model.dtype = args.dtype
   c.model.image.update(name=args.image, stem="imagenet", num_filters=args.width)
-  c.model.text.update(name="lstm", embed_dim=args.text_width, hidden_size=args.text_width,
-                      pooling="last", dropout=0.0)
+  c.model.text.update(
+    name="lstm", embed_dim=args.text_width, hidden_size=args.text_width, pooling="last", dropout=0.0
+  )
   c.model.head.update(hidden=(512,), dropout=0.2)
   c.optim.update(name="adam", lr=1e-3, schedule="constant", warmup_epochs=0.0)
-  c.data.update(image_size=args.size, max_len=args.length, num_threads=args.threads,
-                num_workers=args.workers, augment=dict(crop=True, hflip=True, vflip=False,
-                                                       crop_scale=(0.6, 1.0)))
+  c.data.update(
+    image_size=args.size,
+    max_len=args.length,
+    num_threads=args.threads,
+    num_workers=args.workers,
+    augment=dict(crop=True, hflip=True, vflip=False, crop_scale=(0.6, 1.0)),
+  )
   c.train.batch_size = args.batch
   return c
 
 
 def build_step(c, vocab_size: int):
-  model = registry.build_model(c.model, num_outputs=comp5329.NUM_LABELS, vocab_size=vocab_size,
-                               rngs=nnx.Rngs(0))
+  model = registry.build_model(
+    c.model, num_outputs=comp5329.NUM_LABELS, vocab_size=vocab_size, rngs=nnx.Rngs(0)
+  )
   tx = optim.make_optimizer(c.optim, steps_per_epoch=100, total_steps=10**6)
   state = state_lib.from_model(model, tx)
   return steps.make_train_step(tasks.make(config_lib.default_config()), seed=0), state
@@ -66,10 +72,13 @@ def random_batch(c, vocab_size: int, rng) -> dict[str, np.ndarray]:
   b, t, s = c.train.batch_size, c.data.max_len, c.data.image_size
   length = rng.integers(1, t + 1, b).astype(np.int32)
   tokens = np.where(np.arange(t)[None] < length[:, None], rng.integers(1, vocab_size, (b, t)), 0)
-  return {"image": rng.integers(0, 256, (b, s, s, 3), np.uint8),
-          "tokens": tokens.astype(np.int32), "length": length,
-          "labels": (rng.random((b, comp5329.NUM_LABELS)) < 0.2).astype(np.float32),
-          "index": np.arange(b, dtype=np.int32)}  # grain batches carry it: same jit signature
+  return {
+    "image": rng.integers(0, 256, (b, s, s, 3), np.uint8),
+    "tokens": tokens.astype(np.int32),
+    "length": length,
+    "labels": (rng.random((b, comp5329.NUM_LABELS)) < 0.2).astype(np.float32),
+    "index": np.arange(b, dtype=np.int32),
+  }  # grain batches carry it: same jit signature
 
 
 def step_rate(c, step, state, vocab_size: int, args):
@@ -99,29 +108,37 @@ def synthetic_split(c, n: int, vocab_size: int, tmp: str) -> pipeline.PreparedSp
   cache = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, s, s, 3))
   rng = np.random.default_rng(0)
   for i in range(0, n, 1024):  # chunked: a 30k x 224 px cache is 4.5 GB
-    cache[i:i + 1024] = rng.integers(0, 256, cache[i:i + 1024].shape, np.uint8)
+    cache[i : i + 1024] = rng.integers(0, 256, cache[i : i + 1024].shape, np.uint8)
   cache.flush()
   del cache
   arrays = random_batch(c, vocab_size, rng)
-  arrays = {k: np.resize(v, (n,) + v.shape[1:]) for k, v in arrays.items()
-            if k not in ("image", "index")}
-  return pipeline.PreparedSplit(ids=[str(i) for i in range(n)], image_cache=path,
-                                image_index=np.arange(n, dtype=np.int64), arrays=arrays)
+  arrays = {
+    k: np.resize(v, (n,) + v.shape[1:]) for k, v in arrays.items() if k not in ("image", "index")
+  }
+  return pipeline.PreparedSplit(
+    ids=[str(i) for i in range(n)],
+    image_cache=path,
+    image_index=np.arange(n, dtype=np.int64),
+    arrays=arrays,
+  )
 
 
 def epoch_time(c, split, step, state, args) -> tuple[float, int]:
   """Seconds for one epoch of `split` through grain + the (compiled) train step."""
   aug = c.data.augment
-  augment = pipeline.AugmentConfig(crop=aug.crop, hflip=aug.hflip, vflip=aug.vflip,
-                                   crop_scale=tuple(aug.crop_scale))
+  augment = pipeline.AugmentConfig(
+    crop=aug.crop, hflip=aug.hflip, vflip=aug.vflip, crop_scale=tuple(aug.crop_scale)
+  )
   warm = next(iter(pipeline.train_dataset(split, batch_size=c.train.batch_size, seed=1, epoch=0)))
   state, m = step(state, warm)  # any retrace for the loader's dtypes happens outside the timing
   jax.block_until_ready(m["loss"])
-  ds = pipeline.train_dataset(split, batch_size=c.train.batch_size, seed=0, epoch=0,
-                              augment=augment)
+  ds = pipeline.train_dataset(
+    split, batch_size=c.train.batch_size, seed=0, epoch=0, augment=augment
+  )
   t0, n = time.perf_counter(), 0
-  for batch in pipeline.iterate(ds, num_threads=args.threads, num_workers=args.workers,
-                                prefetch=args.prefetch):
+  for batch in pipeline.iterate(
+    ds, num_threads=args.threads, num_workers=args.workers, prefetch=args.prefetch
+  ):
     state, m = step(state, batch)
     n += c.train.batch_size
   jax.block_until_ready(m["loss"])
@@ -158,16 +175,23 @@ def main(argv=None):
     args.dtype = "bfloat16" if jax.default_backend() == "gpu" else "float32"
   c = make_config(args)
   dev = jax.devices()[0]
-  print(f"# jax {jax.__version__}, {dev.platform} ({dev.device_kind}) x{jax.device_count()}, "
-        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; {args.image} + Bi-LSTM, "
-        f"{args.size} px, batch {args.batch}, {args.dtype}", flush=True)
-  out = {"device": f"{dev.platform} ({dev.device_kind})", "image": args.image, "size": args.size,
-         "batch": args.batch, "dtype": args.dtype}
+  print(
+    f"# jax {jax.__version__}, {dev.platform} ({dev.device_kind}) x{jax.device_count()}, "
+    f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; {args.image} + Bi-LSTM, "
+    f"{args.size} px, batch {args.batch}, {args.dtype}",
+    flush=True,
+  )
+  out = {
+    "device": f"{dev.platform} ({dev.device_kind})",
+    "image": args.image,
+    "size": args.size,
+    "batch": args.batch,
+    "dtype": args.dtype,
+  }
   with tempfile.TemporaryDirectory(prefix="jaxmm_gpu_") as tmp:
     split, vocab = None, args.vocab
     if args.root and not args.no_epoch:
-      c.data.update(root=args.root, cache_dir=os.path.join(tmp, "cache"), split="last",
-                    val_size=0)
+      c.data.update(root=args.root, cache_dir=os.path.join(tmp, "cache"), split="last", val_size=0)
       t0 = time.perf_counter()
       data = datasets.prepare_comp5329(c.data, None)
       out["cache_build_s"] = round(time.perf_counter() - t0, 1)
@@ -182,8 +206,9 @@ def main(argv=None):
         split = synthetic_split(c, args.epoch_images, vocab, tmp)
       secs, n = epoch_time(c, split, step, state, args)
       out.update(epoch_s=round(secs, 2), epoch_images=n, epoch_images_per_s=round(n / secs, 1))
-      print(f"epoch: {n} images in {secs:.1f} s ({n / secs:.0f} images/s, loading included)",
-            flush=True)
+      print(
+        f"epoch: {n} images in {secs:.1f} s ({n / secs:.0f} images/s, loading included)", flush=True
+      )
   if args.json:
     print(json.dumps(out))
   return out

@@ -43,21 +43,29 @@ def main():
   t, _ = thresholds.tune_global_threshold(p_val, y[va])
   pred = thresholds.apply_thresholds(p_ho, t)
   f1 = metrics.samples_f1(y[ho], pred)
-  print(f"TF-IDF (1-2 grams) + LR C={args.C}, fit 0..8999, global threshold {t:.2f} from "
-        f"9000..9999: held-out samples-F1 {f1:.4f}")
+  print(
+    f"TF-IDF (1-2 grams) + LR C={args.C}, fit 0..8999, global threshold {t:.2f} from "
+    f"9000..9999: held-out samples-F1 {f1:.4f}"
+  )
   ef1 = metrics.samples_f1(y[ho], thresholds.expected_f1_predictions(p_ho))
-  print(f"same model, no threshold: each row's label set of highest expected F1: held-out "
-        f"samples-F1 {ef1:.4f}")
+  print(
+    f"same model, no threshold: each row's label set of highest expected F1: held-out "
+    f"samples-F1 {ef1:.4f}"
+  )
   (p_all,) = fit_predict(text[:10000], y[:10000], [text[ho]], args.C)
-  print(f"fit 0..9999, threshold 0.5: held-out samples-F1 "
-        f"{metrics.samples_f1(y[ho], thresholds.apply_thresholds(p_all, 0.5)):.4f}")
+  print(
+    f"fit 0..9999, threshold 0.5: held-out samples-F1 "
+    f"{metrics.samples_f1(y[ho], thresholds.apply_thresholds(p_all, 0.5)):.4f}"
+  )
   print(f"{'label':>5s} {'support':>7s} {'F1':>5s} {'samples-F1 if this label were perfect':>40s}")
   per_class = metrics.per_class_metrics(y[ho], pred)
   for j, row in enumerate(per_class):
     oracle = pred.copy()
     oracle[:, j] = y[ho][:, j]
-    print(f"{row['label_id']:5d} {int(y[ho][:, j].sum()):7d} {row['f1']:5.2f} "
-          f"{metrics.samples_f1(y[ho], oracle) - f1:+40.4f}")
+    print(
+      f"{row['label_id']:5d} {int(y[ho][:, j].sum()):7d} {row['f1']:5.2f} "
+      f"{metrics.samples_f1(y[ho], oracle) - f1:+40.4f}"
+    )
 
 
 if __name__ == "__main__":

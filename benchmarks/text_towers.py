@@ -36,12 +36,14 @@ from jaxmm.models import text as text_lib
 class FlaxBiLSTM(nnx.Module):
   """Reference tower: nnx.Bidirectional(nnx.RNN(LSTMCell)) with seq_lengths, 'last' pooling."""
 
-  def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, *, unroll: int = 1,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, vocab_size: int, embed_dim: int, hidden_size: int, *, unroll: int = 1, rngs: nnx.Rngs
+  ):
     self.embed = nnx.Embed(vocab_size, embed_dim, rngs=rngs)
     cell = lambda: nnx.LSTMCell(embed_dim, hidden_size, rngs=rngs)
-    self.rnn = nnx.Bidirectional(nnx.RNN(cell(), unroll=unroll), nnx.RNN(cell(), unroll=unroll),
-                                 return_carry=True)
+    self.rnn = nnx.Bidirectional(
+      nnx.RNN(cell(), unroll=unroll), nnx.RNN(cell(), unroll=unroll), return_carry=True
+    )
     self.out_features = 2 * hidden_size
 
   def encode(self, tokens_BxT, length_B, *, rngs=None):
@@ -65,6 +67,7 @@ def keep_heap_buffers():
   and XLA's temp buffer for a step is larger, so every step page-faults it in again. Raising the
   thresholds keeps freed buffers in the heap for reuse. Affects jax and torch alike."""
   import ctypes
+
   libc = ctypes.CDLL("libc.so.6")
   m_trim_threshold, m_mmap_threshold = -1, -3
   libc.mallopt(m_mmap_threshold, 1 << 30)
@@ -103,8 +106,9 @@ def time_round_robin(variants, args) -> dict[str, tuple[float, float]]:
       rates[label].append(args.steps / (time.perf_counter() - start))
       cpu_ms[label].append((time.process_time() - cpu_start) / args.steps * 1e3)
       time.sleep(0.2)  # let torch's OpenMP workers stop spinning before the next variant
-  return {label: (statistics.median(rates[label]), statistics.median(cpu_ms[label]))
-          for label in rates}
+  return {
+    label: (statistics.median(rates[label]), statistics.median(cpu_ms[label])) for label in rates
+  }
 
 
 def jax_step(tower: nnx.Module, batches, args):
@@ -116,6 +120,7 @@ def jax_step(tower: nnx.Module, batches, args):
   def train_step(model, optimizer, tokens_BxT, length_B, labels_B):
     def loss_fn(model):
       return optax.sigmoid_binary_cross_entropy(model(tokens_BxT, length_B), labels_B).mean()
+
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
     return loss
@@ -129,6 +134,7 @@ def jax_step(tower: nnx.Module, batches, args):
 def torch_step(batches, args, packed: bool):
   import torch
   from torch import nn
+
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
 
@@ -153,8 +159,10 @@ def torch_step(batches, args, packed: bool):
   model = TorchBiLSTM()
   optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
   loss_fn = nn.BCEWithLogitsLoss()
-  torch_batches = [(torch.from_numpy(t).long(), torch.from_numpy(l).long(), torch.from_numpy(y))
-                   for t, l, y in batches]
+  torch_batches = [
+    (torch.from_numpy(t).long(), torch.from_numpy(length).long(), torch.from_numpy(y))
+    for t, length, y in batches
+  ]
 
   def step(tokens_BxT, length_B, labels_B):
     optimizer.zero_grad(set_to_none=True)
@@ -177,12 +185,18 @@ def main():
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--unrolls", default=str(text_lib.DEFAULT_UNROLL),
-                      help="comma-separated scan unroll factors for the fused tower")
+  parser.add_argument(
+    "--unrolls",
+    default=str(text_lib.DEFAULT_UNROLL),
+    help="comma-separated scan unroll factors for the fused tower",
+  )
   parser.add_argument("--variants", default="fused,autodiff,flax,torch_packed,torch_plain")
-  parser.add_argument("--no-mmap", action="store_true",
-                      help="mallopt: serve big buffers from the heap instead of fresh mmaps "
-                           "(avoids page faults on XLA's per-step temp buffer; see docstring)")
+  parser.add_argument(
+    "--no-mmap",
+    action="store_true",
+    help="mallopt: serve big buffers from the heap instead of fresh mmaps "
+    "(avoids page faults on XLA's per-step temp buffer; see docstring)",
+  )
   args = parser.parse_args()
   if args.no_mmap:
     keep_heap_buffers()
@@ -195,22 +209,32 @@ def main():
   for unroll in unrolls:
     if "fused" in wanted:
       tower = text_lib.LSTMTower(**sizes, unroll=unroll, rngs=nnx.Rngs(0))
-      variants.append((f"jaxmm LSTMTower (fused scan, custom VJP), unroll={unroll}",
-                       *jax_step(tower, batches, args)))
+      variants.append(
+        (
+          f"jaxmm LSTMTower (fused scan, custom VJP), unroll={unroll}",
+          *jax_step(tower, batches, args),
+        )
+      )
     if "autodiff" in wanted:
       # Same fused forward, differentiated by JAX: swap the layer function while tracing.
       custom, text_lib.fused_lstm_layer = text_lib.fused_lstm_layer, text_lib.lstm_layer_autodiff
       try:
         tower = text_lib.LSTMTower(**sizes, unroll=unroll, rngs=nnx.Rngs(0))
-        variants.append((f"jaxmm fused scan, JAX autodiff, unroll={unroll}",
-                         *jax_step(tower, batches, args)))
+        variants.append(
+          (f"jaxmm fused scan, JAX autodiff, unroll={unroll}", *jax_step(tower, batches, args))
+        )
       finally:
         text_lib.fused_lstm_layer = custom
   if "flax" in wanted:
-    variants.append(("flax Bidirectional(RNN(LSTMCell)), seq_lengths",
-                     *jax_step(FlaxBiLSTM(**sizes, rngs=nnx.Rngs(0)), batches, args)))
+    variants.append(
+      (
+        "flax Bidirectional(RNN(LSTMCell)), seq_lengths",
+        *jax_step(FlaxBiLSTM(**sizes, rngs=nnx.Rngs(0)), batches, args),
+      )
+    )
   try:
     import torch  # noqa: F401
+
     have_torch = True
   except ImportError:
     have_torch = False
@@ -227,9 +251,11 @@ def main():
   load_after = os.getloadavg()[0]
   ref = rates.get(torch_labels.get("torch_packed"), (None,))[0]
   ref_plain = rates.get(torch_labels.get("torch_plain"), (None,))[0]
-  print(f"\nBi-LSTM train step, B={args.batch} T={args.length} E={args.embed} H={args.hidden} "
-        f"V={args.vocab}, {args.threads} threads, jax {jax.__version__}, "
-        f"median of {args.repeats}x{args.steps} steps, load avg {load_before:.1f} -> {load_after:.1f}")
+  print(
+    f"\nBi-LSTM train step, B={args.batch} T={args.length} E={args.embed} H={args.hidden} "
+    f"V={args.vocab}, {args.threads} threads, jax {jax.__version__}, "
+    f"median of {args.repeats}x{args.steps} steps, load avg {load_before:.1f} -> {load_after:.1f}"
+  )
   print(f"{'variant':<62} {'steps/s':>8} {'vs packed':>10} {'vs plain':>9} {'CPU ms/step':>12}")
   for label, (rate, cpu) in rates.items():
     rel = f"{rate / ref:.2f}x" if ref else "-"

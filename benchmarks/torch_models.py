@@ -29,9 +29,11 @@ class BasicBlock(nn.Module):
     self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
     self.bn2 = nn.BatchNorm2d(planes)
     self.relu = nn.ReLU(inplace=True)
-    self.downsample = (nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False),
-                                     nn.BatchNorm2d(planes))
-                       if stride != 1 or cin != planes else None)
+    self.downsample = (
+      nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+      if stride != 1 or cin != planes
+      else None
+    )
 
   def forward(self, x):
     y = self.relu(self.bn1(self.conv1(x)))
@@ -52,9 +54,11 @@ class Bottleneck(nn.Module):
     self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
     self.bn3 = nn.BatchNorm2d(out)
     self.relu = nn.ReLU(inplace=True)
-    self.downsample = (nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False),
-                                     nn.BatchNorm2d(out))
-                       if stride != 1 or cin != out else None)
+    self.downsample = (
+      nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+      if stride != 1 or cin != out
+      else None
+    )
 
   def forward(self, x):
     y = self.relu(self.bn1(self.conv1(x)))
@@ -68,9 +72,12 @@ class ResNet(nn.Module):
 
   def __init__(self, stage_sizes, block, num_filters: int = 64):
     super().__init__()
-    self.stem = nn.Sequential(nn.Conv2d(3, num_filters, 7, 2, 3, bias=False),
-                              nn.BatchNorm2d(num_filters), nn.ReLU(inplace=True),
-                              nn.MaxPool2d(3, 2, 1))
+    self.stem = nn.Sequential(
+      nn.Conv2d(3, num_filters, 7, 2, 3, bias=False),
+      nn.BatchNorm2d(num_filters),
+      nn.ReLU(inplace=True),
+      nn.MaxPool2d(3, 2, 1),
+    )
     layers, cin = [], num_filters
     for i, n in enumerate(stage_sizes):
       for j in range(n):
@@ -97,8 +104,9 @@ class BiLSTMTower(nn.Module):
     self.out_features = 2 * hidden
 
   def forward(self, tokens_BxT, length_B):
-    x = nn.utils.rnn.pack_padded_sequence(self.embed(tokens_BxT), length_B, batch_first=True,
-                                          enforce_sorted=False)
+    x = nn.utils.rnn.pack_padded_sequence(
+      self.embed(tokens_BxT), length_B, batch_first=True, enforce_sorted=False
+    )
     _, (h_n, _) = self.lstm(x)
     return torch.cat([h_n[0], h_n[1]], dim=-1)
 
@@ -114,8 +122,9 @@ class BiGRUAttentionTower(nn.Module):
 
   def forward(self, tokens_BxT, length_B):
     num_steps = tokens_BxT.shape[1]
-    x = nn.utils.rnn.pack_padded_sequence(self.embed(tokens_BxT), length_B, batch_first=True,
-                                          enforce_sorted=False)
+    x = nn.utils.rnn.pack_padded_sequence(
+      self.embed(tokens_BxT), length_B, batch_first=True, enforce_sorted=False
+    )
     h, _ = self.gru(x)
     h_BxTxD, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=num_steps)
     scores = self.attn_query(torch.tanh(self.attn_proj(h_BxTxD)))[..., 0]
@@ -128,18 +137,34 @@ class BiGRUAttentionTower(nn.Module):
 class FusionClassifier(nn.Module):
   """[image tower; text tower] -> Linear -> ReLU -> Dropout -> Linear(num_outputs)."""
 
-  def __init__(self, image: str | None, text: str | None, *, vocab: int, embed: int, hidden: int,
-               width: int = 64, head_hidden: int = 512, dropout: float = 0.2,
-               num_outputs: int = 18, channels_last: bool = False):
+  def __init__(
+    self,
+    image: str | None,
+    text: str | None,
+    *,
+    vocab: int,
+    embed: int,
+    hidden: int,
+    width: int = 64,
+    head_hidden: int = 512,
+    dropout: float = 0.2,
+    num_outputs: int = 18,
+    channels_last: bool = False,
+  ):
     super().__init__()
     self.image = ResNet(*RESNETS[image], num_filters=width) if image else None
     towers = {"lstm": BiLSTMTower, "gru_attention": BiGRUAttentionTower}
     self.text = towers[text](vocab, embed, hidden) if text else None
     self.channels_last = channels_last
-    d = ((self.image.out_features if self.image else 0) +
-         (self.text.out_features if self.text else 0))
-    self.head = nn.Sequential(nn.Linear(d, head_hidden), nn.ReLU(inplace=True),
-                              nn.Dropout(dropout), nn.Linear(head_hidden, num_outputs))
+    d = (self.image.out_features if self.image else 0) + (
+      self.text.out_features if self.text else 0
+    )
+    self.head = nn.Sequential(
+      nn.Linear(d, head_hidden),
+      nn.ReLU(inplace=True),
+      nn.Dropout(dropout),
+      nn.Linear(head_hidden, num_outputs),
+    )
     self.register_buffer("mean", torch.tensor(MEAN_RGB).view(1, 3, 1, 1))
     self.register_buffer("std", torch.tensor(STD_RGB).view(1, 3, 1, 1))
 

@@ -39,8 +39,12 @@ def get_config():
   c.optim.lr = 2e-3
   # Every stage runs all its epochs and keeps its best val epoch: the image tower's val F1 sits at
   # the label prior for ~10 epochs before it climbs, which early stopping would cut short.
-  c.train.update(two_stage=True, epochs=24, early_stopping_patience=0,
-                 # per-class thresholds overfit the 1,000 val examples (held-out -0.007 here);
-                 # the expected-F1 rule fits nothing on val and beats the global threshold
-                 tune_thresholds="expected_f1")
+  c.train.update(
+    two_stage=True,
+    epochs=24,
+    early_stopping_patience=0,
+    # per-class thresholds overfit the 1,000 val examples (held-out -0.007 here);
+    # the expected-F1 rule fits nothing on val and beats the global threshold
+    tune_thresholds="expected_f1",
+  )
   return c

@@ -2,7 +2,8 @@
 
   python train.py --config configs/best_gpu.py --workdir runs/best_gpu \
       --config.data.root=../shared/data/comp5329-dev
-  python evaluate.py --workdir runs/best_gpu --csv ../shared/data/comp5329-dev/train.csv --rows 10000:
+  python evaluate.py --workdir runs/best_gpu \
+      --csv ../shared/data/comp5329-dev/train.csv --rows 10000:
 
 The same protocol and late fusion as configs/best.py (train on records 0..9999, val 9000..9999,
 evaluate on 10000..11999); only the image tower grows (num_filters 64: the standard ResNet-18,

@@ -23,8 +23,10 @@ def get_config():
   c.model.image.update(name="resnet18", stem="imagenet", num_filters=32)
   c.model.text.update(name="lstm", embed_dim=128, hidden_size=128, dropout=0.2, pooling="max")
   c.model.head.update(hidden=(512,), dropout=0.3, feature_dropout=0.3)
-  c.optim.update(lr=1e-3, schedule="warmup_cosine", warmup_epochs=0.5, weight_decay=1e-4,
-                 name="adamw")
-  c.train.update(batch_size=64, epochs=8, log_every=25, early_stopping_patience=3,
-                 tune_thresholds="per_class")
+  c.optim.update(
+    lr=1e-3, schedule="warmup_cosine", warmup_epochs=0.5, weight_decay=1e-4, name="adamw"
+  )
+  c.train.update(
+    batch_size=64, epochs=8, log_every=25, early_stopping_patience=3, tune_thresholds="per_class"
+  )
   return c

@@ -1,6 +1,6 @@
 """Shared defaults of every jaxmm config; the others import this and override.
 
-  python train.py --config configs/default.py --workdir runs/default --config.data.root=DIR
+python train.py --config configs/default.py --workdir runs/default --config.data.root=DIR
 """
 
 from ml_collections import config_dict
@@ -18,7 +18,8 @@ def get_config() -> config_dict.ConfigDict:
   d.train_csv = "train.csv"
   d.test_csv = "test.csv"
   d.images_dir = "data"
-  # Matching only: a separate labelled val CSV and its images ('' = cut val from train_csv by image).
+  # Matching only: a separate labelled val CSV and its images ('' = cut val from train_csv by
+  # image).
   d.val_csv = ""
   d.val_images_dir = ""
   d.image_size = 64
@@ -41,37 +42,65 @@ def get_config() -> config_dict.ConfigDict:
   d.num_workers = 0  # grain worker processes (0 = threads in this process)
   # color_jitter: brightness/contrast/saturation strength s (factors in [1-s, 1+s]); word_swap:
   # probability of swapping each adjacent pair of caption tokens. Train split only.
-  d.augment = config_dict.ConfigDict(dict(crop=False, hflip=False, vflip=False,
-                                          crop_scale=(0.5, 1.0), color_jitter=0.0,
-                                          word_swap=0.0))
+  d.augment = config_dict.ConfigDict(
+    dict(
+      crop=False, hflip=False, vflip=False, crop_scale=(0.5, 1.0), color_jitter=0.0, word_swap=0.0
+    )
+  )
   # The embedded synthetic set (jaxmm.data.synthetic): generated when data.root is missing and
   # equals synthetic.root ('' = never generate; a mistyped data.root is an error, not a new set).
-  d.synthetic = config_dict.ConfigDict(dict(root="", n_train=5000, n_test=500,
-                                            image_size=64, seed=0, p_clear=0.55, p_mention=0.6,
-                                            p_decoy=0.15))
+  d.synthetic = config_dict.ConfigDict(
+    dict(
+      root="",
+      n_train=5000,
+      n_test=500,
+      image_size=64,
+      seed=0,
+      p_clear=0.55,
+      p_mention=0.6,
+      p_decoy=0.15,
+    )
+  )
 
   c.model = m = config_dict.ConfigDict()
   m.name = "concat_fusion"  # or 'attention_fusion' (S2: image tokens attend over all tokens)
   m.mode = "fused"  # 'fused', 'image' (image-only ablation) or 'text' (text-only ablation)
-  m.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16' (GPU); params/optimizer/loss stay f32
+  m.dtype = (
+    "float32"  # compute dtype: 'float32' or 'bfloat16' (GPU); params/optimizer/loss stay f32
+  )
   # weights: a torchvision/timm ResNet .safetensors/.pth file ('' = random init; needs
   # stem='imagenet', num_filters=64; see jaxmm.models.import_weights).
-  m.image = config_dict.ConfigDict(dict(name="resnet18", stem="small", activation="relu",
-                                        conv_impl="auto", num_filters=64, weights=""))
+  m.image = config_dict.ConfigDict(
+    dict(
+      name="resnet18", stem="small", activation="relu", conv_impl="auto", num_filters=64, weights=""
+    )
+  )
   # impl: 'fused' (jaxmm's scan, any backend) or 'cudnn' (LSTM on an NVIDIA GPU, float32).
-  m.text = config_dict.ConfigDict(dict(name="lstm", embed_dim=128, hidden_size=128, num_layers=1,
-                                       bidirectional=True, dropout=0.0, pooling="last",
-                                       impl="fused"))
+  m.text = config_dict.ConfigDict(
+    dict(
+      name="lstm",
+      embed_dim=128,
+      hidden_size=128,
+      num_layers=1,
+      bidirectional=True,
+      dropout=0.0,
+      pooling="last",
+      impl="fused",
+    )
+  )
   # Embedding init (jaxmm.data.word_vectors): source '' (random) | 'word2vec' | 'fasttext' (trained
   # on the training captions) | 'glove' | 'word2vec_file' (path); dim 0 = embed_dim. Freeze the
   # embeddings with optim.freeze=('text.embed',).
-  m.text.word_vectors = config_dict.ConfigDict(dict(
-      source="", path="", dim=0, sg=1, window=5, epochs=10, min_count=1, negative=5,
-      bucket=200_000))
+  m.text.word_vectors = config_dict.ConfigDict(
+    dict(
+      source="", path="", dim=0, sg=1, window=5, epochs=10, min_count=1, negative=5, bucket=200_000
+    )
+  )
   # norm: '' | 'batch' | 'layer' after each hidden layer; interaction_dim > 0 adds the product and
   # distance of the two towers projected to that size (helps matching).
-  m.head = config_dict.ConfigDict(dict(hidden=(512,), dropout=0.2, feature_dropout=0.0, norm="",
-                                       interaction_dim=0))
+  m.head = config_dict.ConfigDict(
+    dict(hidden=(512,), dropout=0.2, feature_dropout=0.0, norm="", interaction_dim=0)
+  )
   m.attention = config_dict.ConfigDict(dict(dim=256, num_heads=4, num_layers=1, dropout=0.1))
 
   c.optim = o = config_dict.ConfigDict()
@@ -98,13 +127,22 @@ def get_config() -> config_dict.ConfigDict:
 
   # Towers from other workdirs' checkpoints (jaxmm.train.transfer), '' = off; image_key /
   # text_key name the source sub-tree when it is not 'image' / 'text'.
-  c.init = config_dict.ConfigDict(dict(image_from="", text_from="", which="best", image_key="",
-                                       text_key=""))
+  c.init = config_dict.ConfigDict(
+    dict(image_from="", text_from="", which="best", image_key="", text_key="")
+  )
   # Pretext tasks (jaxmm.data.pretext), used when c.task is 'rotation', 'mlm' or 'autoencoder';
   # data: whose images / captions they learn from, 'matching' (S0 layout) or 'comp5329'.
-  c.pretext = config_dict.ConfigDict(dict(data="matching", rotation_angles=(-60, -30, 0, 30, 60),
-                                          rotation_fill=0, mlm_num=1, mlm_fraction=0.0,
-                                          mlm_random_prob=0.0, mlm_keep_prob=0.0))
+  c.pretext = config_dict.ConfigDict(
+    dict(
+      data="matching",
+      rotation_angles=(-60, -30, 0, 30, 60),
+      rotation_fill=0,
+      mlm_num=1,
+      mlm_fraction=0.0,
+      mlm_random_prob=0.0,
+      mlm_keep_prob=0.0,
+    )
+  )
 
   c.train = t = config_dict.ConfigDict()
   t.batch_size = 32

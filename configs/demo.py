@@ -1,4 +1,5 @@
-"""The embedded default: synthetic data (generated on first use), fused ResNet-18 + Bi-LSTM on 2 CPU cores.
+"""The embedded default: synthetic data (generated on first use), fused ResNet-18 + Bi-LSTM on
+2 CPU cores.
 
   python train.py --config configs/demo.py --workdir runs/demo
 
@@ -15,8 +16,16 @@ def get_config():
   c.data.root = "data/synthetic"
   c.data.image_size = 32
   c.data.val_size = 500
-  c.data.synthetic.update(root=c.data.root, n_train=5000, n_test=500, image_size=32, seed=0,
-                          p_clear=0.8, p_mention=0.7, p_decoy=0.15)
+  c.data.synthetic.update(
+    root=c.data.root,
+    n_train=5000,
+    n_test=500,
+    image_size=32,
+    seed=0,
+    p_clear=0.8,
+    p_mention=0.7,
+    p_decoy=0.15,
+  )
   c.model.image.update(name="resnet18", stem="small", num_filters=16)
   c.model.text.update(name="lstm", embed_dim=64, hidden_size=64)
   c.model.head.update(hidden=(256,), dropout=0.1)

@@ -21,6 +21,5 @@ def get_config():
   c.pretext.data = "matching"  # or 'comp5329' with that dataset's data.* keys
   c.model.mode = "image"
   c.optim.update(name="adam", lr=1e-3, schedule="warmup_cosine", warmup_epochs=0.5)
-  c.train.update(epochs=10, select_metric="val_mae", tune_thresholds="",
-                 early_stopping_patience=3)
+  c.train.update(epochs=10, select_metric="val_mae", tune_thresholds="", early_stopping_patience=3)
   return c

@@ -22,8 +22,14 @@ def get_config():
   c.pretext.data = "matching"  # or 'comp5329' with that dataset's data.* keys
   c.pretext.update(mlm_num=1, mlm_fraction=0.0)
   c.model.mode = "text"  # no images are read
-  c.optim.update(name="adamw", lr=1e-3, weight_decay=1e-4, schedule="warmup_cosine",
-                 warmup_epochs=0.5)
-  c.train.update(epochs=10, contrastive_weight=0.0, select_metric="val_mlm_accuracy",
-                 tune_thresholds="", early_stopping_patience=3)
+  c.optim.update(
+    name="adamw", lr=1e-3, weight_decay=1e-4, schedule="warmup_cosine", warmup_epochs=0.5
+  )
+  c.train.update(
+    epochs=10,
+    contrastive_weight=0.0,
+    select_metric="val_mlm_accuracy",
+    tune_thresholds="",
+    early_stopping_patience=3,
+  )
   return c

@@ -17,6 +17,7 @@ from configs import s0_matching
 
 def get_config():
   c = s0_matching.get_config()
-  c.model.image = config_dict.ConfigDict(dict(name="conv_autoencoder", channels=(32, 64, 128),
-                                              latent_dim=256, conv_impl="auto"))
+  c.model.image = config_dict.ConfigDict(
+    dict(name="conv_autoencoder", channels=(32, 64, 128), latent_dim=256, conv_impl="auto")
+  )
   return c

@@ -14,6 +14,7 @@ from configs import s0_matching
 
 def get_config():
   c = s0_matching.get_config()
-  c.model.text = config_dict.ConfigDict(dict(name="mlp", embed_dim=32, max_len=32,
-                                             hidden=(1024, 512), dropout=0.0))
+  c.model.text = config_dict.ConfigDict(
+    dict(name="mlp", embed_dim=32, max_len=32, hidden=(1024, 512), dropout=0.0)
+  )
   return c

@@ -29,10 +29,18 @@ def get_config():
   c.data.synthetic.update(n_train=2000, n_test=400)  # used only with generate=True
   # ImageNet stem (4x downsampling first): the same ResNet-18 at a CPU-friendly cost at 64 px.
   c.model.image.update(name="resnet18", stem="imagenet", num_filters=32)
-  c.model.text.update(name="lstm", embed_dim=256, hidden_size=512, num_layers=1,
-                      bidirectional=False, pooling="last")
+  c.model.text.update(
+    name="lstm", embed_dim=256, hidden_size=512, num_layers=1, bidirectional=False, pooling="last"
+  )
   c.model.head.update(hidden=(1024, 512, 256), dropout=0.0)
   c.optim.update(name="adam", lr=2e-4, schedule="constant", warmup_epochs=0.0)
-  c.train.update(loss="ce", batch_size=64, epochs=12, select_metric="val_accuracy",
-                 tune_thresholds="global", early_stopping_patience=0, log_every=50)
+  c.train.update(
+    loss="ce",
+    batch_size=64,
+    epochs=12,
+    select_metric="val_accuracy",
+    tune_thresholds="global",
+    early_stopping_patience=0,
+    log_every=50,
+  )
   return c

@@ -24,12 +24,28 @@ def get_config():
   c.data.max_len = 8
   c.data.augment.update(crop=True, hflip=True, vflip=True, crop_scale=(0.5, 1.0))
   c.model.image.update(name="resnet50", stem="imagenet", activation="leaky_relu", num_filters=64)
-  c.model.text.update(name="lstm", embed_dim=100, hidden_size=50, bidirectional=True,
-                      dropout=0.1, pooling="last")
+  c.model.text.update(
+    name="lstm", embed_dim=100, hidden_size=50, bidirectional=True, dropout=0.1, pooling="last"
+  )
   c.model.head.update(hidden=(2000,), dropout=0.05, feature_dropout=0.0, norm="")
-  c.optim.update(name="adam", lr=1e-3, weight_decay=1e-5, clip_norm=0.5, schedule="step",
-                 step_gamma=0.95, warmup_epochs=0.0, plateau_patience=2, plateau_factor=0.1)
-  c.train.update(loss="weighted_bce", class_weight_scheme="sqrt_inverse", epochs=6,
-                 early_stopping_patience=3, two_stage=True, head_epochs=10,
-                 tune_thresholds="per_class")
+  c.optim.update(
+    name="adam",
+    lr=1e-3,
+    weight_decay=1e-5,
+    clip_norm=0.5,
+    schedule="step",
+    step_gamma=0.95,
+    warmup_epochs=0.0,
+    plateau_patience=2,
+    plateau_factor=0.1,
+  )
+  c.train.update(
+    loss="weighted_bce",
+    class_weight_scheme="sqrt_inverse",
+    epochs=6,
+    early_stopping_patience=3,
+    two_stage=True,
+    head_epochs=10,
+    tune_thresholds="per_class",
+  )
   return c

@@ -29,14 +29,27 @@ def get_config():
   c.data.lemmatize = True
   c.data.augment.update(hflip=True, crop=True, crop_scale=(0.7, 1.0), color_jitter=0.2)
   c.model.image.update(name="resnet34", stem="imagenet", num_filters=32)
-  c.model.text.update(name="lstm", embed_dim=50, hidden_size=128, bidirectional=False,
-                      dropout=0.1, pooling="last")
+  c.model.text.update(
+    name="lstm", embed_dim=50, hidden_size=128, bidirectional=False, dropout=0.1, pooling="last"
+  )
   c.model.head.update(hidden=(512,), dropout=0.3, feature_dropout=0.2)
-  c.optim.update(name="adam", lr=5e-4, schedule="constant", warmup_epochs=0.0,
-                 plateau_patience=1, plateau_factor=0.5)
+  c.optim.update(
+    name="adam",
+    lr=5e-4,
+    schedule="constant",
+    warmup_epochs=0.0,
+    plateau_patience=1,
+    plateau_factor=0.5,
+  )
   # Focal loss (alpha 0.25) keeps probabilities low: at the fixed 0.5 threshold val samples-F1
   # stays at the "person only" prior for epochs while the loss falls, so checkpoints and early
   # stopping follow the val loss, and the thresholds are tuned afterwards.
-  c.train.update(loss="focal", focal_gamma=2.0, focal_alpha=0.25, epochs=6,
-                 tune_thresholds="per_class", select_metric="val_loss")
+  c.train.update(
+    loss="focal",
+    focal_gamma=2.0,
+    focal_alpha=0.25,
+    epochs=6,
+    tune_thresholds="per_class",
+    select_metric="val_loss",
+  )
   return c

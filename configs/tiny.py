@@ -1,6 +1,7 @@
-"""Test-size config: a few dozen synthetic examples at 16 px, a width-8 ResNet-18 and a tiny Bi-LSTM.
+"""Test-size config: a few dozen synthetic examples at 16 px, a width-8 ResNet-18 and a tiny
+Bi-LSTM.
 
-  python train.py --config configs/tiny.py --workdir runs/tiny
+python train.py --config configs/tiny.py --workdir runs/tiny
 """
 
 from configs import default

@@ -40,15 +40,18 @@ def check_writable(path: str, flag: str) -> None:
   """Raises before any work when the file `path` (given by `flag`) cannot be written."""
   parent = os.path.dirname(os.path.abspath(path))
   if os.path.isdir(path):
-    raise IsADirectoryError(f"{flag}={path} is a folder: pass a file name, e.g. {flag}="
-                            f"{os.path.join(path, 'out')}")
+    raise IsADirectoryError(
+      f"{flag}={path} is a folder: pass a file name, e.g. {flag}={os.path.join(path, 'out')}"
+    )
   if not os.path.isdir(parent):
-    raise FileNotFoundError(f"{flag}={path}: the folder {parent} does not exist; create it or "
-                            f"pass {flag} somewhere else")
+    raise FileNotFoundError(
+      f"{flag}={path}: the folder {parent} does not exist; create it or pass {flag} somewhere else"
+    )
   writable = os.access(path, os.W_OK) if os.path.exists(path) else os.access(parent, os.W_OK)
   if not writable:
-    raise PermissionError(f"cannot write {path} (a read-only folder?): pass {flag} with a path "
-                          "you can write")
+    raise PermissionError(
+      f"cannot write {path} (a read-only folder?): pass {flag} with a path you can write"
+    )
 
 
 def check_writable_dir(path: str, flag: str) -> None:
@@ -57,5 +60,7 @@ def check_writable_dir(path: str, flag: str) -> None:
   while not os.path.exists(target):  # the nearest existing folder is the one written to
     target = os.path.dirname(target)
   if not os.path.isdir(target) or not os.access(target, os.W_OK):
-    raise PermissionError(f"cannot write {path} ({target} is not a writable folder): pass {flag} "
-                          "with a path you can write")
+    raise PermissionError(
+      f"cannot write {path} ({target} is not a writable folder): pass {flag} "
+      "with a path you can write"
+    )

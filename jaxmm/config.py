@@ -56,26 +56,43 @@ def ensure_synthetic(cfg_data, task: str = "multilabel") -> None:
     return  # the dataset reader names the missing file
   if os.path.abspath(s.root) != os.path.abspath(cfg_data.root):
     raise FileNotFoundError(
-        f"data.root={cfg_data.root!r} has no {cfg_data.train_csv}: check the path. This config "
-        f"generates its synthetic data only at {s.root!r}; to generate a synthetic set at "
-        f"{cfg_data.root!r} instead, pass --config.data.synthetic.root={cfg_data.root}")
+      f"data.root={cfg_data.root!r} has no {cfg_data.train_csv}: check the path. This config "
+      f"generates its synthetic data only at {s.root!r}; to generate a synthetic set at "
+      f"{cfg_data.root!r} instead, pass --config.data.synthetic.root={cfg_data.root}"
+    )
   from jaxmm.data import synthetic
+
   log.info("generating the synthetic %s dataset in %s", task, cfg_data.root)
   difficulty = synthetic.Difficulty(p_clear=s.p_clear, p_mention=s.p_mention, p_decoy=s.p_decoy)
   if task == "matching":
     # n_test plays the part of the val split here: the S0 layout ships train + val.
-    synthetic.make_matching_synthetic(cfg_data.root, n_train=s.n_train, n_val=s.n_test,
-                                      image_size=s.image_size, seed=s.seed, difficulty=difficulty)
+    synthetic.make_matching_synthetic(
+      cfg_data.root,
+      n_train=s.n_train,
+      n_val=s.n_test,
+      image_size=s.image_size,
+      seed=s.seed,
+      difficulty=difficulty,
+    )
   else:
-    synthetic.make_comp5329_synthetic(cfg_data.root, n_train=s.n_train, n_test=s.n_test,
-                                      image_size=s.image_size, seed=s.seed, difficulty=difficulty)
+    synthetic.make_comp5329_synthetic(
+      cfg_data.root,
+      n_train=s.n_train,
+      n_test=s.n_test,
+      image_size=s.image_size,
+      seed=s.seed,
+      difficulty=difficulty,
+    )
 
 
 def load_config_file(path: str):
   """Imports a config file and returns its get_config()."""
   import importlib.util
+
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"config file {path!r} does not exist (see configs/ for the shipped ones)")
+    raise FileNotFoundError(
+      f"config file {path!r} does not exist (see configs/ for the shipped ones)"
+    )
   spec = importlib.util.spec_from_file_location("_jaxmm_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -100,7 +117,7 @@ def check_overrides(argv: list[str]) -> None:
   prefixes = {k.rsplit(".", n)[0] for k in known for n in range(1, k.count(".") + 1)}
   for arg in argv:
     if arg.startswith("--config.") and "=" in arg:
-      key = arg[len("--config."):].split("=", 1)[0]
+      key = arg[len("--config.") :].split("=", 1)[0]
       if key not in known and key not in prefixes:
         near = nearest_key(config, key)
         hint = f" Did you mean --config.{near}?" if near else ""
@@ -110,6 +127,7 @@ def check_overrides(argv: list[str]) -> None:
 def setup_logging(level: int = logging.INFO) -> None:
   """jaxmm's own messages at `level` on stderr; absl-based libraries (orbax) at WARNING only."""
   from absl import logging as absl_logging
+
   absl_logging.set_verbosity(absl_logging.WARNING)
   logger = logging.getLogger("jaxmm")
   if not logger.handlers:
@@ -123,7 +141,11 @@ def setup_logging(level: int = logging.INFO) -> None:
 def setup_compilation_cache(path: str | None = None) -> None:
   """Persists XLA executables across processes, so a resume or evaluate skips recompiling."""
   import jax
-  path = path or os.environ.get("JAXMM_XLA_CACHE") or os.path.join(
-      os.path.expanduser("~"), ".cache", "jaxmm", "xla")
+
+  path = (
+    path
+    or os.environ.get("JAXMM_XLA_CACHE")
+    or os.path.join(os.path.expanduser("~"), ".cache", "jaxmm", "xla")
+  )
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

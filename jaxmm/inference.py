@@ -36,9 +36,13 @@ class Restored:
   step: int
 
   def predict(self, split: PreparedSplit) -> np.ndarray:
-    probs, _ = evaluation.predict_split(self.predict_step, self.model_state, split,
-                                        batch_size=self.config.train.eval_batch_size,
-                                        num_threads=self.config.data.num_threads)
+    probs, _ = evaluation.predict_split(
+      self.predict_step,
+      self.model_state,
+      split,
+      batch_size=self.config.train.eval_batch_size,
+      num_threads=self.config.data.num_threads,
+    )
     return probs
 
 
@@ -46,21 +50,22 @@ def parse_thresholds(value: str, task: str):
   """A --thresholds flag: one number for every label, or 'expected_f1' (multi-label only)."""
   if value == thresholds_lib.EXPECTED_F1:
     if task != "multilabel":
-      raise ValueError(f"--thresholds={value!r} needs a multi-label workdir; this one is "
-                       f"{task!r}: pass a number")
+      raise ValueError(
+        f"--thresholds={value!r} needs a multi-label workdir; this one is {task!r}: pass a number"
+      )
     return value
   try:
     thr = float(value)
   except ValueError:
     thr = None
   if thr is None or not 0.0 <= thr < 1.0:
-    raise ValueError(f"--thresholds={value!r}: expected a number in [0, 1) or "
-                     f"{thresholds_lib.EXPECTED_F1!r}")
+    raise ValueError(
+      f"--thresholds={value!r}: expected a number in [0, 1) or {thresholds_lib.EXPECTED_F1!r}"
+    )
   return thr
 
 
-def restore(workdir: str, *, which: str = ckpt_lib.BEST, thresholds: str | None = None
-            ) -> Restored:
+def restore(workdir: str, *, which: str = ckpt_lib.BEST, thresholds: str | None = None) -> Restored:
   """Loads config.json, vocab.json, thresholds.json and the `best` (else `latest`) checkpoint.
 
   Reads only: nothing is created in `workdir`. A damaged `best` falls back to an intact `latest`
@@ -69,8 +74,11 @@ def restore(workdir: str, *, which: str = ckpt_lib.BEST, thresholds: str | None 
   """
   config = workdir_lib.read_config(workdir)
   task = tasks.make(config)
-  override = (None if thresholds is None  # checked before the checkpoint is read
-              else parse_thresholds(thresholds, task.name))
+  override = (
+    None
+    if thresholds is None  # checked before the checkpoint is read
+    else parse_thresholds(thresholds, task.name)
+  )
   encoder = TextEncoder.load(workdir_lib.path(workdir, workdir_lib.VOCAB_FILE))
   state = state_lib.build(config, task, vocab_size=len(encoder.vocab))
   checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)
@@ -85,9 +93,15 @@ def restore(workdir: str, *, which: str = ckpt_lib.BEST, thresholds: str | None 
   elif os.path.exists(thr_path):
     with open(thr_path) as f:
       chosen = json.load(f)["thresholds"]
-  return Restored(config=config, task=task, encoder=encoder, model_state=state.model,
-                  predict_step=steps.make_predict_step(state.model_def, task), thresholds=chosen,
-                  step=int(meta["step"]))
+  return Restored(
+    config=config,
+    task=task,
+    encoder=encoder,
+    model_state=state.model,
+    predict_step=steps.make_predict_step(state.model_def, task),
+    thresholds=chosen,
+    step=int(meta["step"]),
+  )
 
 
 def _restore_state(state, checkpointer: ckpt_lib.Checkpointer, which: str, workdir: str):
@@ -96,9 +110,10 @@ def _restore_state(state, checkpointer: ckpt_lib.Checkpointer, which: str, workd
   if checkpointer.latest_step(which) is None:
     if checkpointer.latest_step(other) is None:
       raise FileNotFoundError(
-          f"{workdir} has no checkpoint (no step in {checkpointer.directory(ckpt_lib.LATEST)} or "
-          f"{checkpointer.directory(ckpt_lib.BEST)}): its training stopped before the first "
-          "one. Train it (python train.py --config ... --workdir) first.")
+        f"{workdir} has no checkpoint (no step in {checkpointer.directory(ckpt_lib.LATEST)} or "
+        f"{checkpointer.directory(ckpt_lib.BEST)}): its training stopped before the first "
+        "one. Train it (python train.py --config ... --workdir) first."
+      )
     if which == ckpt_lib.LATEST:  # asked for by name: never silently another checkpoint
       raise FileNotFoundError(f"no 'latest' checkpoint in {workdir}: pass --which best")
     return state_lib.restore(state, checkpointer, which=other)
@@ -111,43 +126,61 @@ def _restore_state(state, checkpointer: ckpt_lib.Checkpointer, which: str, workd
       restored = state_lib.restore(state, checkpointer, which=other)
     except ckpt_lib.CheckpointDamagedError as also:
       raise RuntimeError(_unrestorable(workdir, damaged.folders + also.folders)) from also
-    log.warning("the 'best' checkpoint (step %s: %s) cannot be restored (a damaged file, or a "
-                "model of another config); using the 'latest' checkpoint, step %d, instead. Pass "
-                "--which latest to choose it without this warning.",
-                ", ".join(os.path.basename(f) for f in damaged.folders),
-                ", ".join(damaged.folders), int(restored[1]["step"]))
+    log.warning(
+      "the 'best' checkpoint (step %s: %s) cannot be restored (a damaged file, or a "
+      "model of another config); using the 'latest' checkpoint, step %d, instead. Pass "
+      "--which latest to choose it without this warning.",
+      ", ".join(os.path.basename(f) for f in damaged.folders),
+      ", ".join(damaged.folders),
+      int(restored[1]["step"]),
+    )
     return restored
 
 
 def _unrestorable(workdir: str, folders: list[str]) -> str:
-  return (f"no checkpoint of {workdir} can be restored: {', '.join(folders)} hold a damaged file "
-          "(truncated, edited) or a model of another config than its config.json. Copy the "
-          "folder(s) back from a backup, or train again into a new --workdir.")
+  return (
+    f"no checkpoint of {workdir} can be restored: {', '.join(folders)} hold a damaged file "
+    "(truncated, edited) or a model of another config than its config.json. Copy the "
+    "folder(s) back from a backup, or train again into a new --workdir."
+  )
 
 
-def split_from_csv(restored: Restored, csv_path: str, images_dir: str, *, labelled: bool,
-                   skip_bad: bool = False) -> PreparedSplit:
+def split_from_csv(
+  restored: Restored, csv_path: str, images_dir: str, *, labelled: bool, skip_bad: bool = False
+) -> PreparedSplit:
   """Any CSV in the layout of the workdir's task as a split, with its vocabulary and image size."""
-  return restored.task.split_from_csv(restored.encoder, csv_path, images_dir, labelled=labelled,
-                                      skip_bad=skip_bad)
+  return restored.task.split_from_csv(
+    restored.encoder, csv_path, images_dir, labelled=labelled, skip_bad=skip_bad
+  )
 
 
 @dataclasses.dataclass
 class Skipped:
   """The rows of a CSV left out for bad images: their ids and 0-based record numbers, and the data
   layer's lines naming each file with its reason and CSV line."""
+
   csv: str
   ids: list[str]
   records: list[int]
   reasons: list[str]
 
   def to_json(self) -> dict:
-    return {"csv": self.csv, "rows": [{"id": i, "record": r} for i, r in zip(self.ids, self.records)],
-            "reasons": self.reasons}
+    return {
+      "csv": self.csv,
+      "rows": [{"id": i, "record": r} for i, r in zip(self.ids, self.records)],
+      "reasons": self.reasons,
+    }
 
 
-def read_split(restored: Restored, csv_path: str, images_dir: str, *, labelled: bool,
-               skip_bad: bool, skip_hint: str) -> tuple[PreparedSplit, Skipped | None]:
+def read_split(
+  restored: Restored,
+  csv_path: str,
+  images_dir: str,
+  *,
+  labelled: bool,
+  skip_bad: bool,
+  skip_hint: str,
+) -> tuple[PreparedSplit, Skipped | None]:
   """split_from_csv for a script: bad images raise ImageDataError naming the CSV, each file and its
   line, with `skip_hint` (the script's own flag) as the fix; with `skip_bad`, the split of the
   other rows and the Skipped ones (None when every image is usable)."""
@@ -156,14 +189,16 @@ def read_split(restored: Restored, csv_path: str, images_dir: str, *, labelled: 
   except images_lib.ImageDataError as e:
     listing = _without_training_hint(str(e))
     if not skip_bad:
-      raise images_lib.ImageDataError(f"{listing}\nFix or remove these files (or their rows), or "
-                                      f"{skip_hint}.") from None
+      raise images_lib.ImageDataError(
+        f"{listing}\nFix or remove these files (or their rows), or {skip_hint}."
+      ) from None
   split = split_from_csv(restored, csv_path, images_dir, labelled=labelled, skip_bad=True)
   # Every row's id, in CSV order: the same reader with the images left out.
   config = ml_collections.ConfigDict(restored.config.to_dict())
   config.model.mode = "text"
-  every = tasks.make(config).split_from_csv(restored.encoder, csv_path, images_dir,
-                                            labelled=labelled).ids
+  every = (
+    tasks.make(config).split_from_csv(restored.encoder, csv_path, images_dir, labelled=labelled).ids
+  )
   kept = collections.Counter(split.ids)
   ids, records = [], []
   for k, i in enumerate(every):
@@ -180,8 +215,9 @@ def _without_training_hint(message: str) -> str:
   """The data layer's bad-image listing without its advice, which is for train.py's flags."""
   cut = message.rfind("\nFix or remove")
   message = message[:cut] if cut >= 0 else message
-  return message.replace(" (with data.skip_bad=True, skipped.json in the workdir lists every one)",
-                         "")
+  return message.replace(
+    " (with data.skip_bad=True, skipped.json in the workdir lists every one)", ""
+  )
 
 
 def write_with_skipped(path: str, skipped: Skipped) -> None:
@@ -191,8 +227,10 @@ def write_with_skipped(path: str, skipped: Skipped) -> None:
     header, *kept = list(csv.reader(f))
   at = dict(zip(skipped.records, skipped.ids))
   kept_rows = iter(kept)
-  out = [header] + [[at[k]] + [""] * (len(header) - 1) if k in at else next(kept_rows)
-                    for k in range(len(kept) + len(at))]
+  out = [header] + [
+    [at[k]] + [""] * (len(header) - 1) if k in at else next(kept_rows)
+    for k in range(len(kept) + len(at))
+  ]
   tmp = f"{path}.{os.getpid()}.tmp"
   with open(tmp, "w", newline="") as f:
     csv.writer(f).writerows(out)
@@ -217,9 +255,9 @@ def parse_rows(spec: str, n: int, *, source: str = "the CSV") -> np.ndarray:
 def write_empty_predictions(restored: Restored, path: str) -> None:
   """The predictions file of a CSV without records: the task's header line alone."""
   placeholder = PreparedSplit(ids=["-"], image_cache=None, image_index=None, arrays={})
-  restored.task.write_predictions(path, placeholder,
-                                  np.zeros((1, restored.task.num_outputs()), np.float32),
-                                  restored.thresholds)
+  restored.task.write_predictions(
+    path, placeholder, np.zeros((1, restored.task.num_outputs()), np.float32), restored.thresholds
+  )
   with open(path, newline="") as f:
     header = next(csv.reader(f))
   with open(path, "w", newline="") as f:

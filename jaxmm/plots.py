@@ -16,14 +16,21 @@ from jaxmm.train import metrics as metrics_lib
 from jaxmm.train import thresholds as thresholds_lib
 
 # Validation curves, in legend order: (metrics.jsonl key, legend label).
-VAL_CURVES = (("val_samples_f1", "samples F1 (Kaggle's Mean F1)"), ("val_micro_f1", "micro F1"),
-              ("val_macro_f1", "macro F1"), ("val_f1", "F1"), ("val_accuracy", "accuracy"),
-              ("val_rotation_accuracy", "rotation accuracy"),
-              ("val_mlm_accuracy", "masked-token accuracy"), ("val_mae", "reconstruction MAE"))
+VAL_CURVES = (
+  ("val_samples_f1", "samples F1 (Kaggle's Mean F1)"),
+  ("val_micro_f1", "micro F1"),
+  ("val_macro_f1", "macro F1"),
+  ("val_f1", "F1"),
+  ("val_accuracy", "accuracy"),
+  ("val_rotation_accuracy", "rotation accuracy"),
+  ("val_mlm_accuracy", "masked-token accuracy"),
+  ("val_mae", "reconstruction MAE"),
+)
 
 
 def _figure(width: float = 7.0, height: float = 4.2):
   from matplotlib.figure import Figure  # deferred: matplotlib costs ~1 s to import
+
   fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
   return fig, fig.subplots()
 
@@ -38,6 +45,7 @@ def _x(rows, spe):
 
 def _xlabel(ax, spe) -> None:
   from matplotlib.ticker import MaxNLocator
+
   ax.set_xlabel("epoch" if spe else "step")
   ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "epoch 1.25" ticks
   ax.grid(alpha=0.3)
@@ -45,8 +53,13 @@ def _xlabel(ax, spe) -> None:
 
 def _legend_below(fig, ax, ncols: int = 3) -> None:
   """The legend under the axes: it never hides a curve."""
-  fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=ncols,
-             fontsize=8, frameon=False)
+  fig.legend(
+    *ax.get_legend_handles_labels(),
+    loc="outside lower center",
+    ncols=ncols,
+    fontsize=8,
+    frameon=False,
+  )
 
 
 def plot_loss(train_rows, eval_rows, spe, path: str, *, loss_name: str = "loss") -> None:
@@ -54,8 +67,14 @@ def plot_loss(train_rows, eval_rows, spe, path: str, *, loss_name: str = "loss")
   fig, ax = _figure()
   tr = [r for r in train_rows if r.get("train_loss") is not None]
   if tr:
-    ax.plot(_x(tr, spe), [r["train_loss"] for r in tr], color="tab:blue", alpha=0.35, lw=1,
-            label="train (each log point)")
+    ax.plot(
+      _x(tr, spe),
+      [r["train_loss"] for r in tr],
+      color="tab:blue",
+      alpha=0.35,
+      lw=1,
+      label="train (each log point)",
+    )
   means = epoch_means(train_rows, spe)
   if means:
     ax.plot(*zip(*means), "o-", color="tab:blue", label="train (mean of the epoch, at its end)")
@@ -69,8 +88,15 @@ def plot_loss(train_rows, eval_rows, spe, path: str, *, loss_name: str = "loss")
   _save(fig, path)
 
 
-def plot_val_scores(eval_rows, spe, path: str, *, select_metric: str = "val_samples_f1",
-                    threshold: float | None = 0.5, lower_is_better: bool = False) -> None:
+def plot_val_scores(
+  eval_rows,
+  spe,
+  path: str,
+  *,
+  select_metric: str = "val_samples_f1",
+  threshold: float | None = 0.5,
+  lower_is_better: bool = False,
+) -> None:
   """Validation F1 (samples/micro/macro) per epoch; the best epoch of `select_metric` marked.
 
   threshold None: the task predicts no labels (pretext tasks); lower_is_better: e.g. val_mae."""
@@ -86,11 +112,21 @@ def plot_val_scores(eval_rows, spe, path: str, *, select_metric: str = "val_samp
     best = int(pick([np.nan if s is None else s for s in scores]))
     name = select_metric.removeprefix("val_").replace("_", " ").replace("f1", "F1")
     where = f"epoch {x[best]:g}" if spe else f"step {x[best]:g}"
-    ax.plot([x[best]], [scores[best]], "*", ms=16, color="gold", mec="black", zorder=5,
-            label=f"best {name}: {scores[best]:.4f} ({where}, the checkpoint kept)")
+    ax.plot(
+      [x[best]],
+      [scores[best]],
+      "*",
+      ms=16,
+      color="gold",
+      mec="black",
+      zorder=5,
+      label=f"best {name}: {scores[best]:.4f} ({where}, the checkpoint kept)",
+    )
   ax.set_ylabel("score")
-  ax.set_title("Validation scores per epoch" + (
-      f" (labels predicted above {threshold:g})" if threshold is not None else ""))
+  ax.set_title(
+    "Validation scores per epoch"
+    + (f" (labels predicted above {threshold:g})" if threshold is not None else "")
+  )
   _xlabel(ax, spe)
   _legend_below(fig, ax, ncols=2)
   _save(fig, path)
@@ -109,22 +145,36 @@ def plot_lr(train_rows, spe, path: str) -> None:
   _save(fig, path)
 
 
-def plot_per_class_f1(per_class: Sequence[dict], path: str, *, title: str = "Per-class F1"
-                      ) -> None:
+def plot_per_class_f1(per_class: Sequence[dict], path: str, *, title: str = "Per-class F1") -> None:
   """Horizontal bars, one per label ('id name (n=support)'), first label at the top."""
   fig, ax = _figure(7.5, 0.32 * len(per_class) + 1.6)
   y = np.arange(len(per_class))[::-1]
   f1 = np.array([r["f1"] for r in per_class])
-  names = [f"{r['label_id']} {LABEL_NAMES.get(r['label_id'], '')}".strip()
-           + f"  (n={r['support']})" for r in per_class]
+  names = [
+    f"{r['label_id']} {LABEL_NAMES.get(r['label_id'], '')}".strip() + f"  (n={r['support']})"
+    for r in per_class
+  ]
   ax.barh(y, f1, color="#4a8fc4", zorder=2)  # opaque: the macro line stays behind
   for yi, v in zip(y, f1):  # the value inside the bar's end, or just right of a short bar
     inside = v > 0.15
-    ax.text(v - 0.01 if inside else v + 0.01, yi, f"{v:.2f}", va="center", fontsize=8,
-            ha="right" if inside else "left", color="white" if inside else "black")
+    ax.text(
+      v - 0.01 if inside else v + 0.01,
+      yi,
+      f"{v:.2f}",
+      va="center",
+      fontsize=8,
+      ha="right" if inside else "left",
+      color="white" if inside else "black",
+    )
   macro = float(f1.mean()) if len(f1) else 0.0
-  ax.axvline(macro, color="black", ls="--", lw=1, zorder=1,  # behind the bars and their values
-             label=f"macro F1 (mean of the bars) {macro:.3f}")
+  ax.axvline(
+    macro,
+    color="black",
+    ls="--",
+    lw=1,
+    zorder=1,  # behind the bars and their values
+    label=f"macro F1 (mean of the bars) {macro:.3f}",
+  )
   ax.set_yticks(y, names, fontsize=8)
   for tick, r in zip(ax.get_yticklabels(), per_class):
     if r["support"] == 0:  # F1 0 there means "no examples", not "all wrong"
@@ -137,14 +187,16 @@ def plot_per_class_f1(per_class: Sequence[dict], path: str, *, title: str = "Per
   _save(fig, path)
 
 
-def plot_threshold_sweep(probs_NxL, labels_NxL, path: str, *, chosen=0.5, default=0.5,
-                         grid=thresholds_lib.DEFAULT_GRID) -> None:
+def plot_threshold_sweep(
+  probs_NxL, labels_NxL, path: str, *, chosen=0.5, default=0.5, grid=thresholds_lib.DEFAULT_GRID
+) -> None:
   """Samples/micro/macro F1 against one global threshold; the chosen threshold(s) marked."""
   fig, ax = _figure()
   scores = {k: [] for k in ("samples_f1", "micro_f1", "macro_f1")}
   for t in grid:
     m = metrics_lib.multilabel_metrics(
-        labels_NxL, thresholds_lib.apply_thresholds(probs_NxL, t, at_least_one=True))
+      labels_NxL, thresholds_lib.apply_thresholds(probs_NxL, t, at_least_one=True)
+    )
     for k in scores:
       scores[k].append(m[k])
   for k, v in scores.items():
@@ -153,33 +205,53 @@ def plot_threshold_sweep(probs_NxL, labels_NxL, path: str, *, chosen=0.5, defaul
   ax.axvline(default, color="gray", ls=":", lw=1, label=f"default {default:g}")
   if isinstance(chosen, str):  # a decision rule, not a threshold: its score as a level
     f1 = metrics_lib.samples_f1(
-        labels_NxL, thresholds_lib.apply_thresholds(probs_NxL, chosen, at_least_one=True))
+      labels_NxL, thresholds_lib.apply_thresholds(probs_NxL, chosen, at_least_one=True)
+    )
     ax.axhline(f1, color="black", ls="--", lw=1, label=f"{chosen}: samples F1 {f1:.4f}")
   elif np.ndim(chosen) == 0:
     f1 = np.interp(float(chosen), grid, scores["samples_f1"])
-    ax.axvline(float(chosen), color="black", ls="--", lw=1,
-               label=f"chosen {float(chosen):.2f}: samples F1 {f1:.4f}")
+    ax.axvline(
+      float(chosen),
+      color="black",
+      ls="--",
+      lw=1,
+      label=f"chosen {float(chosen):.2f}: samples F1 {f1:.4f}",
+    )
   else:  # per-class thresholds: no single x; show their spread and their score
     chosen_arr = np.asarray(chosen, np.float64)
     preds = thresholds_lib.apply_thresholds(probs_NxL, chosen_arr, at_least_one=True)
     f1 = metrics_lib.samples_f1(labels_NxL, preds)
-    ax.axvspan(chosen_arr.min(), chosen_arr.max(), color="black", alpha=0.08,
-               label=f"per-class thresholds ({chosen_arr.min():.2f}-{chosen_arr.max():.2f})")
+    ax.axvspan(
+      chosen_arr.min(),
+      chosen_arr.max(),
+      color="black",
+      alpha=0.08,
+      label=f"per-class thresholds ({chosen_arr.min():.2f}-{chosen_arr.max():.2f})",
+    )
     ax.axhline(f1, color="black", ls="--", lw=1, label=f"per-class: samples F1 {f1:.4f}")
-  ax.plot([grid[best]], [scores["samples_f1"][best]], "*", ms=14, color="gold", mec="black",
-          zorder=5, label=f"best samples F1 here: {scores['samples_f1'][best]:.4f} at "
-          f"{grid[best]:.2f}")
+  ax.plot(
+    [grid[best]],
+    [scores["samples_f1"][best]],
+    "*",
+    ms=14,
+    color="gold",
+    mec="black",
+    zorder=5,
+    label=f"best samples F1 here: {scores['samples_f1'][best]:.4f} at {grid[best]:.2f}",
+  )
   ax.set_xlabel("decision threshold (the same for every label)")
   ax.set_ylabel("F1")
-  ax.set_title("Threshold sweep (a label is predicted when its probability > threshold)",
-               fontsize=10)
+  ax.set_title(
+    "Threshold sweep (a label is predicted when its probability > threshold)", fontsize=10
+  )
   ax.grid(alpha=0.3)
   _legend_below(fig, ax)
   _save(fig, path)
 
 
-def plot_confusion_matrix(cm, path: str, *, labels: Sequence[str] = ("no match", "match"),
-                          title: str = "Confusion matrix") -> None:
+def plot_confusion_matrix(
+  cm, path: str, *, labels: Sequence[str] = ("no match", "match"), title: str = "Confusion matrix"
+) -> None:
   """A (K, K) confusion matrix (rows: true, columns: predicted) as counts and row percentages."""
   cm = np.asarray(cm, np.int64)
   if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(labels):
@@ -190,8 +262,14 @@ def plot_confusion_matrix(cm, path: str, *, labels: Sequence[str] = ("no match",
   ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
   for i in range(cm.shape[0]):
     for j in range(cm.shape[1]):
-      ax.text(j, i, f"{cm[i, j]}\n{frac[i, j]:.1%}", ha="center", va="center",
-              color="white" if frac[i, j] > 0.5 else "black")
+      ax.text(
+        j,
+        i,
+        f"{cm[i, j]}\n{frac[i, j]:.1%}",
+        ha="center",
+        va="center",
+        color="white" if frac[i, j] > 0.5 else "black",
+      )
   ax.set_xticks(range(len(labels)), labels)
   ax.set_yticks(range(len(labels)), labels)
   ax.set_xlabel("predicted")

@@ -27,25 +27,61 @@ log = logging.getLogger("jaxmm")
 
 # Hyperparameters worth a line in the report (config.json has them all).
 _KEY_CONFIG = (
-    "task", "seed", "data.root", "data.image_size", "data.max_len", "data.stem",
-    "data.val_size", "data.augment.crop", "data.augment.hflip", "data.augment.vflip",
-    "model.name", "model.mode", "model.image.name", "model.image.num_filters", "model.text.name",
-    "model.text.embed_dim", "model.text.hidden_size", "model.text.num_layers",
-    "model.text.bidirectional", "model.head.hidden", "model.head.dropout", "optim.name",
-    "optim.lr", "optim.weight_decay", "optim.schedule", "optim.warmup_epochs", "optim.clip_norm",
-    "train.batch_size", "train.epochs", "train.max_steps", "train.loss",
-    "train.early_stopping_patience", "train.select_metric", "train.tune_thresholds")
-_BINARY = (("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"),
-           ("f1", "F1"))
-_SUMMARY = (("samples_f1", "samples F1"), ("micro_f1", "micro F1"), ("macro_f1", "macro F1"),
-            ("weighted_f1", "weighted F1"), ("samples_precision", "samples precision"),
-            ("samples_recall", "samples recall"), ("exact_match", "exact match"))
+  "task",
+  "seed",
+  "data.root",
+  "data.image_size",
+  "data.max_len",
+  "data.stem",
+  "data.val_size",
+  "data.augment.crop",
+  "data.augment.hflip",
+  "data.augment.vflip",
+  "model.name",
+  "model.mode",
+  "model.image.name",
+  "model.image.num_filters",
+  "model.text.name",
+  "model.text.embed_dim",
+  "model.text.hidden_size",
+  "model.text.num_layers",
+  "model.text.bidirectional",
+  "model.head.hidden",
+  "model.head.dropout",
+  "optim.name",
+  "optim.lr",
+  "optim.weight_decay",
+  "optim.schedule",
+  "optim.warmup_epochs",
+  "optim.clip_norm",
+  "train.batch_size",
+  "train.epochs",
+  "train.max_steps",
+  "train.loss",
+  "train.early_stopping_patience",
+  "train.select_metric",
+  "train.tune_thresholds",
+)
+_BINARY = (("accuracy", "accuracy"), ("precision", "precision"), ("recall", "recall"), ("f1", "F1"))
+_SUMMARY = (
+  ("samples_f1", "samples F1"),
+  ("micro_f1", "micro F1"),
+  ("macro_f1", "macro F1"),
+  ("weighted_f1", "weighted F1"),
+  ("samples_precision", "samples precision"),
+  ("samples_recall", "samples recall"),
+  ("exact_match", "exact match"),
+)
 
 
 def save_predictions(path: str, ids: Sequence[str], probs, labels) -> None:
   """Keeps a split's probabilities beside the run, so its report can be redrawn without a model."""
-  np.savez_compressed(path, ids=np.asarray(ids, dtype=str), probs=np.asarray(probs, np.float32),
-                      labels=np.asarray(labels, np.float32))
+  np.savez_compressed(
+    path,
+    ids=np.asarray(ids, dtype=str),
+    probs=np.asarray(probs, np.float32),
+    labels=np.asarray(labels, np.float32),
+  )
 
 
 def try_write_report(workdir: str, **kwargs) -> str | None:
@@ -53,13 +89,25 @@ def try_write_report(workdir: str, **kwargs) -> str | None:
   try:
     return write_report(workdir, **kwargs)
   except Exception as e:  # noqa: BLE001 -- anything from matplotlib or a half-written workdir
-    log.warning("could not write the report for %s (%s: %s); the run itself is complete",
-                workdir, type(e).__name__, e)
+    log.warning(
+      "could not write the report for %s (%s: %s); the run itself is complete",
+      workdir,
+      type(e).__name__,
+      e,
+    )
     return None
 
 
-def write_report(workdir: str, out_dir: str | None = None, *, probs=None, labels=None,
-                 thresholds=None, source: str | None = None, confusion=None) -> str:
+def write_report(
+  workdir: str,
+  out_dir: str | None = None,
+  *,
+  probs=None,
+  labels=None,
+  thresholds=None,
+  source: str | None = None,
+  confusion=None,
+) -> str:
   """Writes `out_dir/report.md` and `out_dir/plots/*.png` (out_dir defaults to workdir).
 
   probs/labels: (N, 18) multi-label or (N,) binary predictions of a labelled split; by default the
@@ -72,8 +120,11 @@ def write_report(workdir: str, out_dir: str | None = None, *, probs=None, labels
   os.makedirs(plots_dir, exist_ok=True)
   config = _load_json(os.path.join(workdir, "config.json")) or {}
   tuned = _load_json(os.path.join(workdir, "thresholds.json"))
-  rows = (read_metrics(os.path.join(workdir, METRICS_FILE))
-          if os.path.exists(os.path.join(workdir, METRICS_FILE)) else [])
+  rows = (
+    read_metrics(os.path.join(workdir, METRICS_FILE))
+    if os.path.exists(os.path.join(workdir, METRICS_FILE))
+    else []
+  )
   if probs is None and os.path.exists(os.path.join(workdir, PREDICTIONS_FILE)):
     with np.load(os.path.join(workdir, PREDICTIONS_FILE)) as z:
       probs, labels = z["probs"], z["labels"]
@@ -94,11 +145,26 @@ def write_report(workdir: str, out_dir: str | None = None, *, probs=None, labels
     figures.append((name, caption))
 
   if train_rows or eval_rows:
-    add("loss.png", "Training and validation loss", plots.plot_loss, train_rows, eval_rows, spe,
-        loss_name=_get(config, "train.loss", "loss"))
+    add(
+      "loss.png",
+      "Training and validation loss",
+      plots.plot_loss,
+      train_rows,
+      eval_rows,
+      spe,
+      loss_name=_get(config, "train.loss", "loss"),
+    )
   if eval_rows:
-    add("val_scores.png", "Validation scores per epoch", plots.plot_val_scores, eval_rows, spe,
-        select_metric=select, threshold=threshold, lower_is_better=lower)
+    add(
+      "val_scores.png",
+      "Validation scores per epoch",
+      plots.plot_val_scores,
+      eval_rows,
+      spe,
+      select_metric=select,
+      threshold=threshold,
+      lower_is_better=lower,
+    )
   if any(r.get("lr") is not None for r in train_rows):
     add("lr.png", "Learning rate", plots.plot_lr, train_rows, spe)
 
@@ -109,11 +175,23 @@ def write_report(workdir: str, out_dir: str | None = None, *, probs=None, labels
       preds = thresholds_lib.apply_thresholds(probs, thresholds, at_least_one=True)
       per_class = metrics_lib.per_class_metrics(labels, preds)
       at_thresholds = metrics_lib.multilabel_metrics(labels, preds)
-      add("per_class_f1.png", "Per-class F1", plots.plot_per_class_f1, per_class,
-          title=f"Per-class F1 on the {source or 'evaluated split'} "
-                f"(threshold {_thresholds_text(thresholds)})")
-      add("threshold_sweep.png", "Threshold sweep", plots.plot_threshold_sweep, probs, labels,
-          chosen=thresholds, default=_get(config, "train.threshold", 0.5))
+      add(
+        "per_class_f1.png",
+        "Per-class F1",
+        plots.plot_per_class_f1,
+        per_class,
+        title=f"Per-class F1 on the {source or 'evaluated split'} "
+        f"(threshold {_thresholds_text(thresholds)})",
+      )
+      add(
+        "threshold_sweep.png",
+        "Threshold sweep",
+        plots.plot_threshold_sweep,
+        probs,
+        labels,
+        chosen=thresholds,
+        default=_get(config, "train.threshold", 0.5),
+      )
     elif confusion is None:  # binary: one probability per pair
       thr = float(np.mean(thresholds))
       at_thresholds = metrics_lib.binary_metrics(labels, probs.reshape(-1) > thr)
@@ -126,9 +204,23 @@ def write_report(workdir: str, out_dir: str | None = None, *, probs=None, labels
   if confusion is not None:
     add("confusion_matrix.png", "Confusion matrix", plots.plot_confusion_matrix, confusion)
 
-  text = _markdown(workdir, config, tuned, rows, train_rows, eval_rows, spe, select, source,
-                   thresholds, per_class, at_thresholds, figures, lower=lower,
-                   threshold=threshold)
+  text = _markdown(
+    workdir,
+    config,
+    tuned,
+    rows,
+    train_rows,
+    eval_rows,
+    spe,
+    select,
+    source,
+    thresholds,
+    per_class,
+    at_thresholds,
+    figures,
+    lower=lower,
+    threshold=threshold,
+  )
   path = os.path.join(out_dir, REPORT_FILE)
   with open(path, "w") as f:
     f.write(text)
@@ -175,22 +267,40 @@ def _fmt(v) -> str:
 def _selection(config: dict, select: str) -> tuple[bool, bool]:
   """-> (does `select` improve downwards, does the task predict labels at a threshold)."""
   from jaxmm import tasks  # deferred: the task registry pulls in the model stack
+
   task = tasks.TASKS.get(_get(config, "task", "multilabel"))
   if task is None:
     return select == "val_loss", True
   return select in task.lower_is_better, task.predicts
 
 
-def _markdown(workdir, config, tuned, rows, train_rows, eval_rows, spe, select, source,
-              thresholds, per_class, at_thresholds, figures, *, lower=False,
-              threshold=0.5) -> str:
+def _markdown(
+  workdir,
+  config,
+  tuned,
+  rows,
+  train_rows,
+  eval_rows,
+  spe,
+  select,
+  source,
+  thresholds,
+  per_class,
+  at_thresholds,
+  figures,
+  *,
+  lower=False,
+  threshold=0.5,
+) -> str:
   name = os.path.basename(os.path.normpath(workdir))
   split = source or "evaluated split"
   thr = _thresholds_text(thresholds)
   out = [f"# Report: {name}", "", f"Workdir `{os.path.abspath(workdir)}`."]
   if source:
-    out.append(f"Scores, per-class results and the threshold sweep: the best checkpoint's "
-               f"predictions on the {source}, a label predicted when its probability > {thr}.")
+    out.append(
+      f"Scores, per-class results and the threshold sweep: the best checkpoint's "
+      f"predictions on the {source}, a label predicted when its probability > {thr}."
+    )
   out += ["", "## Best result (validation, during training)", "", "| | |", "|---|---|"]
   scores = [r.get(select) for r in eval_rows]
   if any(s is not None for s in scores):
@@ -199,8 +309,9 @@ def _markdown(workdir, config, tuned, rows, train_rows, eval_rows, spe, select, 
     where = f"epoch {best['epoch']}, step {best['step']}" if spe else f"step {best['step']}"
     label = select.removeprefix("val_").replace("_", " ").replace("f1", "F1")
     at = f"; threshold {threshold:g}" if threshold is not None else ""
-    out.append(f"| best val {label} (picks the checkpoint) | **{best[select]:.4f}** "
-               f"({where}{at}) |")
+    out.append(
+      f"| best val {label} (picks the checkpoint) | **{best[select]:.4f}** ({where}{at}) |"
+    )
     for key, label in _SUMMARY + _BINARY + (("loss", "loss"),):
       if best.get(f"val_{key}") is not None and f"val_{key}" != select:
         out.append(f"| val {label} at that epoch | {best[f'val_{key}']:.4f} |")
@@ -210,9 +321,11 @@ def _markdown(workdir, config, tuned, rows, train_rows, eval_rows, spe, select, 
     out.append(f"| tuned threshold ({tuned['mode']}) | {_thresholds_text(tuned['thresholds'])} |")
     if key:
       label = key.removeprefix("val_").replace("_", " ").replace("f1", "F1")
-      out.append(f"| val {label} at the tuned threshold | **{tuned[key]:.4f}** "
-                 f"(at {_get(config, 'train.threshold', 0.5):g}: "
-                 f"{tuned[key + '_at_default']:.4f}) |")
+      out.append(
+        f"| val {label} at the tuned threshold | **{tuned[key]:.4f}** "
+        f"(at {_get(config, 'train.threshold', 0.5):g}: "
+        f"{tuned[key + '_at_default']:.4f}) |"
+      )
   if rows:
     last = rows[-1]
     total = f"{last['step']} steps" + (f" ({last['step'] / spe:g} epochs)" if spe else "")
@@ -222,27 +335,37 @@ def _markdown(workdir, config, tuned, rows, train_rows, eval_rows, spe, select, 
   out.append("")
   if at_thresholds is not None:
     out += [f"## Scores on the {split} (threshold {thr})", "", "| metric | value |", "|---|---|"]
-    out += [f"| {label} | {at_thresholds[key]:.4f} |" for key, label in _SUMMARY
-            if key in at_thresholds]
-    out += [f"| {k} | {at_thresholds[k]:.4f} |" for k in ("accuracy", "precision", "recall", "f1")
-            if k in at_thresholds]
+    out += [
+      f"| {label} | {at_thresholds[key]:.4f} |" for key, label in _SUMMARY if key in at_thresholds
+    ]
+    out += [
+      f"| {k} | {at_thresholds[k]:.4f} |"
+      for k in ("accuracy", "precision", "recall", "f1")
+      if k in at_thresholds
+    ]
     out.append("")
   if per_class:
-    out += [f"## Per-class results ({split}, threshold {thr})", "",
-            "Support: examples with the label; predicted: examples given it.", "",
-            "| label | name | support | predicted | precision | recall | F1 |",
-            "|---:|---|---:|---:|---:|---:|---:|"]
-    out += [f"| {r['label_id']} | {LABEL_NAMES.get(r['label_id'], '')} | {r['support']} | "
-            f"{r['predicted']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} |"
-            for r in per_class]
+    out += [
+      f"## Per-class results ({split}, threshold {thr})",
+      "",
+      "Support: examples with the label; predicted: examples given it.",
+      "",
+      "| label | name | support | predicted | precision | recall | F1 |",
+      "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    out += [
+      f"| {r['label_id']} | {LABEL_NAMES.get(r['label_id'], '')} | {r['support']} | "
+      f"{r['predicted']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} |"
+      for r in per_class
+    ]
     out.append("")
   if figures:
     out += ["## Plots", ""]
     for file, caption in figures:
       out += [f"### {caption}", "", f"![{caption}]({PLOTS_DIR}/{file})", ""]
   out += ["## Configuration (key hyperparameters)", "", "| key | value |", "|---|---|"]
-  out += [f"| `{k}` | {_fmt(_get(config, k))} |" for k in _KEY_CONFIG
-          if _get(config, k) is not None]
+  out += [
+    f"| `{k}` | {_fmt(_get(config, k))} |" for k in _KEY_CONFIG if _get(config, k) is not None
+  ]
   out += ["", "Every value: `config.json`; every logged number: `metrics.jsonl`.", ""]
   return "\n".join(out)
-

@@ -30,9 +30,15 @@ RECONSTRUCTIONS_FILE = "reconstructions.png"  # the autoencoder's val reconstruc
 TWO_STAGE_FILE = "two_stage.json"  # the stage results of a two-stage run
 
 # Keys that may change between a run and its resumption (how long, how fast, how verbose).
-_RESUMABLE_PREFIXES = ("train.", "data.num_threads", "data.num_workers", "data.cache_dir",
-                       "data.synthetic.", "data.max_image_pixels",
-                       "model.dtype")  # dtype: params are float32 either way
+_RESUMABLE_PREFIXES = (
+  "train.",
+  "data.num_threads",
+  "data.num_workers",
+  "data.cache_dir",
+  "data.synthetic.",
+  "data.max_image_pixels",
+  "model.dtype",
+)  # dtype: params are float32 either way
 
 # Config keys added after workdirs already existed, with the value that reproduces the behaviour
 # from before: a workdir whose config.json lacks one resumes when the new config keeps that value.
@@ -50,16 +56,20 @@ def config_differences(config, workdir: str) -> list[str]:
   a, b = config_lib.flatten(old), config_lib.flatten(json.loads(config_lib.to_json(config)))
   for key, value in ADDED_KEYS.items():  # a run from before the key existed behaved like this
     a.setdefault(key, value)
-  diff = sorted(k for k in set(a) | set(b)
-                if a.get(k) != b.get(k) and not k.startswith(_RESUMABLE_PREFIXES))
+  diff = sorted(
+    k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith(_RESUMABLE_PREFIXES)
+  )
   return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff]
 
 
 def has_trained(workdir: str) -> bool:
   """Whether a run in `workdir` got as far as a checkpoint."""
   root = path(workdir, CHECKPOINTS_DIR)
-  return any(os.listdir(os.path.join(root, which))
-             for which in ("latest", "best") if os.path.isdir(os.path.join(root, which)))
+  return any(
+    os.listdir(os.path.join(root, which))
+    for which in ("latest", "best")
+    if os.path.isdir(os.path.join(root, which))
+  )
 
 
 def check_config(config, workdir: str) -> None:
@@ -70,9 +80,10 @@ def check_config(config, workdir: str) -> None:
   diff = config_differences(config, workdir)
   if diff and not config.train.allow_config_change:
     raise ValueError(
-        f"{workdir} holds a run of a different config ({len(diff)} key(s) differ: "
-        f"{'; '.join(diff[:6])}). Use a new --workdir, or pass "
-        "--config.train.allow_config_change=True to resume anyway.")
+      f"{workdir} holds a run of a different config ({len(diff)} key(s) differ: "
+      f"{'; '.join(diff[:6])}). Use a new --workdir, or pass "
+      "--config.train.allow_config_change=True to resume anyway."
+    )
 
 
 def write_config(config, workdir: str) -> None:

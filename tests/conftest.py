@@ -25,8 +25,12 @@ _TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_e
 def _xla_accepts(flags: str) -> bool:
   probe = "import jax, jax.numpy as jnp; jax.jit(lambda x: x + 1)(jnp.ones(2)).block_until_ready()"
   env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
-                        timeout=300).returncode == 0
+  return (
+    subprocess.run(
+      [sys.executable, "-c", probe], env=env, capture_output=True, timeout=300
+    ).returncode
+    == 0
+  )
 
 
 def _test_xla_flags() -> str:
@@ -60,6 +64,7 @@ def _shared_compilation_cache(tmp_path_factory):
   path = str(tmp_path_factory.getbasetemp() / "xla_cache")
   os.environ["JAXMM_XLA_CACHE"] = path
   from jaxmm import config as config_lib
+
   config_lib.setup_compilation_cache(path)
 
 

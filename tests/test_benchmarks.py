@@ -14,8 +14,14 @@ from tests.conftest import ROOT
 
 
 def _run(*args):
-  proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                        timeout=600, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  proc = subprocess.run(
+    [sys.executable, *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -29,13 +35,44 @@ def test_gpu_throughput_tiny_on_cpu():
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
 def test_compare_torch_json_rows():
-  rows = _run("benchmarks/compare_torch.py", "--models", "resnet18_bilstm,bilstm", "--width", "8",
-              "--image-size", "32", "--batch", "4", "--vocab", "30", "--length", "5", "--embed",
-              "8", "--hidden", "8", "--warmup", "1", "--steps", "1", "--repeats", "1", "--pause",
-              "0", "--json")
+  rows = _run(
+    "benchmarks/compare_torch.py",
+    "--models",
+    "resnet18_bilstm,bilstm",
+    "--width",
+    "8",
+    "--image-size",
+    "32",
+    "--batch",
+    "4",
+    "--vocab",
+    "30",
+    "--length",
+    "5",
+    "--embed",
+    "8",
+    "--hidden",
+    "8",
+    "--warmup",
+    "1",
+    "--steps",
+    "1",
+    "--repeats",
+    "1",
+    "--pause",
+    "0",
+    "--json",
+  )
   assert [r["model"] for r in rows] == ["resnet18_bilstm", "bilstm"]
   for r in rows:
-    assert set(r) == {"model", "jax_steps_per_s", "torch_steps_per_s", "ratio", "batch",
-                      "image_size", "device"}
+    assert set(r) == {
+      "model",
+      "jax_steps_per_s",
+      "torch_steps_per_s",
+      "ratio",
+      "batch",
+      "image_size",
+      "device",
+    }
     assert r["jax_steps_per_s"] > 0 and r["torch_steps_per_s"] > 0 and r["batch"] == 4
   assert rows[0]["image_size"] == 32 and rows[1]["image_size"] is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
@@ -42,8 +41,15 @@ def test_check_overrides_bad_key(in_root):
 
 
 def test_check_overrides_valid(in_root):
-  check_overrides(["train.py", "--config=configs/tiny.py", "--config.optim.lr=1",
-                   "--config.train.batch_size=4", "--config.model.head.hidden=(8,)"])
+  check_overrides(
+    [
+      "train.py",
+      "--config=configs/tiny.py",
+      "--config.optim.lr=1",
+      "--config.train.batch_size=4",
+      "--config.model.head.hidden=(8,)",
+    ]
+  )
   check_overrides(["train.py", "--config", "configs/tiny.py", "--config.data.root=/x"])
   # A whole sub-config (a prefix of existing keys) is a valid target too.
   check_overrides(["train.py", "--config=configs/tiny.py", "--config.model.text=x"])
@@ -93,10 +99,23 @@ def test_a_mistyped_root_is_an_error_not_a_new_synthetic_set(tmp_path):
 def test_train_py_with_a_mistyped_root_exits_with_the_error_and_writes_nothing(tmp_path):
   import subprocess
   import sys
+
   workdir = tmp_path / "run"
-  proc = subprocess.run([sys.executable, "train.py", "--config", "configs/tiny.py", "--workdir",
-                         str(workdir), f"--config.data.root={tmp_path / 'no' / 'such'}"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300,
-                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "train.py",
+      "--config",
+      "configs/tiny.py",
+      "--workdir",
+      str(workdir),
+      f"--config.data.root={tmp_path / 'no' / 'such'}",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
   assert proc.returncode != 0 and "no/such" in proc.stderr
   assert not os.path.exists(tmp_path / "no")

@@ -14,8 +14,11 @@ from jaxmm.recipes import train_and_evaluate
 from jaxmm.train.writer import read_metrics
 from tests.conftest import ROOT
 
-CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
-                 if not p.endswith("__init__.py"))
+CONFIGS = sorted(
+  os.path.basename(p)[:-3]
+  for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+  if not p.endswith("__init__.py")
+)
 
 
 def _shrink(c, data_root: str):
@@ -34,36 +37,65 @@ def _shrink(c, data_root: str):
   if "num_filters" in c.model.image:  # ResNeXt's 32 groups need 16 (a 32-wide bottleneck)
     c.model.image.num_filters = 16 if "resnext" in c.model.image.name else 8
   # No report.md / plots: drawing them took ~2 s a run (tests/test_end_to_end.py checks them).
-  c.train.update(batch_size=8, eval_batch_size=16, max_steps=2, log_every=1, progress_bar=False,
-                 head_epochs=1, report=False)
+  c.train.update(
+    batch_size=8,
+    eval_batch_size=16,
+    max_steps=2,
+    log_every=1,
+    progress_bar=False,
+    head_epochs=1,
+    report=False,
+  )
   return c
 
 
 def test_every_config_is_covered():
-  for name in ("s0_matching", "s0_cnn_mlp", "s0_ae_lstm", "s0_best", "s1_bingi", "s2_xu",
-               "s3_ren", "s4_liu", "demo", "tiny", "comp5329_dev", "pretrain_rotation",
-               "pretrain_mlm", "pretrain_autoencoder", "best", "best_gpu"):
+  for name in (
+    "s0_matching",
+    "s0_cnn_mlp",
+    "s0_ae_lstm",
+    "s0_best",
+    "s1_bingi",
+    "s2_xu",
+    "s3_ren",
+    "s4_liu",
+    "demo",
+    "tiny",
+    "comp5329_dev",
+    "pretrain_rotation",
+    "pretrain_mlm",
+    "pretrain_autoencoder",
+    "best",
+    "best_gpu",
+  ):
     assert name in CONFIGS
 
 
 def test_best_gpu_is_best_with_only_its_sizes_changed():
   """best_gpu's two-step run would be best's (the shrink overrides exactly what it changes but
   conv_impl, which does not change the parameters and whose paths are tested on their own)."""
-  best = config_lib.flatten(config_lib.load_config_file(
-      os.path.join(ROOT, "configs", "best.py")).to_dict())
-  gpu = config_lib.flatten(config_lib.load_config_file(
-      os.path.join(ROOT, "configs", "best_gpu.py")).to_dict())
+  best = config_lib.flatten(
+    config_lib.load_config_file(os.path.join(ROOT, "configs", "best.py")).to_dict()
+  )
+  gpu = config_lib.flatten(
+    config_lib.load_config_file(os.path.join(ROOT, "configs", "best_gpu.py")).to_dict()
+  )
   changed = {k for k in set(best) | set(gpu) if best.get(k) != gpu.get(k)}
-  assert changed == {"data.image_size", "data.num_threads", "model.image.num_filters",
-                     "model.image.conv_impl", "train.epochs"}
+  assert changed == {
+    "data.image_size",
+    "data.num_threads",
+    "model.image.num_filters",
+    "model.image.conv_impl",
+    "train.epochs",
+  }
   assert (gpu["data.image_size"], gpu["model.image.num_filters"]) == (128, 64)
   assert (best["model.image.conv_impl"], gpu["model.image.conv_impl"]) == ("im2col", "auto")
 
 
 # tiny, demo and comp5329_dev train in tests/test_end_to_end.py-style runs of the same model family.
-@pytest.mark.parametrize("name", [n for n in CONFIGS
-                                  if n not in ("default", "tiny", "demo", "comp5329_dev",
-                                               "best_gpu")])  # best_gpu: the test above
+@pytest.mark.parametrize(
+  "name", [n for n in CONFIGS if n not in ("default", "tiny", "demo", "comp5329_dev", "best_gpu")]
+)  # best_gpu: the test above
 def test_config_trains_two_steps(name, tmp_path):
   config = config_lib.load_config_file(os.path.join(ROOT, "configs", f"{name}.py"))
   config = _shrink(config, str(tmp_path / "data"))

@@ -16,8 +16,14 @@ from tests.conftest import ROOT
 
 
 def _run(args, cwd=ROOT):
-  proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                        timeout=600, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  proc = subprocess.run(
+    [sys.executable, *args],
+    cwd=cwd,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc
 
@@ -29,26 +35,58 @@ def test_train_evaluate_predict_resume(tmp_path):
   workdir = str(tmp_path / "run")
 
   result = train_and_evaluate(config, workdir)
-  for name in ("config.json", "vocab.json", "metrics.jsonl", "thresholds.json", "tensorboard",
-               "checkpoints/latest", "checkpoints/best", "val_predictions.npz", "report.md",
-               "plots/loss.png", "plots/per_class_f1.png", "plots/threshold_sweep.png"):
+  for name in (
+    "config.json",
+    "vocab.json",
+    "metrics.jsonl",
+    "thresholds.json",
+    "tensorboard",
+    "checkpoints/latest",
+    "checkpoints/best",
+    "val_predictions.npz",
+    "report.md",
+    "plots/loss.png",
+    "plots/per_class_f1.png",
+    "plots/threshold_sweep.png",
+  ):
     assert os.path.exists(os.path.join(workdir, name)), name
   rows = read_metrics(os.path.join(workdir, "metrics.jsonl"))
   evals = [r for r in rows if "val_samples_f1" in r]
   assert len(evals) == 1 and evals[0]["step"] == result["step"] == 4  # 64 train / batch 16
-  for key in ("val_samples_f1", "val_micro_f1", "val_macro_f1", "val_weighted_f1",
-              "val_samples_precision", "val_samples_recall", "val_loss"):
+  for key in (
+    "val_samples_f1",
+    "val_micro_f1",
+    "val_macro_f1",
+    "val_weighted_f1",
+    "val_samples_precision",
+    "val_samples_recall",
+    "val_loss",
+  ):
     assert 0.0 <= evals[0][key] <= 10.0, key
   assert all("train_loss" in r for r in rows if "val_samples_f1" not in r)
 
   # evaluate.py restores the best checkpoint and sees all 16 val examples (batch 12: one padded).
   out = tmp_path / "eval.json"
-  proc = _run(["evaluate.py", "--workdir", workdir, "--out", str(out), "--report_dir",
-               str(tmp_path / "eval_report")])
+  proc = _run(
+    [
+      "evaluate.py",
+      "--workdir",
+      workdir,
+      "--out",
+      str(out),
+      "--report_dir",
+      str(tmp_path / "eval_report"),
+    ]
+  )
   metrics = json.loads(out.read_text())
   assert metrics["n_examples"] == 16
-  assert abs(metrics["samples_f1"] - json.load(open(os.path.join(workdir, "thresholds.json")))[
-      "val_samples_f1"]) < 1e-6
+  assert (
+    abs(
+      metrics["samples_f1"]
+      - json.load(open(os.path.join(workdir, "thresholds.json")))["val_samples_f1"]
+    )
+    < 1e-6
+  )
   assert "label" in proc.stdout and len(metrics["per_class"]) == comp5329.NUM_LABELS
   eval_report = (tmp_path / "eval_report" / "report.md").read_text()
   assert f"| samples F1 | {metrics['samples_f1']:.4f} |" in eval_report
@@ -57,8 +95,19 @@ def test_train_evaluate_predict_resume(tmp_path):
   # --rows evaluates a slice of any labelled CSV: the held-out-records protocol of COMP5329 dev.
   train_csv = os.path.join(config.data.root, "train.csv")
   out_rows = tmp_path / "eval_rows.json"
-  _run(["evaluate.py", "--workdir", workdir, "--csv", train_csv, "--rows", "70:",
-        "--out", str(out_rows)])
+  _run(
+    [
+      "evaluate.py",
+      "--workdir",
+      workdir,
+      "--csv",
+      train_csv,
+      "--rows",
+      "70:",
+      "--out",
+      str(out_rows),
+    ]
+  )
   rows_metrics = json.loads(out_rows.read_text())
   assert rows_metrics["n_examples"] == 10 and rows_metrics["source"].endswith("rows 70:")
 
@@ -79,17 +128,26 @@ def test_train_evaluate_predict_resume(tmp_path):
   result2 = train_and_evaluate(config, workdir)
   assert result2["step"] == 8
   rows2 = read_metrics(os.path.join(workdir, "metrics.jsonl"))
-  assert rows2[:len(rows)] == rows  # history kept, nothing re-done
+  assert rows2[: len(rows)] == rows  # history kept, nothing re-done
   assert [r["step"] for r in rows2 if "val_samples_f1" in r] == [4, 8]
 
 
 def test_train_cli_smoke_with_override(tmp_path):
   """train.py as a user runs it, with --config overrides and a max_steps cap."""
   workdir = tmp_path / "cli"
-  proc = _run(["train.py", "--config", "configs/tiny.py", "--workdir", str(workdir),
-               f"--config.data.root={tmp_path / 'data'}",
-               f"--config.data.synthetic.root={tmp_path / 'data'}", "--config.train.max_steps=2",
-               "--config.optim.lr=3e-3"])
+  proc = _run(
+    [
+      "train.py",
+      "--config",
+      "configs/tiny.py",
+      "--workdir",
+      str(workdir),
+      f"--config.data.root={tmp_path / 'data'}",
+      f"--config.data.synthetic.root={tmp_path / 'data'}",
+      "--config.train.max_steps=2",
+      "--config.optim.lr=3e-3",
+    ]
+  )
   assert "best val_samples_f1" in proc.stdout
   assert json.load(open(workdir / "config.json"))["optim"]["lr"] == 3e-3
   rows = read_metrics(str(workdir / "metrics.jsonl"))
@@ -97,8 +155,20 @@ def test_train_cli_smoke_with_override(tmp_path):
 
 
 def test_train_cli_rejects_unknown_key(tmp_path):
-  proc = subprocess.run([sys.executable, "train.py", "--config", "configs/tiny.py", "--workdir",
-                         str(tmp_path / "x"), "--config.optim.lrr=1e-3"], cwd=ROOT,
-                        capture_output=True, text=True, timeout=120)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "train.py",
+      "--config",
+      "configs/tiny.py",
+      "--workdir",
+      str(tmp_path / "x"),
+      "--config.optim.lrr=1e-3",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode != 0
   assert "optim.lrr" in proc.stderr and "optim.lr" in proc.stderr

@@ -41,9 +41,14 @@ def _copy(workdir, tmp_path) -> str:
 
 
 def _run(script, *args, verbose: bool = False):
-  return subprocess.run([sys.executable, script, *map(str, args), *(["--verbose"] * verbose)],
-                        cwd=ROOT, capture_output=True, text=True, timeout=600,
-                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  return subprocess.run(
+    [sys.executable, script, *map(str, args), *(["--verbose"] * verbose)],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
 
 
 def _one_line_error(proc) -> str:
@@ -55,8 +60,11 @@ def _one_line_error(proc) -> str:
 
 
 def _tree(folder) -> dict:
-  return {os.path.join(d, n): os.path.getsize(os.path.join(d, n))
-          for d, dirs, files in os.walk(folder) for n in files + dirs}
+  return {
+    os.path.join(d, n): os.path.getsize(os.path.join(d, n))
+    for d, dirs, files in os.walk(folder)
+    for n in files + dirs
+  }
 
 
 def _damage_largest(folder) -> None:
@@ -76,8 +84,17 @@ def test_damaged_best_falls_back_to_latest(trained, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f"'best' checkpoint (step {step}" in proc.stderr and "--which latest" in proc.stderr
   assert len(out.read_text().splitlines()) == 1 + 8
-  proc = _run("predict.py", "--workdir", workdir, "--csv", data / "test.csv", "--out", out,
-              "--which", "latest")  # chosen by name: no warning
+  proc = _run(
+    "predict.py",
+    "--workdir",
+    workdir,
+    "--csv",
+    data / "test.csv",
+    "--out",
+    out,
+    "--which",
+    "latest",
+  )  # chosen by name: no warning
   assert proc.returncode == 0 and "cannot be restored" not in proc.stderr, proc.stderr[-3000:]
   out.unlink()
   _damage_largest(os.path.join(workdir, "checkpoints", "latest"))
@@ -107,8 +124,9 @@ def test_missing_image_names_csv_and_row_and_predict_can_skip_it(trained_on_imag
   assert f"{data_copy / 'test.csv'}: 1 image(s) cannot be used" in proc.stderr
   assert "line 4" in proc.stderr and missing in proc.stderr and "--skip_bad" in proc.stderr
   assert "--config.data.skip_bad" not in proc.stderr and not out.exists()
-  proc = _run("predict.py", "--workdir", workdir, "--csv", data_copy / "test.csv", "--out", out,
-              "--skip_bad")
+  proc = _run(
+    "predict.py", "--workdir", workdir, "--csv", data_copy / "test.csv", "--out", out, "--skip_bad"
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "skipped 1 row(s)" in proc.stderr and missing in proc.stderr
   written = list(csv.reader(out.open()))
@@ -137,8 +155,9 @@ def test_evaluate_checks_out_before_any_work(trained, tmp_path):
   folder.mkdir()  # an existing folder cannot be written as a file, by root either
   line = _one_line_error(_run("evaluate.py", "--workdir", workdir, "--out", folder))
   assert f"--out={folder} is a folder" in line
-  line = _one_line_error(_run("evaluate.py", "--workdir", workdir, "--out",
-                              tmp_path / "no" / "m.json"))
+  line = _one_line_error(
+    _run("evaluate.py", "--workdir", workdir, "--out", tmp_path / "no" / "m.json")
+  )
   assert "does not exist" in line and "--out" in line
   assert _tree(workdir) == before
 
@@ -162,29 +181,45 @@ def test_readers_create_nothing_in_the_workdir(trained, tmp_path):
   before = _tree(workdir)
   proc = _run("evaluate.py", "--workdir", workdir, "--out", tmp_path / "m.json")
   assert proc.returncode == 0, proc.stderr[-3000:]
-  proc = _run("predict.py", "--workdir", workdir, "--csv", data / "test.csv",
-              "--out", tmp_path / "sub.csv")
+  proc = _run(
+    "predict.py", "--workdir", workdir, "--csv", data / "test.csv", "--out", tmp_path / "sub.csv"
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert _tree(workdir) == before
   shutil.rmtree(os.path.join(workdir, "checkpoints"))  # a run that stopped before its first one
-  line = _one_line_error(_run("predict.py", "--workdir", workdir, "--csv", data / "test.csv",
-                              "--out", tmp_path / "sub2.csv"))
+  line = _one_line_error(
+    _run(
+      "predict.py", "--workdir", workdir, "--csv", data / "test.csv", "--out", tmp_path / "sub2.csv"
+    )
+  )
   assert "has no checkpoint" in line and "Train it" in line
   assert not os.path.exists(os.path.join(workdir, "checkpoints"))
 
 
 def test_train_mistyped_data_root_is_one_line(tmp_path):
   bad = tmp_path / "typo"
-  proc = _run("train.py", "--config", "configs/tiny.py", "--workdir", tmp_path / "run",
-              f"--config.data.root={bad}")
+  proc = _run(
+    "train.py",
+    "--config",
+    "configs/tiny.py",
+    "--workdir",
+    tmp_path / "run",
+    f"--config.data.root={bad}",
+  )
   line = _one_line_error(proc)
   assert f"data.root={str(bad)!r}" in line and f"--config.data.synthetic.root={bad}" in line
   assert not bad.exists()
 
 
 def test_predict_missing_workdir_is_one_line_and_verbose_shows_the_traceback(tmp_path):
-  args = ("--workdir", tmp_path / "nowhere", "--csv", tmp_path / "t.csv", "--out",
-          tmp_path / "sub.csv")
+  args = (
+    "--workdir",
+    tmp_path / "nowhere",
+    "--csv",
+    tmp_path / "t.csv",
+    "--out",
+    tmp_path / "sub.csv",
+  )
   line = _one_line_error(_run("predict.py", *args))
   assert "config.json not found" in line and "Train first" in line
   proc = _run("predict.py", *args, verbose=True)

@@ -1,5 +1,6 @@
 """The package's import graph: every module imports, and no two modules import each other, even
-through others or from inside a function (a deferred import hides a cycle; it does not remove it)."""
+through others or from inside a function (a deferred import hides a cycle; it does not remove
+it)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     path.append(node)
     for nxt in sorted(graph.get(node, ())):
       if state.get(nxt) == 1:
-        return path[path.index(nxt):] + [nxt]
+        return path[path.index(nxt) :] + [nxt]
       if nxt not in state:
         found = visit(nxt)
         if found:
@@ -81,8 +82,9 @@ def test_the_loop_imports_no_recipe_or_task_module():
   modules = _modules()
   loop = _imports(modules["jaxmm.train.loop"], modules)
   assert not {m for m in loop if m.startswith(("jaxmm.recipes", "jaxmm.tasks"))}
-  data = set().union(*(_imports(p, modules) for m, p in modules.items()
-                       if m.startswith("jaxmm.data")))
+  data = set().union(
+    *(_imports(p, modules) for m, p in modules.items() if m.startswith("jaxmm.data"))
+  )
   assert not {m for m in data if m.startswith(("jaxmm.models", "jaxmm.train", "jaxmm.tasks"))}
 
 

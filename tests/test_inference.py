@@ -6,14 +6,23 @@ import pytest
 from jaxmm import inference
 
 
-@pytest.mark.parametrize("spec,want", [("2:5", [2, 3, 4]), ("7:", [7, 8, 9]), (":2", [0, 1]),
-                                       ("-3:", [7, 8, 9]), ("8:100", [8, 9])])
+@pytest.mark.parametrize(
+  "spec,want",
+  [("2:5", [2, 3, 4]), ("7:", [7, 8, 9]), (":2", [0, 1]), ("-3:", [7, 8, 9]), ("8:100", [8, 9])],
+)
 def test_parse_rows(spec, want):
   np.testing.assert_array_equal(inference.parse_rows(spec, 10), want)
 
 
-@pytest.mark.parametrize("spec,match", [("5", "START:END"), ("a:b", "START:END"),
-                                        ("1:2:3", "START:END"), ("10:", "selects no row of x.csv")])
+@pytest.mark.parametrize(
+  "spec,match",
+  [
+    ("5", "START:END"),
+    ("a:b", "START:END"),
+    ("1:2:3", "START:END"),
+    ("10:", "selects no row of x.csv"),
+  ],
+)
 def test_parse_rows_errors_name_the_problem(spec, match):
   with pytest.raises(ValueError, match=match):
     inference.parse_rows(spec, 10, source="x.csv")
@@ -34,13 +43,21 @@ def test_write_with_skipped_keeps_input_order(tmp_path):
   out.write_text("ImageID,Labels\na.jpg,1\nc.jpg,2 3\n")
   skipped = inference.Skipped(csv="t.csv", ids=["b.jpg", "d.jpg"], records=[1, 3], reasons=[])
   inference.write_with_skipped(str(out), skipped)
-  assert out.read_text().splitlines() == ["ImageID,Labels", "a.jpg,1", "b.jpg,", "c.jpg,2 3",
-                                          "d.jpg,"]
+  assert out.read_text().splitlines() == [
+    "ImageID,Labels",
+    "a.jpg,1",
+    "b.jpg,",
+    "c.jpg,2 3",
+    "d.jpg,",
+  ]
 
 
 def test_bad_image_hint_is_the_scripts_own():
-  message = ("t.csv: 1 image(s) cannot be used (1 missing):\n  line 4: x.jpg: missing\nFix or "
-             "remove these files (or their rows), or set --config.data.skip_bad=True to train "
-             "without them (skipped.json in the workdir then lists each one).")
+  message = (
+    "t.csv: 1 image(s) cannot be used (1 missing):\n  line 4: x.jpg: missing\nFix or "
+    "remove these files (or their rows), or set --config.data.skip_bad=True to train "
+    "without them (skipped.json in the workdir then lists each one)."
+  )
   assert inference._without_training_hint(message) == (
-      "t.csv: 1 image(s) cannot be used (1 missing):\n  line 4: x.jpg: missing")
+    "t.csv: 1 image(s) cannot be used (1 missing):\n  line 4: x.jpg: missing"
+  )

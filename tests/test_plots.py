@@ -16,10 +16,12 @@ def _picture(path) -> np.ndarray:
 
 
 def test_epoch_means_weight_steps_and_skip_non_finite():
-  rows = [{"step": 3, "epoch": 0, "train_loss": 1.0, "nonfinite_steps": 0},
-          {"step": 4, "epoch": 0, "train_loss": 2.0, "nonfinite_steps": 0},
-          {"step": 7, "epoch": 1, "train_loss": 1.0, "nonfinite_steps": 1},  # 2 finite steps
-          {"step": 8, "epoch": 1, "train_loss": None, "nonfinite_steps": 1}]
+  rows = [
+    {"step": 3, "epoch": 0, "train_loss": 1.0, "nonfinite_steps": 0},
+    {"step": 4, "epoch": 0, "train_loss": 2.0, "nonfinite_steps": 0},
+    {"step": 7, "epoch": 1, "train_loss": 1.0, "nonfinite_steps": 1},  # 2 finite steps
+    {"step": 8, "epoch": 1, "train_loss": None, "nonfinite_steps": 1},
+  ]
   assert plots.epoch_means(rows, 4) == [(1, 1.25), (2, 1.0)]
   assert plots.epoch_means(rows, None) == []
   evals = [{"step": 2, "epoch": 0}, {"step": 4, "epoch": 1}, {"step": 6, "epoch": 1}]

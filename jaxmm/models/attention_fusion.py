@@ -49,8 +49,9 @@ class CrossAttention(nnx.Module):
 class FusionBlock(nnx.Module):
   """x = LN(x + attn(x, tokens)); x = LN(x + FFN(x)), with dropout on both residual branches."""
 
-  def __init__(self, dim: int, num_heads: int, *, ffn_mult: int = 2, dropout: float = 0.0,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, dim: int, num_heads: int, *, ffn_mult: int = 2, dropout: float = 0.0, rngs: nnx.Rngs
+  ):
     self.attn = CrossAttention(dim, num_heads, rngs=rngs)
     self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
     self.ffn_in = nnx.Linear(dim, ffn_mult * dim, rngs=rngs)
@@ -59,8 +60,9 @@ class FusionBlock(nnx.Module):
     self.dropout = nnx.Dropout(dropout)
 
   def __call__(self, x_BxQxD, tokens_BxKxD, mask_BxK, *, rngs: nnx.Rngs | None = None):
-    x_BxQxD = self.norm1(x_BxQxD + self.dropout(self.attn(x_BxQxD, tokens_BxKxD, mask_BxK),
-                                                rngs=rngs))
+    x_BxQxD = self.norm1(
+      x_BxQxD + self.dropout(self.attn(x_BxQxD, tokens_BxKxD, mask_BxK), rngs=rngs)
+    )
     ffn = self.ffn_out(nnx.gelu(self.ffn_in(x_BxQxD)))
     return self.norm2(x_BxQxD + self.dropout(ffn, rngs=rngs))
 
@@ -73,24 +75,40 @@ class AttentionFusionClassifier(nnx.Module):
   GRU-attention, bag-of-words towers).
   """
 
-  def __init__(self, image_tower: nnx.Module, text_tower: nnx.Module, num_outputs: int, *,
-               dim: int = 256, num_heads: int = 4, num_layers: int = 1,
-               attention_dropout: float = 0.1, hidden: Sequence[int] = (256,),
-               dropout: float = 0.0, norm: str | None = None, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    image_tower: nnx.Module,
+    text_tower: nnx.Module,
+    num_outputs: int,
+    *,
+    dim: int = 256,
+    num_heads: int = 4,
+    num_layers: int = 1,
+    attention_dropout: float = 0.1,
+    hidden: Sequence[int] = (256,),
+    dropout: float = 0.0,
+    norm: str | None = None,
+    rngs: nnx.Rngs,
+  ):
     if image_tower is None or text_tower is None:
-      raise ValueError("attention fusion needs both towers (model.mode='fused'); use "
-                       "model.name='concat_fusion' for the image-only / text-only ablations")
+      raise ValueError(
+        "attention fusion needs both towers (model.mode='fused'); use "
+        "model.name='concat_fusion' for the image-only / text-only ablations"
+      )
     if not hasattr(text_tower, "sequence"):
-      raise ValueError(f"text tower {type(text_tower).__name__} has no per-token outputs; "
-                       "attention fusion needs 'lstm', 'gru_attention' or 'bow'")
+      raise ValueError(
+        f"text tower {type(text_tower).__name__} has no per-token outputs; "
+        "attention fusion needs 'lstm', 'gru_attention' or 'bow'"
+      )
     self.image = image_tower
     self.text = text_tower
     # Both tower kinds report their map's channel count as out_features (pooling keeps it).
     self.image_proj = nnx.Linear(image_tower.out_features, dim, rngs=rngs)
     self.text_proj = nnx.Linear(text_tower.out_features, dim, rngs=rngs)
     self.modality = nnx.Param(jax.random.normal(rngs.params(), (2, dim)) * 0.02)
-    self.blocks = nnx.List([FusionBlock(dim, num_heads, dropout=attention_dropout, rngs=rngs)
-                            for _ in range(num_layers)])
+    self.blocks = nnx.List(
+      [FusionBlock(dim, num_heads, dropout=attention_dropout, rngs=rngs) for _ in range(num_layers)]
+    )
     self.norm = nnx.LayerNorm(2 * dim, rngs=rngs)
     self.head = MLPHead(2 * dim, hidden, num_outputs, dropout=dropout, norm=norm, rngs=rngs)
 

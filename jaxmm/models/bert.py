@@ -37,9 +37,11 @@ from jaxmm.models.text import length_mask
 Array = jax.Array
 
 POOLINGS = ("cls", "pooler", "mean")
-_ACTIVATIONS = {"gelu": functools.partial(jax.nn.gelu, approximate=False),
-                "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
-                "relu": jax.nn.relu}
+_ACTIVATIONS = {
+  "gelu": functools.partial(jax.nn.gelu, approximate=False),
+  "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+  "relu": jax.nn.relu,
+}
 
 
 def _normal(stddev: float):
@@ -48,17 +50,33 @@ def _normal(stddev: float):
 
 def _linear(d_in: int, d_out: int, dtype: Any, init_std: float, rngs: nnx.Rngs) -> nnx.Linear:
   # bf16 operands with a float32 result: the residual stream never rounds to bf16.
-  return nnx.Linear(d_in, d_out, dtype=dtype, kernel_init=_normal(init_std),
-                    preferred_element_type=None if dtype is None else jnp.float32, rngs=rngs)
+  return nnx.Linear(
+    d_in,
+    d_out,
+    dtype=dtype,
+    kernel_init=_normal(init_std),
+    preferred_element_type=None if dtype is None else jnp.float32,
+    rngs=rngs,
+  )
 
 
 class BertLayer(nnx.Module):
   """x = LN(x + attn(x)); x = LN(x + W2 act(W1 x)), dropout on both residual branches."""
 
-  def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int, *,
-               dropout: float = 0.1, attention_dropout: float = 0.1,
-               layer_norm_eps: float = 1e-12, activation: str = "gelu", init_std: float = 0.02,
-               dtype: Any = None, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    hidden_size: int,
+    num_heads: int,
+    intermediate_size: int,
+    *,
+    dropout: float = 0.1,
+    attention_dropout: float = 0.1,
+    layer_norm_eps: float = 1e-12,
+    activation: str = "gelu",
+    init_std: float = 0.02,
+    dtype: Any = None,
+    rngs: nnx.Rngs,
+  ):
     if hidden_size % num_heads:
       raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
     if activation not in _ACTIVATIONS:
@@ -83,12 +101,14 @@ class BertLayer(nnx.Module):
     h = self.num_heads
     q, k, v = (f(x_BxTxD).reshape(b, t, h, d // h) for f in (self.query, self.key, self.value))
     cast = (lambda a: a) if self.dtype is None else (lambda a: a.astype(self.dtype))
-    scores_BxHxTxT = jnp.einsum("bqhe,bkhe->bhqk", cast(q), cast(k),
-                                preferred_element_type=jnp.float32) / np.sqrt(d // h)
+    scores_BxHxTxT = jnp.einsum(
+      "bqhe,bkhe->bhqk", cast(q), cast(k), preferred_element_type=jnp.float32
+    ) / np.sqrt(d // h)
     # The most negative float, not -inf: exp() gives exactly 0 all the same, and a row with no
     # real key (length 0) would be uniform rather than NaN.
-    scores_BxHxTxT = jnp.where(mask_BxT[:, None, None, :], scores_BxHxTxT,
-                               jnp.finfo(jnp.float32).min)
+    scores_BxHxTxT = jnp.where(
+      mask_BxT[:, None, None, :], scores_BxHxTxT, jnp.finfo(jnp.float32).min
+    )
     probs = self.attention_dropout(jax.nn.softmax(scores_BxHxTxT, axis=-1), rngs=rngs)
     out = jnp.einsum("bhqk,bkhe->bqhe", cast(probs), cast(v), preferred_element_type=jnp.float32)
     return self.attn_out(out.reshape(b, t, d))
@@ -108,21 +128,39 @@ class BertEncoder(nnx.Module):
   so every checkpoint array has a home; it is used only with `pooling="pooler"`.
   """
 
-  def __init__(self, vocab_size: int = 30522, hidden_size: int = 312, num_layers: int = 4,
-               num_heads: int = 12, intermediate_size: int = 1200, *,
-               max_position_embeddings: int = 512, type_vocab_size: int = 2,
-               dropout: float = 0.1, attention_dropout: float = 0.1,
-               layer_norm_eps: float = 1e-12, activation: str = "gelu", pooling: str = "cls",
-               init_std: float = 0.02, embedding_init: np.ndarray | None = None,
-               dtype: Any = None, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    vocab_size: int = 30522,
+    hidden_size: int = 312,
+    num_layers: int = 4,
+    num_heads: int = 12,
+    intermediate_size: int = 1200,
+    *,
+    max_position_embeddings: int = 512,
+    type_vocab_size: int = 2,
+    dropout: float = 0.1,
+    attention_dropout: float = 0.1,
+    layer_norm_eps: float = 1e-12,
+    activation: str = "gelu",
+    pooling: str = "cls",
+    init_std: float = 0.02,
+    embedding_init: np.ndarray | None = None,
+    dtype: Any = None,
+    rngs: nnx.Rngs,
+  ):
     if pooling not in POOLINGS:
       raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     self.pooling = pooling
     # The sizes, to compare with a checkpoint's config.json when its arrays do not fit.
-    self.sizes = dict(vocab_size=vocab_size, hidden_size=hidden_size, num_layers=num_layers,
-                      num_heads=num_heads, intermediate_size=intermediate_size,
-                      max_position_embeddings=max_position_embeddings,
-                      type_vocab_size=type_vocab_size)
+    self.sizes = dict(
+      vocab_size=vocab_size,
+      hidden_size=hidden_size,
+      num_layers=num_layers,
+      num_heads=num_heads,
+      intermediate_size=intermediate_size,
+      max_position_embeddings=max_position_embeddings,
+      type_vocab_size=type_vocab_size,
+    )
     self.max_position_embeddings = max_position_embeddings
     self.out_features = hidden_size
     if embedding_init is None:
@@ -130,36 +168,55 @@ class BertEncoder(nnx.Module):
     else:  # word vectors as the start (one row per vocab.txt token)
       matrix = np.asarray(embedding_init, np.float32)
       if matrix.shape != (vocab_size, hidden_size):
-        raise ValueError(f"embedding_init has shape {matrix.shape}, expected "
-                         f"{(vocab_size, hidden_size)}")
+        raise ValueError(
+          f"embedding_init has shape {matrix.shape}, expected {(vocab_size, hidden_size)}"
+        )
       word_init = lambda key, shape, dtype: jnp.asarray(matrix, dtype)  # noqa: E731
     self.word_embed = nnx.Embed(vocab_size, hidden_size, embedding_init=word_init, rngs=rngs)
-    self.position_embed = nnx.Embed(max_position_embeddings, hidden_size,
-                                    embedding_init=_normal(init_std), rngs=rngs)
-    self.token_type_embed = nnx.Embed(type_vocab_size, hidden_size,
-                                      embedding_init=_normal(init_std), rngs=rngs)
+    self.position_embed = nnx.Embed(
+      max_position_embeddings, hidden_size, embedding_init=_normal(init_std), rngs=rngs
+    )
+    self.token_type_embed = nnx.Embed(
+      type_vocab_size, hidden_size, embedding_init=_normal(init_std), rngs=rngs
+    )
     self.embed_norm = nnx.LayerNorm(hidden_size, epsilon=layer_norm_eps, rngs=rngs)
     self.dropout = nnx.Dropout(dropout)
-    self.layers = nnx.List([
-        BertLayer(hidden_size, num_heads, intermediate_size, dropout=dropout,
-                  attention_dropout=attention_dropout, layer_norm_eps=layer_norm_eps,
-                  activation=activation, init_std=init_std, dtype=dtype, rngs=rngs)
-        for _ in range(num_layers)])
+    self.layers = nnx.List(
+      [
+        BertLayer(
+          hidden_size,
+          num_heads,
+          intermediate_size,
+          dropout=dropout,
+          attention_dropout=attention_dropout,
+          layer_norm_eps=layer_norm_eps,
+          activation=activation,
+          init_std=init_std,
+          dtype=dtype,
+          rngs=rngs,
+        )
+        for _ in range(num_layers)
+      ]
+    )
     self.pooler = _linear(hidden_size, hidden_size, dtype, init_std, rngs)
 
   def __call__(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
     return self.encode(tokens_BxT, length_B, rngs=rngs)
 
-  def sequence(self, tokens_BxT: Array, length_B: Array, *,
-               rngs: nnx.Rngs | None = None) -> Array:
+  def sequence(self, tokens_BxT: Array, length_B: Array, *, rngs: nnx.Rngs | None = None) -> Array:
     """Last layer's states (B, T, D) float32, HF's `last_hidden_state`, for attention fusion and
     token-level heads. Positions past `length` are computed but carry no meaning."""
     num_steps = tokens_BxT.shape[1]
     if num_steps > self.max_position_embeddings:
-      raise ValueError(f"{num_steps} tokens exceed max_position_embeddings "
-                       f"{self.max_position_embeddings}; lower the encoder's max_len")
-    x_BxTxD = (self.word_embed(tokens_BxT) + self.position_embed(jnp.arange(num_steps))[None]
-               + self.token_type_embed(jnp.zeros_like(tokens_BxT)))
+      raise ValueError(
+        f"{num_steps} tokens exceed max_position_embeddings "
+        f"{self.max_position_embeddings}; lower the encoder's max_len"
+      )
+    x_BxTxD = (
+      self.word_embed(tokens_BxT)
+      + self.position_embed(jnp.arange(num_steps))[None]
+      + self.token_type_embed(jnp.zeros_like(tokens_BxT))
+    )
     x_BxTxD = self.dropout(self.embed_norm(x_BxTxD), rngs=rngs)
     mask_BxT = length_mask(length_B, num_steps)
     for layer in self.layers:
@@ -180,10 +237,12 @@ class BertEncoder(nnx.Module):
 
 
 # Variants (sizes only; pass vocab_size, rngs and the rest).
-TinyBERT = functools.partial(BertEncoder, hidden_size=312, num_layers=4, num_heads=12,
-                             intermediate_size=1200)
-BertBase = functools.partial(BertEncoder, hidden_size=768, num_layers=12, num_heads=12,
-                             intermediate_size=3072)
+TinyBERT = functools.partial(
+  BertEncoder, hidden_size=312, num_layers=4, num_heads=12, intermediate_size=1200
+)
+BertBase = functools.partial(
+  BertEncoder, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072
+)
 
 
 # ---------------------------------------------------------------------- Hugging Face checkpoints
@@ -194,12 +253,21 @@ HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 # TinyBERT's distillation projections (`fit_dense`) and the position-id buffer.
 _IGNORED_PREFIXES = ("cls.", "fit_dense", "qa_outputs.", "classifier.")
 _IGNORED_KEYS = ("embeddings.position_ids",)
-_EMBEDS = {"word_embed": "word_embeddings", "position_embed": "position_embeddings",
-           "token_type_embed": "token_type_embeddings"}
-_LAYER = {"query": "attention.self.query", "key": "attention.self.key",
-          "value": "attention.self.value", "attn_out": "attention.output.dense",
-          "attn_norm": "attention.output.LayerNorm", "ffn_in": "intermediate.dense",
-          "ffn_out": "output.dense", "ffn_norm": "output.LayerNorm"}
+_EMBEDS = {
+  "word_embed": "word_embeddings",
+  "position_embed": "position_embeddings",
+  "token_type_embed": "token_type_embeddings",
+}
+_LAYER = {
+  "query": "attention.self.query",
+  "key": "attention.self.key",
+  "value": "attention.self.value",
+  "attn_out": "attention.output.dense",
+  "attn_norm": "attention.output.LayerNorm",
+  "ffn_in": "intermediate.dense",
+  "ffn_out": "output.dense",
+  "ffn_norm": "output.LayerNorm",
+}
 _LEAF = {"kernel": "weight", "bias": "bias", "scale": "weight", "embedding": "weight"}
 
 
@@ -227,20 +295,27 @@ def hf_config_kwargs(config: Mapping[str, Any] | str | os.PathLike) -> dict[str,
     with open(path, encoding="utf-8") as f:
       config = json.load(f)
   if config.get("position_embedding_type", "absolute") != "absolute":
-    raise ValueError(f"position_embedding_type {config['position_embedding_type']!r}: only "
-                     "'absolute' is implemented")
+    raise ValueError(
+      f"position_embedding_type {config['position_embedding_type']!r}: only "
+      "'absolute' is implemented"
+    )
   act = config.get("hidden_act", "gelu")
   if act not in _ACTIVATIONS:
     raise ValueError(f"hidden_act {act!r}: one of {sorted(_ACTIVATIONS)} is implemented")
-  return dict(vocab_size=config["vocab_size"], hidden_size=config["hidden_size"],
-              num_layers=config["num_hidden_layers"], num_heads=config["num_attention_heads"],
-              intermediate_size=config["intermediate_size"],
-              max_position_embeddings=config.get("max_position_embeddings", 512),
-              type_vocab_size=config.get("type_vocab_size", 2),
-              dropout=config.get("hidden_dropout_prob", 0.1),
-              attention_dropout=config.get("attention_probs_dropout_prob", 0.1),
-              layer_norm_eps=config.get("layer_norm_eps", 1e-12), activation=act,
-              init_std=config.get("initializer_range", 0.02))
+  return dict(
+    vocab_size=config["vocab_size"],
+    hidden_size=config["hidden_size"],
+    num_layers=config["num_hidden_layers"],
+    num_heads=config["num_attention_heads"],
+    intermediate_size=config["intermediate_size"],
+    max_position_embeddings=config.get("max_position_embeddings", 512),
+    type_vocab_size=config.get("type_vocab_size", 2),
+    dropout=config.get("hidden_dropout_prob", 0.1),
+    attention_dropout=config.get("attention_probs_dropout_prob", 0.1),
+    layer_norm_eps=config.get("layer_norm_eps", 1e-12),
+    activation=act,
+    init_std=config.get("initializer_range", 0.02),
+  )
 
 
 @dataclasses.dataclass
@@ -258,34 +333,41 @@ class LoadReport:
     return not (self.missing or self.unexpected or self.mismatched)
 
   def summary(self, limit: int = 10) -> str:
-    lines = [f"loaded {len(self.loaded)} arrays; ignored {len(self.ignored)} non-encoder "
-             f"array(s) {self.ignored[:limit]}"]
-    for name, items in (("missing from the file", self.missing),
-                        ("unexpected (not in the encoder)", self.unexpected)):
+    lines = [
+      f"loaded {len(self.loaded)} arrays; ignored {len(self.ignored)} non-encoder "
+      f"array(s) {self.ignored[:limit]}"
+    ]
+    for name, items in (
+      ("missing from the file", self.missing),
+      ("unexpected (not in the encoder)", self.unexpected),
+    ):
       if items:
         more = f" ... (+{len(items) - limit})" if len(items) > limit else ""
         lines.append(f"{len(items)} key(s) {name}: {', '.join(items[:limit])}{more}")
     for key, got, want in self.mismatched[:limit]:
-      lines.append(f"shape mismatch: {key} is {got} in the file, the encoder needs {want} "
-                   "(torch layout)")
+      lines.append(
+        f"shape mismatch: {key} is {got} in the file, the encoder needs {want} (torch layout)"
+      )
     return "\n".join(lines)
 
 
 def _strip_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   """BertFor* checkpoints nest the encoder under `bert.`; the heads sit beside it."""
   if any(k.startswith("bert.") for k in state_dict):
-    return {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in state_dict.items()}
+    return {k[len("bert.") :] if k.startswith("bert.") else k: v for k, v in state_dict.items()}
   return dict(state_dict)
 
 
 def _legacy_names(key: str) -> str:
   # Old TF-converted checkpoints name LayerNorm params gamma/beta (HF renames them on load too).
-  return key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta",
-                                                                   "LayerNorm.bias")
+  return key.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
+    "LayerNorm.beta", "LayerNorm.bias"
+  )
 
 
-def load_hf_state_dict(encoder: BertEncoder, state_dict: Mapping[str, Any], *,
-                       strict: bool = True) -> LoadReport:
+def load_hf_state_dict(
+  encoder: BertEncoder, state_dict: Mapping[str, Any], *, strict: bool = True
+) -> LoadReport:
   """Copies a BertModel / BertFor* state dict (numpy arrays) into `encoder` in place.
 
   Linear weights (out, in) are transposed to our (in, out) kernels. strict: raise ValueError
@@ -330,14 +412,18 @@ def hf_weights_file(path: str | os.PathLike) -> str:
   for name in HF_WEIGHTS:
     if os.path.isfile(os.path.join(path, name)):
       return os.path.join(path, name)
-  raise FileNotFoundError(f"{path}: no {' or '.join(HF_WEIGHTS)} (sharded checkpoints are not "
-                          "read; save the model with save_pretrained(..., max_shard_size='10GB'))")
+  raise FileNotFoundError(
+    f"{path}: no {' or '.join(HF_WEIGHTS)} (sharded checkpoints are not "
+    "read; save the model with save_pretrained(..., max_shard_size='10GB'))"
+  )
 
 
-def load_hf_checkpoint(encoder: BertEncoder, path: str | os.PathLike, *,
-                       strict: bool = True) -> LoadReport:
+def load_hf_checkpoint(
+  encoder: BertEncoder, path: str | os.PathLike, *, strict: bool = True
+) -> LoadReport:
   """Loads a HF checkpoint (directory or weights file) into `encoder`; errors name the file."""
   from jaxmm.models.import_weights import read_state_dict  # safetensors, or torch for .bin
+
   weights = hf_weights_file(path)
   try:
     return load_hf_state_dict(encoder, read_state_dict(weights), strict=strict)
@@ -354,13 +440,20 @@ def _size_hint(encoder: BertEncoder, path: str | os.PathLike) -> str:
     theirs = hf_config_kwargs(config)
   except (ValueError, KeyError) as e:
     return f"\n{config}: {e!r}"
-  diff = [f"{k}={theirs[k]} (the encoder has {v})" for k, v in encoder.sizes.items()
-          if theirs[k] != v]
+  diff = [
+    f"{k}={theirs[k]} (the encoder has {v})" for k, v in encoder.sizes.items() if theirs[k] != v
+  ]
   return f"\n{config} says {', '.join(diff)}: set them in model.text" if diff else ""
 
 
-def bert_from_hf(path: str | os.PathLike, *, dtype: Any = None, pooling: str = "cls",
-                 vocab_size: int | None = None, **overrides) -> BertEncoder:
+def bert_from_hf(
+  path: str | os.PathLike,
+  *,
+  dtype: Any = None,
+  pooling: str = "cls",
+  vocab_size: int | None = None,
+  **overrides,
+) -> BertEncoder:
   """A BertEncoder shaped by `path/config.json` and holding the checkpoint's weights.
 
   vocab_size: the tokenizer's vocabulary size, checked against the checkpoint's. overrides:
@@ -368,11 +461,14 @@ def bert_from_hf(path: str | os.PathLike, *, dtype: Any = None, pooling: str = "
   """
   kwargs = hf_config_kwargs(path)
   if vocab_size is not None and vocab_size != kwargs["vocab_size"]:
-    raise ValueError(f"the tokenizer has {vocab_size} tokens but {os.fspath(path)}'s config.json "
-                     f"says vocab_size {kwargs['vocab_size']}: use the checkpoint's vocab.txt")
+    raise ValueError(
+      f"the tokenizer has {vocab_size} tokens but {os.fspath(path)}'s config.json "
+      f"says vocab_size {kwargs['vocab_size']}: use the checkpoint's vocab.txt"
+    )
   kwargs.update(overrides)
   # Abstract build: the strict load below replaces every array, so no random init is run.
-  encoder = nnx.eval_shape(lambda: BertEncoder(**kwargs, pooling=pooling, dtype=dtype,
-                                               rngs=nnx.Rngs(0)))
+  encoder = nnx.eval_shape(
+    lambda: BertEncoder(**kwargs, pooling=pooling, dtype=dtype, rngs=nnx.Rngs(0))
+  )
   load_hf_checkpoint(encoder, path, strict=True)
   return encoder

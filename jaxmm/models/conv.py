@@ -14,7 +14,8 @@ across impls.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,7 @@ from jax import lax
 
 ConvFn = Callable[..., jax.Array]
 
-IMPLS = ('xla', 'im2col', 'auto')
+IMPLS = ("xla", "im2col", "auto")
 
 # 'auto' uses im2col on CPU for grouped convs (XLA:CPU's grouped conv was
 # 13-60x slower at every size measured), for transposed (lhs-dilated) convs
@@ -36,11 +37,12 @@ IMPLS = ('xla', 'im2col', 'auto')
 # 1x1 convs always take the matmul path on CPU: as a conv, XLA computes their kernel gradient with
 # a transposed copy of both the activations and the output gradient; in a ResNet-50 train step at
 # 64 px those transposes were 17% of the op time; the matmul path cut the step's CPU time by ~9%
-# (benchmarks/RESULTS.md, "Speed"). Read at trace time (benchmarks/cpu_step_ablation.py turns it off).
+# (benchmarks/RESULTS.md, "Speed"). Read at trace time (benchmarks/cpu_step_ablation.py turns it
+# off).
 AUTO_MAX_HW = 16
 AUTO_POINTWISE = True
 
-_NHWC_SPEC = ('NHWC', 'HWIO', 'NHWC')
+_NHWC_SPEC = ("NHWC", "HWIO", "NHWC")
 
 
 def _is_nhwc_hwio(lhs_shape, rhs_shape, dimension_numbers) -> bool:
@@ -56,8 +58,10 @@ def _all_ones(xs: Sequence[int] | None) -> bool:
 
 
 def _explicit_pads(
-    in_hw: Sequence[int], k_hw: Sequence[int], strides: Sequence[int],
-    padding: str | Sequence[tuple[int, int]],
+  in_hw: Sequence[int],
+  k_hw: Sequence[int],
+  strides: Sequence[int],
+  padding: str | Sequence[tuple[int, int]],
 ) -> list[tuple[int, int]]:
   if isinstance(padding, str):
     # Same rule as lax (SAME puts the extra pixel at the end).
@@ -65,41 +69,65 @@ def _explicit_pads(
   return [(int(lo), int(hi)) for lo, hi in padding]
 
 
-def _out_hw(in_hw, k_hw, strides, pads, lhs_dilation=(1, 1)
-            ) -> tuple[int, int]:
+def _out_hw(in_hw, k_hw, strides, pads, lhs_dilation=(1, 1)) -> tuple[int, int]:
   return tuple(
-      ((n - 1) * d + 1 + lo + hi - k) // s + 1
-      for n, k, s, (lo, hi), d in zip(in_hw, k_hw, strides, pads, lhs_dilation)
+    ((n - 1) * d + 1 + lo + hi - k) // s + 1
+    for n, k, s, (lo, hi), d in zip(in_hw, k_hw, strides, pads, lhs_dilation)
   )
 
 
-def _unsupported(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation,
-                 rhs_dilation, dimension_numbers, feature_group_count,
-                 batch_group_count) -> str | None:
+def _unsupported(
+  lhs_shape,
+  rhs_shape,
+  window_strides,
+  padding,
+  lhs_dilation,
+  rhs_dilation,
+  dimension_numbers,
+  feature_group_count,
+  batch_group_count,
+) -> str | None:
   """Why `im2col_conv` cannot do this conv, or None if it can."""
   if not _is_nhwc_hwio(lhs_shape, rhs_shape, dimension_numbers):
-    return 'only 2-D NHWC/HWIO/NHWC convs'
+    return "only 2-D NHWC/HWIO/NHWC convs"
   if not _all_ones(rhs_dilation):
-    return 'no kernel (rhs) dilation'
+    return "no kernel (rhs) dilation"
   if batch_group_count != 1:
-    return 'no batch_group_count'
+    return "no batch_group_count"
   if not _all_ones(lhs_dilation) and (
-      isinstance(padding, str) or not _all_ones(window_strides)
-      or feature_group_count != 1):
+    isinstance(padding, str) or not _all_ones(window_strides) or feature_group_count != 1
+  ):
     # lax itself rejects string padding with lhs_dilation.
-    return 'lhs_dilation needs explicit pads, stride 1 and no groups'
+    return "lhs_dilation needs explicit pads, stride 1 and no groups"
   return None
 
 
-def im2col_supported(lhs_shape, rhs_shape, window_strides=(1, 1),
-                     padding=((0, 0), (0, 0)), lhs_dilation=None,
-                     rhs_dilation=None, dimension_numbers=None,
-                     feature_group_count: int = 1,
-                     batch_group_count: int = 1) -> bool:
+def im2col_supported(
+  lhs_shape,
+  rhs_shape,
+  window_strides=(1, 1),
+  padding=((0, 0), (0, 0)),
+  lhs_dilation=None,
+  rhs_dilation=None,
+  dimension_numbers=None,
+  feature_group_count: int = 1,
+  batch_group_count: int = 1,
+) -> bool:
   """True if `im2col_conv` handles this conv (same arguments as lax's)."""
-  return _unsupported(lhs_shape, rhs_shape, window_strides, padding,
-                      lhs_dilation, rhs_dilation, dimension_numbers,
-                      feature_group_count, batch_group_count) is None
+  return (
+    _unsupported(
+      lhs_shape,
+      rhs_shape,
+      window_strides,
+      padding,
+      lhs_dilation,
+      rhs_dilation,
+      dimension_numbers,
+      feature_group_count,
+      batch_group_count,
+    )
+    is None
+  )
 
 
 def _phase_taps(k: int, s: int, lo: int) -> tuple[np.ndarray, int]:
@@ -109,8 +137,7 @@ def _phase_taps(k: int, s: int, lo: int) -> tuple[np.ndarray, int]:
   o = s*m + r reads x[m + (r + t - lo) / s] through tap t whenever that is an
   integer. Returns S (offsets x s x k) and the smallest offset.
   """
-  offs = {(r, t): (r + t - lo) // s for r in range(s) for t in range(k)
-          if (r + t - lo) % s == 0}
+  offs = {(r, t): (r + t - lo) // s for r in range(s) for t in range(k) if (r + t - lo) % s == 0}
   lo_off = min(offs.values())
   sel = np.zeros((max(offs.values()) - lo_off + 1, s, k), np.float32)
   for (r, t), off in offs.items():
@@ -131,33 +158,33 @@ def _subpixel_conv(lhs, rhs, pads, dilation, out_hw, **kwargs):
   (sh, sw), (ho, wo) = dilation, out_hw
   sel_h, off_h = _phase_taps(kh, sh, pads[0][0])
   sel_w, off_w = _phase_taps(kw, sw, pads[1][0])
-  kernel = jnp.einsum('art,bqu,tuco->abcrqo', sel_h.astype(rhs.dtype),
-                      sel_w.astype(rhs.dtype), rhs)
+  kernel = jnp.einsum("art,bqu,tuco->abcrqo", sel_h.astype(rhs.dtype), sel_w.astype(rhs.dtype), rhs)
   kernel = kernel.reshape(sel_h.shape[0], sel_w.shape[0], c, sh * sw * o)
   mh, mw = -(-ho // sh), -(-wo // sw)
   # Input rows m + off for m < mh and off in [off_h, off_h + taps): pad so
   # that a VALID stride-1 conv yields exactly mh x mw positions.
-  pads2 = ((-off_h, mh - 1 + off_h + sel_h.shape[0] - 1 - (h - 1)),
-           (-off_w, mw - 1 + off_w + sel_w.shape[0] - 1 - (w - 1)))
-  phases = im2col_conv(lhs, kernel, (1, 1), pads2,
-                       dimension_numbers=_NHWC_SPEC, **kwargs)
+  pads2 = (
+    (-off_h, mh - 1 + off_h + sel_h.shape[0] - 1 - (h - 1)),
+    (-off_w, mw - 1 + off_w + sel_w.shape[0] - 1 - (w - 1)),
+  )
+  phases = im2col_conv(lhs, kernel, (1, 1), pads2, dimension_numbers=_NHWC_SPEC, **kwargs)
   out = phases.reshape(n, mh, mw, sh, sw, o).transpose(0, 1, 3, 2, 4, 5)
   return out.reshape(n, mh * sh, mw * sw, o)[:, :ho, :wo]
 
 
 def im2col_conv(
-    lhs: jax.Array,
-    rhs: jax.Array,
-    window_strides: Sequence[int],
-    padding: str | Sequence[tuple[int, int]],
-    lhs_dilation: Sequence[int] | None = None,
-    rhs_dilation: Sequence[int] | None = None,
-    dimension_numbers: Any = None,
-    feature_group_count: int = 1,
-    batch_group_count: int = 1,
-    precision: Any = None,
-    preferred_element_type: Any = None,
-    out_sharding: Any = None,
+  lhs: jax.Array,
+  rhs: jax.Array,
+  window_strides: Sequence[int],
+  padding: str | Sequence[tuple[int, int]],
+  lhs_dilation: Sequence[int] | None = None,
+  rhs_dilation: Sequence[int] | None = None,
+  dimension_numbers: Any = None,
+  feature_group_count: int = 1,
+  batch_group_count: int = 1,
+  precision: Any = None,
+  preferred_element_type: Any = None,
+  out_sharding: Any = None,
 ) -> jax.Array:
   """Drop-in for `lax.conv_general_dilated` via patches + one matmul.
 
@@ -167,31 +194,39 @@ def im2col_conv(
   lhs_dilation > 1 (transposed convs; stride 1, explicit pads, no groups) is
   computed sub-pixel, see `_subpixel_conv`.
   """
-  why = _unsupported(lhs.shape, rhs.shape, window_strides, padding,
-                     lhs_dilation, rhs_dilation, dimension_numbers,
-                     feature_group_count, batch_group_count)
+  why = _unsupported(
+    lhs.shape,
+    rhs.shape,
+    window_strides,
+    padding,
+    lhs_dilation,
+    rhs_dilation,
+    dimension_numbers,
+    feature_group_count,
+    batch_group_count,
+  )
   if why is not None:
     raise NotImplementedError(
-        f'im2col_conv: {why}; got lhs {lhs.shape}, rhs {rhs.shape}, '
-        f'strides={window_strides}, padding={padding}, '
-        f'dimension_numbers={dimension_numbers}, lhs_dilation={lhs_dilation}, '
-        f'rhs_dilation={rhs_dilation}, groups={feature_group_count}, '
-        f'batch_group_count={batch_group_count}')
+      f"im2col_conv: {why}; got lhs {lhs.shape}, rhs {rhs.shape}, "
+      f"strides={window_strides}, padding={padding}, "
+      f"dimension_numbers={dimension_numbers}, lhs_dilation={lhs_dilation}, "
+      f"rhs_dilation={rhs_dilation}, groups={feature_group_count}, "
+      f"batch_group_count={batch_group_count}"
+    )
   n, h, w, c = lhs.shape
   kh, kw, cg, o = rhs.shape
   g = int(feature_group_count)
   if c != cg * g or o % g:
-    raise ValueError(f'channels {c} / out {o} do not split into {g} groups '
-                     f'of kernel {rhs.shape}')
+    raise ValueError(f"channels {c} / out {o} do not split into {g} groups of kernel {rhs.shape}")
   sh, sw = (int(s) for s in window_strides)
   dh, dw = (1, 1) if lhs_dilation is None else (int(d) for d in lhs_dilation)
   kwargs = {}
   if precision is not None:
-    kwargs['precision'] = precision
+    kwargs["precision"] = precision
   if preferred_element_type is not None:
-    kwargs['preferred_element_type'] = preferred_element_type
+    kwargs["preferred_element_type"] = preferred_element_type
   if out_sharding is not None:
-    kwargs['out_sharding'] = out_sharding
+    kwargs["out_sharding"] = out_sharding
 
   if (dh, dw) != (1, 1):
     pads = _explicit_pads((h, w), (kh, kw), (1, 1), padding)
@@ -201,53 +236,56 @@ def im2col_conv(
   pads = _explicit_pads((h, w), (kh, kw), (sh, sw), padding)
   ho, wo = _out_hw((h, w), (kh, kw), (sh, sw), pads)
   # lax.pad also accepts negative (cropping) pads, as conv_general_dilated does.
-  x = lax.pad(lhs, jnp.zeros((), lhs.dtype),
-              [(0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)])
+  x = lax.pad(lhs, jnp.zeros((), lhs.dtype), [(0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)])
   # One strided slice per kernel tap; the (i, j, c) order of the concatenated
   # patch matches a row-major reshape of the HWIO kernel.
   taps = [
-      lax.slice(x, (0, i, j, 0),
-                (n, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c),
-                (1, sh, sw, 1))
-      for i in range(kh) for j in range(kw)
+    lax.slice(x, (0, i, j, 0), (n, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c), (1, sh, sw, 1))
+    for i in range(kh)
+    for j in range(kw)
   ]
   patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
 
   if g == 1:
     # (N*Ho*Wo, KH*KW*C) @ (KH*KW*C, O): a single GEMM.
-    return jnp.einsum('nhwk,ko->nhwo', patches, rhs.reshape(kh * kw * c, o),
-                      **kwargs)
+    return jnp.einsum("nhwk,ko->nhwo", patches, rhs.reshape(kh * kw * c, o), **kwargs)
   og = o // g
   patches = patches.reshape(n, ho, wo, kh * kw, g, cg)
   kernel = rhs.reshape(kh * kw, cg, g, og)
-  out = jnp.einsum('nhwkgc,kcgo->nhwgo', patches, kernel, **kwargs)
+  out = jnp.einsum("nhwkgc,kcgo->nhwgo", patches, kernel, **kwargs)
   return out.reshape(n, ho, wo, o)
 
 
 def auto_conv(
-    lhs: jax.Array,
-    rhs: jax.Array,
-    window_strides: Sequence[int],
-    padding: str | Sequence[tuple[int, int]],
-    lhs_dilation: Sequence[int] | None = None,
-    rhs_dilation: Sequence[int] | None = None,
-    dimension_numbers: Any = None,
-    feature_group_count: int = 1,
-    batch_group_count: int = 1,
-    *,
-    max_hw: int = AUTO_MAX_HW,
-    **kwargs: Any,
+  lhs: jax.Array,
+  rhs: jax.Array,
+  window_strides: Sequence[int],
+  padding: str | Sequence[tuple[int, int]],
+  lhs_dilation: Sequence[int] | None = None,
+  rhs_dilation: Sequence[int] | None = None,
+  dimension_numbers: Any = None,
+  feature_group_count: int = 1,
+  batch_group_count: int = 1,
+  *,
+  max_hw: int = AUTO_MAX_HW,
+  **kwargs: Any,
 ) -> jax.Array:
   """im2col on CPU for grouped/transposed/1x1 convs or maps of <= max_hw pixels.
 
   Decided at trace time from static shapes and `jax.default_backend()`, so it
   costs nothing at run time. GPUs/TPUs always get XLA's conv (cuDNN).
   """
-  use_im2col = (
-      jax.default_backend() == 'cpu'
-      and im2col_supported(lhs.shape, rhs.shape, window_strides, padding,
-                           lhs_dilation, rhs_dilation, dimension_numbers,
-                           feature_group_count, batch_group_count))
+  use_im2col = jax.default_backend() == "cpu" and im2col_supported(
+    lhs.shape,
+    rhs.shape,
+    window_strides,
+    padding,
+    lhs_dilation,
+    rhs_dilation,
+    dimension_numbers,
+    feature_group_count,
+    batch_group_count,
+  )
   if use_im2col:
     kh, kw = rhs.shape[:2]
     strides = tuple(int(s) for s in window_strides)
@@ -258,14 +296,22 @@ def auto_conv(
     pointwise = AUTO_POINTWISE and (kh, kw) == (1, 1)
     use_im2col = feature_group_count > 1 or lhs_dilated or pointwise or ho * wo <= max_hw
   fn = im2col_conv if use_im2col else lax.conv_general_dilated
-  return fn(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-            feature_group_count=feature_group_count,
-            batch_group_count=batch_group_count, **kwargs)
+  return fn(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=lhs_dilation,
+    rhs_dilation=rhs_dilation,
+    dimension_numbers=dimension_numbers,
+    feature_group_count=feature_group_count,
+    batch_group_count=batch_group_count,
+    **kwargs,
+  )
 
 
-@functools.lru_cache(maxsize=None)
-def make_conv_fn(impl: str = 'auto', *, max_hw: int | None = None) -> ConvFn:
+@functools.cache
+def make_conv_fn(impl: str = "auto", *, max_hw: int | None = None) -> ConvFn:
   """Returns a `conv_general_dilated`-compatible function for `nnx.Conv`.
 
   impl: 'xla' (lax.conv_general_dilated), 'im2col' (always patches + matmul),
@@ -274,12 +320,12 @@ def make_conv_fn(impl: str = 'auto', *, max_hw: int | None = None) -> ConvFn:
   Cached, so equal arguments give the identical function object and thus
   identical NNX graphdefs.
   """
-  if impl == 'xla':
+  if impl == "xla":
     return lax.conv_general_dilated
-  if impl == 'im2col':
+  if impl == "im2col":
     return im2col_conv
-  if impl == 'auto':
+  if impl == "auto":
     if max_hw is None:
       return auto_conv
     return functools.partial(auto_conv, max_hw=int(max_hw))
-  raise ValueError(f'conv impl must be one of {IMPLS}, got {impl!r}')
+  raise ValueError(f"conv impl must be one of {IMPLS}, got {impl!r}")

@@ -24,8 +24,9 @@ def _lstm(x_BxTxE, h0, c0, weights, seq_lengths, **kwargs):
   """cuDNN LSTM; a seam the CPU tests replace with jax's reference implementation."""
   if jax.default_backend() != "gpu":
     raise NotImplementedError(
-        "model.text.impl='cudnn' needs an NVIDIA GPU: jax.experimental.rnn lowers for CUDA only. "
-        "Use model.text.impl='fused' (the default) on this machine.")
+      "model.text.impl='cudnn' needs an NVIDIA GPU: jax.experimental.rnn lowers for CUDA only. "
+      "Use model.text.impl='fused' (the default) on this machine."
+    )
   return rnn.lstm(x_BxTxE, h0, c0, weights, seq_lengths, **kwargs)
 
 
@@ -38,8 +39,13 @@ def pack_weights(w_ih_DxExG: jax.Array, w_hh_DxHxG: jax.Array, b_DxG: jax.Array)
   return jnp.concatenate([m.ravel() for m in mats] + biases)
 
 
-def cudnn_lstm_layer(x_TxBxE: jax.Array, w_ih_DxExG: jax.Array, w_hh_DxHxG: jax.Array,
-                     b_DxG: jax.Array, mask_TxB: jax.Array) -> jax.Array:
+def cudnn_lstm_layer(
+  x_TxBxE: jax.Array,
+  w_ih_DxExG: jax.Array,
+  w_hh_DxHxG: jax.Array,
+  b_DxG: jax.Array,
+  mask_TxB: jax.Array,
+) -> jax.Array:
   """Drop-in for `fused_lstm_layer` -> h of every scan step (T, D, B, H), float32.
 
   Step s holds the fwd state at position s and the bwd state at position T-1-s (zeros on
@@ -50,10 +56,17 @@ def cudnn_lstm_layer(x_TxBxE: jax.Array, w_ih_DxExG: jax.Array, w_hh_DxHxG: jax.
   length_B = mask_TxB.sum(0).astype(jnp.int32)
   zeros = jnp.zeros((num_dirs, batch, hidden), jnp.float32)
   y_BxTxDH, h_n, _ = _lstm(
-      x_TxBxE.transpose(1, 0, 2).astype(jnp.float32), zeros, zeros,
-      pack_weights(w_ih_DxExG, w_hh_DxHxG, b_DxG).astype(jnp.float32), length_B,
-      input_size=in_features, hidden_size=hidden, num_layers=1, dropout=0.0,
-      bidirectional=num_dirs == 2)
+    x_TxBxE.transpose(1, 0, 2).astype(jnp.float32),
+    zeros,
+    zeros,
+    pack_weights(w_ih_DxExG, w_hh_DxHxG, b_DxG).astype(jnp.float32),
+    length_B,
+    input_size=in_features,
+    hidden_size=hidden,
+    num_layers=1,
+    dropout=0.0,
+    bidirectional=num_dirs == 2,
+  )
   y_TxBxDH = y_BxTxDH.transpose(1, 0, 2)
   dirs = [y_TxBxDH[..., :hidden]]
   if num_dirs == 2:  # position order -> scan order: the bwd direction visits position T-1-s at s

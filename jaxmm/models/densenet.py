@@ -35,33 +35,63 @@ _BN_EPS = 1e-5
 STEMS = ("imagenet", "small")
 
 
-def _conv(in_features: int, out_features: int, kernel: int, stride: int = 1, *,
-          conv_impl: str, dtype: Any, rngs: nnx.Rngs) -> nnx.Conv:
+def _conv(
+  in_features: int,
+  out_features: int,
+  kernel: int,
+  stride: int = 1,
+  *,
+  conv_impl: str,
+  dtype: Any,
+  rngs: nnx.Rngs,
+) -> nnx.Conv:
   pad = kernel // 2  # torchvision's explicit padding, not 'SAME'
   return nnx.Conv(
-      in_features, out_features, (kernel, kernel), strides=(stride, stride),
-      padding=((pad, pad), (pad, pad)), use_bias=False, kernel_init=_KAIMING, dtype=dtype,
-      conv_general_dilated=make_conv_fn(conv_impl), rngs=rngs)
+    in_features,
+    out_features,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding=((pad, pad), (pad, pad)),
+    use_bias=False,
+    kernel_init=_KAIMING,
+    dtype=dtype,
+    conv_general_dilated=make_conv_fn(conv_impl),
+    rngs=rngs,
+  )
 
 
 def _bn(features: int, *, dtype: Any, rngs: nnx.Rngs) -> nnx.BatchNorm:
   # use_running_average set explicitly: Flax's default has changed before.
-  return nnx.BatchNorm(features, use_running_average=False, momentum=_BN_MOMENTUM,
-                       epsilon=_BN_EPS, dtype=dtype, rngs=rngs)
+  return nnx.BatchNorm(
+    features,
+    use_running_average=False,
+    momentum=_BN_MOMENTUM,
+    epsilon=_BN_EPS,
+    dtype=dtype,
+    rngs=rngs,
+  )
 
 
 def _avg_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
   """torch AvgPool2d(2, 2): an odd last row / column is dropped (floor)."""
   b, h, w, c = x_BxHxWxC.shape
-  x = x_BxHxWxC[:, :h // 2 * 2, :w // 2 * 2]
+  x = x_BxHxWxC[:, : h // 2 * 2, : w // 2 * 2]
   return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
 
 
 class DenseLayer(nnx.Module):
   """BN-ReLU-1x1 conv (bn_size * growth) -> BN-ReLU-3x3 conv (growth): the new features."""
 
-  def __init__(self, in_features: int, growth_rate: int, bn_size: int, *,
-               conv_impl: str = "auto", dtype: Any = None, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_features: int,
+    growth_rate: int,
+    bn_size: int,
+    *,
+    conv_impl: str = "auto",
+    dtype: Any = None,
+    rngs: nnx.Rngs,
+  ):
     width = bn_size * growth_rate
     self.norm1 = _bn(in_features, dtype=dtype, rngs=rngs)
     self.conv1 = _conv(in_features, width, 1, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
@@ -76,8 +106,15 @@ class DenseLayer(nnx.Module):
 class Transition(nnx.Module):
   """BN-ReLU-1x1 conv -> 2x2/2 average pool, between dense blocks."""
 
-  def __init__(self, in_features: int, out_features: int, *, conv_impl: str = "auto",
-               dtype: Any = None, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_features: int,
+    out_features: int,
+    *,
+    conv_impl: str = "auto",
+    dtype: Any = None,
+    rngs: nnx.Rngs,
+  ):
     self.norm = _bn(in_features, dtype=dtype, rngs=rngs)
     self.conv = _conv(in_features, out_features, 1, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
 
@@ -95,35 +132,61 @@ class DenseNet(nnx.Module):
   dtype: computation dtype (e.g. jnp.bfloat16 on GPU); params stay float32.
   """
 
-  def __init__(self, block_sizes: Sequence[int], *, growth_rate: int = 32,
-               num_init_features: int = 64, bn_size: int = 4, stem: str = "imagenet",
-               conv_impl: str = "auto", in_channels: int = 3, dtype: Any = None,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    block_sizes: Sequence[int],
+    *,
+    growth_rate: int = 32,
+    num_init_features: int = 64,
+    bn_size: int = 4,
+    stem: str = "imagenet",
+    conv_impl: str = "auto",
+    in_channels: int = 3,
+    dtype: Any = None,
+    rngs: nnx.Rngs,
+  ):
     if stem not in STEMS:
       raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
     make_conv_fn(conv_impl)  # Validates the name before building anything.
     self.stem = stem
     self.dtype = dtype
-    self.conv0 = _conv(in_channels, num_init_features, 7 if stem == "imagenet" else 3,
-                       2 if stem == "imagenet" else 1, conv_impl=conv_impl, dtype=dtype,
-                       rngs=rngs)
+    self.conv0 = _conv(
+      in_channels,
+      num_init_features,
+      7 if stem == "imagenet" else 3,
+      2 if stem == "imagenet" else 1,
+      conv_impl=conv_impl,
+      dtype=dtype,
+      rngs=rngs,
+    )
     self.norm0 = _bn(num_init_features, dtype=dtype, rngs=rngs)
     features = num_init_features
     self.num_blocks = len(block_sizes)
     for i, num_layers in enumerate(block_sizes):
-      layers = [DenseLayer(features + j * growth_rate, growth_rate, bn_size, conv_impl=conv_impl,
-                           dtype=dtype, rngs=rngs) for j in range(num_layers)]
+      layers = [
+        DenseLayer(
+          features + j * growth_rate,
+          growth_rate,
+          bn_size,
+          conv_impl=conv_impl,
+          dtype=dtype,
+          rngs=rngs,
+        )
+        for j in range(num_layers)
+      ]
       setattr(self, f"denseblock{i + 1}", nnx.List(layers))
       features += num_layers * growth_rate
       if i != len(block_sizes) - 1:
-        setattr(self, f"transition{i + 1}", Transition(
-            features, features // 2, conv_impl=conv_impl, dtype=dtype, rngs=rngs))
+        setattr(
+          self,
+          f"transition{i + 1}",
+          Transition(features, features // 2, conv_impl=conv_impl, dtype=dtype, rngs=rngs),
+        )
         features //= 2
     self.norm5 = _bn(features, dtype=dtype, rngs=rngs)
     self.out_features = features
 
-  def feature_map(self, images_BxHxWxC: jax.Array, *,
-                  rngs: nnx.Rngs | None = None) -> jax.Array:
+  def feature_map(self, images_BxHxWxC: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
     """images_BxHxWxC (float, normalised) -> maps_BxhxwxD after norm5 and ReLU.
 
     `rngs` is unused (no dropout) and accepted for the tower interface.
@@ -141,29 +204,28 @@ class DenseNet(nnx.Module):
         x = getattr(self, f"transition{i + 1}")(x)
     return nnx.relu(self.norm5(x))
 
-  def encode(self, images_BxHxWxC: jax.Array, *,
-             rngs: nnx.Rngs | None = None) -> jax.Array:
+  def encode(self, images_BxHxWxC: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
     """images_BxHxWxC (float, normalised) -> feats_BxD, D = out_features (1024 for -121)."""
     maps_BxhxwxD = self.feature_map(images_BxHxWxC, rngs=rngs)
     # Pool in float32 so a bf16 trunk still returns stable features.
     return jnp.mean(maps_BxhxwxD.astype(jnp.float32), axis=(1, 2))
 
-  def __call__(self, images_BxHxWxC: jax.Array, *,
-               rngs: nnx.Rngs | None = None) -> jax.Array:
+  def __call__(self, images_BxHxWxC: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
     return self.encode(images_BxHxWxC, rngs=rngs)
 
 
 DenseNet121 = functools.partial(DenseNet, block_sizes=(6, 12, 24, 16))
 DenseNet169 = functools.partial(DenseNet, block_sizes=(6, 12, 32, 32))
 DenseNet201 = functools.partial(DenseNet, block_sizes=(6, 12, 48, 32))
-DenseNet161 = functools.partial(DenseNet, block_sizes=(6, 12, 36, 24), growth_rate=48,
-                                num_init_features=96)
+DenseNet161 = functools.partial(
+  DenseNet, block_sizes=(6, 12, 36, 24), growth_rate=48, num_init_features=96
+)
 
 _REGISTRY = {
-    "densenet121": DenseNet121,
-    "densenet161": DenseNet161,
-    "densenet169": DenseNet169,
-    "densenet201": DenseNet201,
+  "densenet121": DenseNet121,
+  "densenet161": DenseNet161,
+  "densenet169": DenseNet169,
+  "densenet201": DenseNet201,
 }
 _BN_NAMES = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
 

@@ -37,9 +37,15 @@ _BN = {"default": (0.9, 1e-5), "b5": (0.99, 1e-3)}
 STEMS = ("imagenet", "small")
 
 # B0 stages (torchvision's table): expand ratio, kernel, stride, in, out, layers.
-_B0_STAGES = ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2),
-              (6, 3, 2, 40, 80, 3), (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4),
-              (6, 3, 1, 192, 320, 1))
+_B0_STAGES = (
+  (1, 3, 1, 32, 16, 1),
+  (6, 3, 2, 16, 24, 2),
+  (6, 5, 2, 24, 40, 2),
+  (6, 3, 2, 40, 80, 3),
+  (6, 5, 1, 80, 112, 3),
+  (6, 5, 2, 112, 192, 4),
+  (6, 3, 1, 192, 320, 1),
+)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -51,19 +57,39 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 class ConvBNAct(nnx.Module):
   """Conv (no bias) -> BN -> optional SiLU: torchvision's Conv2dNormActivation."""
 
-  def __init__(self, in_features: int, out_features: int, kernel: int, stride: int = 1, *,
-               groups: int = 1, activation: bool = True, bn: tuple[float, float],
-               conv_impl: str = "auto", dtype: Any = None, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_features: int,
+    out_features: int,
+    kernel: int,
+    stride: int = 1,
+    *,
+    groups: int = 1,
+    activation: bool = True,
+    bn: tuple[float, float],
+    conv_impl: str = "auto",
+    dtype: Any = None,
+    rngs: nnx.Rngs,
+  ):
     pad = (kernel - 1) // 2
     self.activation = activation
     self.conv = nnx.Conv(
-        in_features, out_features, (kernel, kernel), strides=(stride, stride),
-        padding=((pad, pad), (pad, pad)), feature_group_count=groups, use_bias=False,
-        kernel_init=_KAIMING, dtype=dtype, conv_general_dilated=make_conv_fn(conv_impl),
-        rngs=rngs)
+      in_features,
+      out_features,
+      (kernel, kernel),
+      strides=(stride, stride),
+      padding=((pad, pad), (pad, pad)),
+      feature_group_count=groups,
+      use_bias=False,
+      kernel_init=_KAIMING,
+      dtype=dtype,
+      conv_general_dilated=make_conv_fn(conv_impl),
+      rngs=rngs,
+    )
     # use_running_average set explicitly: Flax's default has changed before.
-    self.bn = nnx.BatchNorm(out_features, use_running_average=False, momentum=bn[0],
-                            epsilon=bn[1], dtype=dtype, rngs=rngs)
+    self.bn = nnx.BatchNorm(
+      out_features, use_running_average=False, momentum=bn[0], epsilon=bn[1], dtype=dtype, rngs=rngs
+    )
 
   def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
     y = self.bn(self.conv(x_BxHxWxC))
@@ -75,8 +101,16 @@ class SqueezeExcitation(nnx.Module):
 
   def __init__(self, features: int, squeeze: int, *, dtype: Any = None, rngs: nnx.Rngs):
     def fc(a, b):
-      return nnx.Conv(a, b, (1, 1), kernel_init=_KAIMING, dtype=dtype,
-                      conv_general_dilated=make_conv_fn("im2col"), rngs=rngs)
+      return nnx.Conv(
+        a,
+        b,
+        (1, 1),
+        kernel_init=_KAIMING,
+        dtype=dtype,
+        conv_general_dilated=make_conv_fn("im2col"),
+        rngs=rngs,
+      )
+
     self.fc1 = fc(features, squeeze)
     self.fc2 = fc(squeeze, features)
 
@@ -93,9 +127,20 @@ class MBConv(nnx.Module):
   `stochastic_depth` in train mode and rescales the kept ones (torchvision's "row" mode).
   """
 
-  def __init__(self, in_features: int, out_features: int, *, expand_ratio: int, kernel: int,
-               stride: int, stochastic_depth: float, bn: tuple[float, float],
-               conv_impl: str = "auto", dtype: Any = None, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_features: int,
+    out_features: int,
+    *,
+    expand_ratio: int,
+    kernel: int,
+    stride: int,
+    stochastic_depth: float,
+    bn: tuple[float, float],
+    conv_impl: str = "auto",
+    dtype: Any = None,
+    rngs: nnx.Rngs,
+  ):
     hidden = make_divisible(in_features * expand_ratio)
     kw = dict(bn=bn, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
     layers = []
@@ -131,9 +176,19 @@ class EfficientNet(nnx.Module):
   dtype: computation dtype (e.g. jnp.bfloat16 on GPU); params stay float32.
   """
 
-  def __init__(self, *, width: float = 1.0, depth: float = 1.0, stochastic_depth: float = 0.2,
-               norm: str = "default", stem: str = "imagenet", conv_impl: str = "auto",
-               in_channels: int = 3, dtype: Any = None, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    width: float = 1.0,
+    depth: float = 1.0,
+    stochastic_depth: float = 0.2,
+    norm: str = "default",
+    stem: str = "imagenet",
+    conv_impl: str = "auto",
+    in_channels: int = 3,
+    dtype: Any = None,
+    rngs: nnx.Rngs,
+  ):
     if stem not in STEMS:
       raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
     if norm not in _BN:
@@ -143,25 +198,33 @@ class EfficientNet(nnx.Module):
     make_conv_fn(conv_impl)  # Validates the name before building anything.
     self.dtype = dtype
     kw = dict(bn=_BN[norm], conv_impl=conv_impl, dtype=dtype, rngs=rngs)
-    stages = [(e, k, s, make_divisible(i * width), make_divisible(o * width),
-               int(math.ceil(n * depth))) for e, k, s, i, o, n in _B0_STAGES]
+    stages = [
+      (e, k, s, make_divisible(i * width), make_divisible(o * width), int(math.ceil(n * depth)))
+      for e, k, s, i, o, n in _B0_STAGES
+    ]
     features = [ConvBNAct(in_channels, stages[0][3], 3, 2 if stem == "imagenet" else 1, **kw)]
     total, block_id = sum(stage[-1] for stage in stages), 0
     for expand, kernel, stride, in_f, out_f, layers in stages:
       blocks = []
       for j in range(layers):
-        blocks.append(MBConv(
-            in_f if j == 0 else out_f, out_f, expand_ratio=expand, kernel=kernel,
+        blocks.append(
+          MBConv(
+            in_f if j == 0 else out_f,
+            out_f,
+            expand_ratio=expand,
+            kernel=kernel,
             stride=stride if j == 0 else 1,
-            stochastic_depth=stochastic_depth * block_id / total, **kw))
+            stochastic_depth=stochastic_depth * block_id / total,
+            **kw,
+          )
+        )
         block_id += 1
       features.append(nnx.List(blocks))
     self.out_features = 4 * stages[-1][4]
     features.append(ConvBNAct(stages[-1][4], self.out_features, 1, **kw))
     self.features = nnx.List(features)
 
-  def feature_map(self, images_BxHxWxC: jax.Array, *,
-                  rngs: nnx.Rngs | None = None) -> jax.Array:
+  def feature_map(self, images_BxHxWxC: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
     """images_BxHxWxC (float, normalised) -> maps_BxhxwxD (after the last conv's SiLU).
 
     rngs: needs a 'dropout' stream in train mode (stochastic depth); unused in eval mode.
@@ -173,15 +236,13 @@ class EfficientNet(nnx.Module):
         x = block(x, rngs=rngs)
     return self.features[-1](x)
 
-  def encode(self, images_BxHxWxC: jax.Array, *,
-             rngs: nnx.Rngs | None = None) -> jax.Array:
+  def encode(self, images_BxHxWxC: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
     """images_BxHxWxC (float, normalised) -> feats_BxD, D = out_features (1280 for B0/B1)."""
     maps_BxhxwxD = self.feature_map(images_BxHxWxC, rngs=rngs)
     # Pool in float32 so a bf16 trunk still returns stable features.
     return jnp.mean(maps_BxhxwxD.astype(jnp.float32), axis=(1, 2))
 
-  def __call__(self, images_BxHxWxC: jax.Array, *,
-               rngs: nnx.Rngs | None = None) -> jax.Array:
+  def __call__(self, images_BxHxWxC: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
     return self.encode(images_BxHxWxC, rngs=rngs)
 
 
@@ -193,14 +254,19 @@ EfficientNetB3 = functools.partial(EfficientNet, width=1.2, depth=1.4)
 EfficientNetB4 = functools.partial(EfficientNet, width=1.4, depth=1.8)
 
 _REGISTRY = {
-    "efficientnet_b0": EfficientNetB0,
-    "efficientnet_b1": EfficientNetB1,
-    "efficientnet_b2": EfficientNetB2,
-    "efficientnet_b3": EfficientNetB3,
-    "efficientnet_b4": EfficientNetB4,
+  "efficientnet_b0": EfficientNetB0,
+  "efficientnet_b1": EfficientNetB1,
+  "efficientnet_b2": EfficientNetB2,
+  "efficientnet_b3": EfficientNetB3,
+  "efficientnet_b4": EfficientNetB4,
 }
-_NAMES = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean",
-          "var": "running_var"}
+_NAMES = {
+  "kernel": "weight",
+  "scale": "weight",
+  "bias": "bias",
+  "mean": "running_mean",
+  "var": "running_var",
+}
 
 
 def efficientnet_by_name(name: str) -> functools.partial:

@@ -28,14 +28,23 @@ def normalize_images(images_BxHxWx3: jax.Array) -> jax.Array:
 class MLPHead(nnx.Module):
   """Dense -> [norm] -> ReLU -> dropout, repeated, then a linear output layer."""
 
-  def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, *,
-               dropout: float = 0.0, norm: str | None = None, dtype: Any = None,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_features: int,
+    hidden: Sequence[int],
+    out_features: int,
+    *,
+    dropout: float = 0.0,
+    norm: str | None = None,
+    dtype: Any = None,
+    rngs: nnx.Rngs,
+  ):
     if norm not in (None, "", "batch", "layer"):
       raise ValueError(f"norm must be None, 'batch' or 'layer', got {norm!r}")
     dims = [in_features, *hidden]
-    self.layers = nnx.List([nnx.Linear(a, b, dtype=dtype, rngs=rngs)
-                            for a, b in zip(dims, dims[1:])])
+    self.layers = nnx.List(
+      [nnx.Linear(a, b, dtype=dtype, rngs=rngs) for a, b in zip(dims, dims[1:])]
+    )
     if norm == "batch":
       self.norms = nnx.List([nnx.BatchNorm(b, dtype=dtype, rngs=rngs) for b in hidden])
     elif norm == "layer":
@@ -61,27 +70,44 @@ class ConcatFusionClassifier(nnx.Module):
   dtype: the head's compute dtype (the towers get theirs from the registry); logits are float32.
   """
 
-  def __init__(self, image_tower: nnx.Module | None, text_tower: nnx.Module | None,
-               num_outputs: int, *, hidden: Sequence[int] = (512,), dropout: float = 0.0,
-               feature_dropout: float = 0.0, norm: str | None = None,
-               interaction_dim: int = 0, dtype: Any = None, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    image_tower: nnx.Module | None,
+    text_tower: nnx.Module | None,
+    num_outputs: int,
+    *,
+    hidden: Sequence[int] = (512,),
+    dropout: float = 0.0,
+    feature_dropout: float = 0.0,
+    norm: str | None = None,
+    interaction_dim: int = 0,
+    dtype: Any = None,
+    rngs: nnx.Rngs,
+  ):
     if image_tower is None and text_tower is None:
       raise ValueError("at least one tower is needed")
     self.image = image_tower
     self.text = text_tower
-    in_features = ((image_tower.out_features if image_tower is not None else 0) +
-                   (text_tower.out_features if text_tower is not None else 0))
+    in_features = (image_tower.out_features if image_tower is not None else 0) + (
+      text_tower.out_features if text_tower is not None else 0
+    )
     # interaction_dim > 0 (fused only): both towers are projected to that size and the head also
     # sees their product and distance, the multiplicative term a concat-MLP struggles to learn
     # (what decides whether a caption matches an image).
     interact = bool(interaction_dim) and image_tower is not None and text_tower is not None
-    self.interaction = nnx.Dict(
+    self.interaction = (
+      nnx.Dict(
         image=nnx.Linear(image_tower.out_features, interaction_dim, rngs=rngs),
-        text=nnx.Linear(text_tower.out_features, interaction_dim, rngs=rngs)) if interact else None
+        text=nnx.Linear(text_tower.out_features, interaction_dim, rngs=rngs),
+      )
+      if interact
+      else None
+    )
     in_features += 2 * interaction_dim if interact else 0
     self.feature_dropout = nnx.Dropout(feature_dropout)
-    self.head = MLPHead(in_features, hidden, num_outputs, dropout=dropout, norm=norm, dtype=dtype,
-                        rngs=rngs)
+    self.head = MLPHead(
+      in_features, hidden, num_outputs, dropout=dropout, norm=norm, dtype=dtype, rngs=rngs
+    )
 
   def features(self, batch: dict[str, jax.Array], *, rngs: nnx.Rngs | None = None) -> jax.Array:
     """The concatenated tower features (B, D_image + D_text [+ 2 D_interaction]): the head input."""
@@ -99,8 +125,9 @@ class ConcatFusionClassifier(nnx.Module):
       feats += [pair[0] * pair[1], jnp.abs(pair[0] - pair[1])]
     return jnp.concatenate(feats, axis=-1), pair
 
-  def __call__(self, batch: dict[str, jax.Array], *, rngs: nnx.Rngs | None = None,
-               with_pair: bool = False):
+  def __call__(
+    self, batch: dict[str, jax.Array], *, rngs: nnx.Rngs | None = None, with_pair: bool = False
+  ):
     """logits (B, num_outputs); with `with_pair`, also the projected (image_BxD, text_BxD) of the
     interaction layer (for an in-batch contrastive loss)."""
     feats, pair = self._features(batch, rngs)
@@ -118,8 +145,9 @@ class LateFusionClassifier(nnx.Module):
   branches' towers, so pretrained weights and tower transfer work as for concat fusion.
   """
 
-  def __init__(self, image_only: ConcatFusionClassifier, text_only: ConcatFusionClassifier,
-               num_outputs: int):
+  def __init__(
+    self, image_only: ConcatFusionClassifier, text_only: ConcatFusionClassifier, num_outputs: int
+  ):
     self.image_only = image_only
     self.text_only = text_only
     # Equal weights until fitted: the mean of the two unimodal logits.
@@ -134,8 +162,9 @@ class LateFusionClassifier(nnx.Module):
   def text(self) -> nnx.Module:
     return self.text_only.text
 
-  def branch_logits(self, batch: dict[str, jax.Array], *,
-                    rngs: nnx.Rngs | None = None) -> jax.Array:
+  def branch_logits(
+    self, batch: dict[str, jax.Array], *, rngs: nnx.Rngs | None = None
+  ) -> jax.Array:
     """The two unimodal logits stacked, (B, 2, num_outputs): image first."""
     return jnp.stack([self.image_only(batch, rngs=rngs), self.text_only(batch, rngs=rngs)], 1)
 

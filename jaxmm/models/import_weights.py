@@ -58,28 +58,39 @@ class Report:
 
   def summary(self, limit: int = 10) -> str:
     head = sorted(k for k in self.ignored if not k.endswith(_IGNORED_SUFFIXES))
-    lines = [f"loaded {len(self.loaded)} arrays; ignored {len(head)} head array(s) "
-             f"({', '.join(head)}) and {len(self.ignored) - len(head)} BatchNorm counter(s)"]
-    for name, items in (("missing from the file", self.missing),
-                        ("unexpected (not in the tower)", self.unexpected)):
+    lines = [
+      f"loaded {len(self.loaded)} arrays; ignored {len(head)} head array(s) "
+      f"({', '.join(head)}) and {len(self.ignored) - len(head)} BatchNorm counter(s)"
+    ]
+    for name, items in (
+      ("missing from the file", self.missing),
+      ("unexpected (not in the tower)", self.unexpected),
+    ):
       if items:
         more = f" ... (+{len(items) - limit})" if len(items) > limit else ""
         lines.append(f"{len(items)} key(s) {name}: {', '.join(items[:limit])}{more}")
     for key, got, want in self.mismatched[:limit]:
-      lines.append(f"shape mismatch: {key} is {got} in the file (torch layout), the tower needs "
-                   f"{want}")
+      lines.append(
+        f"shape mismatch: {key} is {got} in the file (torch layout), the tower needs {want}"
+      )
     return "\n".join(lines)
 
 
-_ARCHS = {((2, 2, 2, 2), 1, 1): "resnet18", ((3, 4, 6, 3), 1, 1): "resnet34",
-          ((3, 4, 6, 3), 4, 1): "resnet50", ((3, 4, 6, 3), 4, 32): "resnext50_32x4d"}
+_ARCHS = {
+  ((2, 2, 2, 2), 1, 1): "resnet18",
+  ((3, 4, 6, 3), 1, 1): "resnet34",
+  ((3, 4, 6, 3), 4, 1): "resnet50",
+  ((3, 4, 6, 3), 4, 32): "resnext50_32x4d",
+}
 
 
 def guess_arch(state_dict: Mapping[str, np.ndarray]) -> str | None:
   """The torchvision architecture a state dict looks like (blocks per stage, block, groups)."""
   state_dict = _clean(state_dict)
-  blocks = tuple(1 + max((int(k.split(".")[1]) for k in state_dict if k.startswith(f"layer{i}.")),
-                         default=-1) for i in range(1, 5))
+  blocks = tuple(
+    1 + max((int(k.split(".")[1]) for k in state_dict if k.startswith(f"layer{i}.")), default=-1)
+    for i in range(1, 5)
+  )
   expansion = 4 if "layer1.0.conv3.weight" in state_dict else 1
   groups = 1
   conv2 = state_dict.get("layer1.0.conv2.weight")
@@ -121,24 +132,28 @@ def _clean(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   keys = list(state_dict)
   for prefix in _KEY_PREFIXES:
     if keys and all(k.startswith(prefix) for k in keys):
-      return {k[len(prefix):]: v for k, v in state_dict.items()}
+      return {k[len(prefix) :]: v for k, v in state_dict.items()}
   return dict(state_dict)
 
 
-def load_torchvision_resnet(tower: nnx.Module, state_dict: Mapping[str, np.ndarray], *,
-                            strict: bool = True) -> Report:
+def load_torchvision_resnet(
+  tower: nnx.Module, state_dict: Mapping[str, np.ndarray], *, strict: bool = True
+) -> Report:
   """Copies a torchvision-named ResNet/ResNeXt state dict into `tower` in place -> Report.
 
   strict: raise ValueError listing every missing / unexpected / mismatched key (nothing is
   changed then); otherwise load what lines up and return the Report.
   """
-  return _load(tower, _clean(state_dict), torch_key, _HEAD_PREFIXES, strict=strict,
-               hint=_resnet_hint)
+  return _load(
+    tower, _clean(state_dict), torch_key, _HEAD_PREFIXES, strict=strict, hint=_resnet_hint
+  )
 
 
 # torchvision's own fix-up for its DenseNet files: `denselayer1.norm.1.weight` -> `norm1.weight`.
-_DENSENET_LEGACY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
-                              r"((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_DENSENET_LEGACY = re.compile(
+  r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+  r"((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 
 
 def _densenet_keys(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -149,16 +164,17 @@ def _densenet_keys(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
   return out
 
 
-def load_torchvision(tower: nnx.Module, state_dict: Mapping[str, np.ndarray], *,
-                     strict: bool = True) -> Report:
+def load_torchvision(
+  tower: nnx.Module, state_dict: Mapping[str, np.ndarray], *, strict: bool = True
+) -> Report:
   """A torchvision state dict into any of our torchvision-layout towers (ResNet / ResNeXt,
   DenseNet, EfficientNet), named by the tower's class; as `load_torchvision_resnet`."""
   if isinstance(tower, densenet.DenseNet):
-    return _load(tower, _densenet_keys(state_dict), densenet.torch_key, ("classifier.",),
-                 strict=strict)
+    return _load(
+      tower, _densenet_keys(state_dict), densenet.torch_key, ("classifier.",), strict=strict
+    )
   if isinstance(tower, efficientnet.EfficientNet):
-    return _load(tower, _clean(state_dict), efficientnet.torch_key, ("classifier.",),
-                 strict=strict)
+    return _load(tower, _clean(state_dict), efficientnet.torch_key, ("classifier.",), strict=strict)
   return load_torchvision_resnet(tower, state_dict, strict=strict)
 
 
@@ -168,8 +184,10 @@ def _resnet_hint(state_dict: Mapping[str, np.ndarray], report: Report) -> str:
   if guess and len(report.mismatched) + len(report.unexpected) + len(report.missing) > 2:
     hint += f"\nthe file looks like torchvision's {guess}: is that the tower's architecture?"
   if any(k == "conv1.weight" for k, _, _ in report.mismatched):
-    hint += ("\nconv1 differs: ImageNet weights need the tower's stem='imagenet' (7x7 conv) and "
-             "3 input channels.")
+    hint += (
+      "\nconv1 differs: ImageNet weights need the tower's stem='imagenet' (7x7 conv) and "
+      "3 input channels."
+    )
   return hint
 
 
@@ -218,8 +236,10 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     try:
       from safetensors.numpy import load_file
     except ImportError:
-      raise ImportError("reading .safetensors needs the safetensors package: "
-                        "pip install safetensors (or pip install 'jaxmm[weights]')") from None
+      raise ImportError(
+        "reading .safetensors needs the safetensors package: "
+        "pip install safetensors (or pip install 'jaxmm[weights]')"
+      ) from None
     try:
       return dict(load_file(path))
     except (TypeError, ValueError):  # bf16 has no numpy dtype: go through torch if it is there
@@ -231,10 +251,12 @@ def _read_torch(path: str, *, safetensors: bool = False) -> dict[str, np.ndarray
   try:
     import torch
   except ImportError:
-    raise ImportError(f"reading {path} needs torch (pip install 'jaxmm[torch]'), or convert it to "
-                      ".safetensors") from None
+    raise ImportError(
+      f"reading {path} needs torch (pip install 'jaxmm[torch]'), or convert it to .safetensors"
+    ) from None
   if safetensors:
     from safetensors.torch import load_file
+
     obj = load_file(path)
   else:
     obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -256,22 +278,30 @@ def load_weights_file(tower: nnx.Module, path: str, *, strict: bool = True) -> R
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--arch", required=True,
-                      help="resnet18 | resnet34 | resnet50 | resnext50_32x4d | densenet121 | "
-                           "efficientnet_b1 (and the other densenet / efficientnet variants)")
+  parser.add_argument(
+    "--arch",
+    required=True,
+    help="resnet18 | resnet34 | resnet50 | resnext50_32x4d | densenet121 | "
+    "efficientnet_b1 (and the other densenet / efficientnet variants)",
+  )
   parser.add_argument("--weights", required=True, help=".safetensors, or .pth/.pt with torch")
-  parser.add_argument("--check", action="store_true",
-                      help="also run the loaded tower on a random 64 px batch and print features")
+  parser.add_argument(
+    "--check",
+    action="store_true",
+    help="also run the loaded tower on a random 64 px batch and print features",
+  )
   parser.add_argument("--activation", default="relu")
   args = parser.parse_args(argv)
   from jaxmm.models.resnet import resnet_by_name
+
   if args.arch.lower().startswith("densenet"):
     make = lambda: densenet.densenet_by_name(args.arch)(rngs=nnx.Rngs(0))
   elif args.arch.lower().startswith("efficientnet"):
     make = lambda: efficientnet.efficientnet_by_name(args.arch)(rngs=nnx.Rngs(0))
   else:
-    make = lambda: resnet_by_name(args.arch)(stem="imagenet", activation=args.activation,
-                                             rngs=nnx.Rngs(0))
+    make = lambda: resnet_by_name(args.arch)(
+      stem="imagenet", activation=args.activation, rngs=nnx.Rngs(0)
+    )
   # Abstract build: a strict load overwrites every array, so no random init is needed.
   tower = nnx.eval_shape(make)
   try:
@@ -285,8 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
     feats = np.asarray(nnx.jit(lambda m, x: m.encode(x))(tower, x))
     finite = bool(np.isfinite(feats).all())
-    print(f"features {feats.shape}: mean {feats.mean():.4f} std {feats.std():.4f} "
-          f"finite {finite}")
+    print(f"features {feats.shape}: mean {feats.mean():.4f} std {feats.std():.4f} finite {finite}")
     if not finite:
       return 1
   return 0

@@ -17,14 +17,23 @@ from flax import nnx
 
 from jaxmm.models.fusion import MLPHead, normalize_images
 
+
 class RotationClassifier(nnx.Module):
   """image tower -> MLP head -> K rotation logits."""
 
-  def __init__(self, image_tower: nnx.Module, num_classes: int, *, hidden: Sequence[int] = (),
-               dropout: float = 0.0, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    image_tower: nnx.Module,
+    num_classes: int,
+    *,
+    hidden: Sequence[int] = (),
+    dropout: float = 0.0,
+    rngs: nnx.Rngs,
+  ):
     self.image = image_tower
-    self.head = MLPHead(image_tower.out_features, tuple(hidden), num_classes, dropout=dropout,
-                        rngs=rngs)
+    self.head = MLPHead(
+      image_tower.out_features, tuple(hidden), num_classes, dropout=dropout, rngs=rngs
+    )
 
   def __call__(self, batch: dict[str, jax.Array], *, rngs: nnx.Rngs | None = None) -> jax.Array:
     feats = self.image.encode(normalize_images(batch["image"]), rngs=rngs)
@@ -36,9 +45,11 @@ class MaskedTokenModel(nnx.Module):
 
   def __init__(self, text_tower: nnx.Module, vocab_size: int, *, rngs: nnx.Rngs):
     if not hasattr(text_tower, "sequence"):
-      raise ValueError(f"{type(text_tower).__name__} has no per-position outputs (`sequence`); "
-                       "masked-token pretraining needs a recurrent tower ('lstm', "
-                       "'gru_attention')")
+      raise ValueError(
+        f"{type(text_tower).__name__} has no per-position outputs (`sequence`); "
+        "masked-token pretraining needs a recurrent tower ('lstm', "
+        "'gru_attention')"
+      )
     self.text = text_tower
     self.head = nnx.Linear(text_tower.out_features, vocab_size, rngs=rngs)
 
@@ -51,8 +62,10 @@ class ReconstructionModel(nnx.Module):
 
   def __init__(self, autoencoder: nnx.Module):
     if getattr(autoencoder, "output", None) != "sigmoid":
-      raise ValueError("reconstruction pretraining compares with images in [0, 1]: build the "
-                       "autoencoder with output='sigmoid'")
+      raise ValueError(
+        "reconstruction pretraining compares with images in [0, 1]: build the "
+        "autoencoder with output='sigmoid'"
+      )
     self.image = autoencoder
 
   def __call__(self, batch: dict[str, jax.Array], *, rngs: nnx.Rngs | None = None) -> jax.Array:

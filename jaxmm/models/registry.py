@@ -13,14 +13,14 @@ from flax import nnx
 from jaxmm.models import fusion
 from jaxmm.models.attention_fusion import AttentionFusionClassifier
 from jaxmm.models.autoencoder import ConvAutoencoder
+from jaxmm.models.bert import BertEncoder
 from jaxmm.models.densenet import densenet_by_name
 from jaxmm.models.efficientnet import efficientnet_by_name
 from jaxmm.models.resnet import resnet_by_name
-from jaxmm.models.bert import BertEncoder
 from jaxmm.models.text import TEXT_TOWERS, text_tower_class
 
-
-# late_fusion: two unimodal classifiers whose logits are mixed per class (fusion.LateFusionClassifier).
+# late_fusion: two unimodal classifiers whose logits are mixed per class
+# (fusion.LateFusionClassifier).
 MODELS = ("concat_fusion", "attention_fusion", "late_fusion")
 DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 # Tower config keys that are not constructor arguments (pretrained weights, applied after building).
@@ -37,7 +37,8 @@ def init_in_one_program(make: Callable[[], nnx.Module]) -> nnx.Module:
   """Runs `make()` (a model constructor) as one jitted program instead of one eager op per array.
 
   Eagerly, every initialiser of a new shape compiles its own program: 28 s to build a ResNet-34
-  on the 2-core CPU, 5.6 s this way (benchmarks/RESULTS.md, "Model build and compile time"). `make` runs under
+  on the 2-core CPU, 5.6 s this way (benchmarks/RESULTS.md, "Model build and compile time").
+  `make` runs under
   tracing, so it must not read array values (numpy constants it closes over are fine).
   """
   graphdefs = []
@@ -112,15 +113,17 @@ def _tower_kwargs(cfg, constructor, section: str) -> dict:
     return kwargs
   unknown = sorted(k for k in kwargs if k not in params or k in _NOT_CONFIG)
   if unknown:
-    takes = sorted(k for k, p in params.items()
-                   if k not in _NOT_CONFIG and p.kind is not p.VAR_POSITIONAL)
+    takes = sorted(
+      k for k, p in params.items() if k not in _NOT_CONFIG and p.kind is not p.VAR_POSITIONAL
+    )
     keys = ", ".join(f"{section}.{k}" for k in unknown)
     one = len(unknown) == 1
     raise ValueError(
-        f"{keys}: {'not an option' if one else 'not options'} of the {section} tower "
-        f"{cfg.name!r} (it takes {takes}). Delete {'it' if one else 'them'} in a config file "
-        f"(`del c.{section}.{unknown[0]}`; configs/s2_xu.py does so for its text tower): a "
-        "--config flag cannot delete a key.")
+      f"{keys}: {'not an option' if one else 'not options'} of the {section} tower "
+      f"{cfg.name!r} (it takes {takes}). Delete {'it' if one else 'them'} in a config file "
+      f"(`del c.{section}.{unknown[0]}`; configs/s2_xu.py does so for its text tower): a "
+      "--config flag cannot delete a key."
+    )
   return kwargs
 
 
@@ -158,32 +161,55 @@ def build_text_tower(cfg, *, vocab_size: int, rngs: nnx.Rngs, embedding_init=Non
   return constructor(vocab_size=vocab_size, **kwargs, rngs=rngs)
 
 
-def build_model(model_cfg, *, num_outputs: int, vocab_size: int, rngs: nnx.Rngs,
-                embedding_init=None) -> nnx.Module:
+def build_model(
+  model_cfg, *, num_outputs: int, vocab_size: int, rngs: nnx.Rngs, embedding_init=None
+) -> nnx.Module:
   """The classifier of `model_cfg.name`; `model_cfg.mode` picks fused / image-only / text-only."""
   if model_cfg.name not in MODELS:
     raise ValueError(f"unknown model.name {model_cfg.name!r}; known: {MODELS}")
   if model_cfg.mode not in fusion.MODES:
     raise ValueError(f"model.mode must be one of {fusion.MODES}, got {model_cfg.mode!r}")
   dtype = compute_dtype(model_cfg)
-  image = (build_image_tower(model_cfg.image, rngs=rngs, dtype=dtype)
-           if model_cfg.mode != "text" else None)
-  text = (build_text_tower(model_cfg.text, vocab_size=vocab_size, rngs=rngs,
-                           embedding_init=embedding_init, dtype=dtype)
-          if model_cfg.mode != "image" else None)
+  image = (
+    build_image_tower(model_cfg.image, rngs=rngs, dtype=dtype) if model_cfg.mode != "text" else None
+  )
+  text = (
+    build_text_tower(
+      model_cfg.text, vocab_size=vocab_size, rngs=rngs, embedding_init=embedding_init, dtype=dtype
+    )
+    if model_cfg.mode != "image"
+    else None
+  )
   head = model_cfg.head
   if model_cfg.name == "attention_fusion":
     att = model_cfg.attention
     return AttentionFusionClassifier(
-        image, text, num_outputs, dim=att.dim, num_heads=att.num_heads, num_layers=att.num_layers,
-        attention_dropout=att.dropout, hidden=tuple(head.hidden), dropout=head.dropout,
-        norm=head.norm or None, rngs=rngs)  # fusion blocks and head in float32
+      image,
+      text,
+      num_outputs,
+      dim=att.dim,
+      num_heads=att.num_heads,
+      num_layers=att.num_layers,
+      attention_dropout=att.dropout,
+      hidden=tuple(head.hidden),
+      dropout=head.dropout,
+      norm=head.norm or None,
+      rngs=rngs,
+    )  # fusion blocks and head in float32
 
   def concat(image, text, interaction_dim=0):
     return fusion.ConcatFusionClassifier(
-        image, text, num_outputs, hidden=tuple(head.hidden), dropout=head.dropout,
-        feature_dropout=head.feature_dropout, norm=head.norm or None,
-        interaction_dim=interaction_dim, dtype=dtype, rngs=rngs)
+      image,
+      text,
+      num_outputs,
+      hidden=tuple(head.hidden),
+      dropout=head.dropout,
+      feature_dropout=head.feature_dropout,
+      norm=head.norm or None,
+      interaction_dim=interaction_dim,
+      dtype=dtype,
+      rngs=rngs,
+    )
 
   if model_cfg.name == "late_fusion" and model_cfg.mode == "fused":
     return fusion.LateFusionClassifier(concat(image, None), concat(None, text), num_outputs)

@@ -15,7 +15,8 @@ Train/eval mode is set by the caller: `model.train()` (batch statistics) or
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,48 +26,76 @@ from jaxmm.models import pool
 from jaxmm.models.conv import make_conv_fn
 
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'), untruncated.
-_KAIMING = nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+_KAIMING = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 # torch BatchNorm2d momentum 0.1 == flax momentum 0.9; eps 1e-5 in both.
 _BN_MOMENTUM = 0.9
 _BN_EPS = 1e-5
-ACTIVATIONS = ('relu', 'leaky_relu')
+ACTIVATIONS = ("relu", "leaky_relu")
 
 
 def _activate(x: jax.Array, activation: str) -> jax.Array:
-  if activation == 'relu':
+  if activation == "relu":
     return nnx.relu(x)
   # torch.nn.LeakyReLU default slope, as used by S1.
   return nnx.leaky_relu(x, negative_slope=0.01)
 
 
-def _conv(in_features: int, out_features: int, kernel: int, stride: int = 1,
-          *, groups: int = 1, conv_impl: str, dtype: Any, rngs: nnx.Rngs
-          ) -> nnx.Conv:
+def _conv(
+  in_features: int,
+  out_features: int,
+  kernel: int,
+  stride: int = 1,
+  *,
+  groups: int = 1,
+  conv_impl: str,
+  dtype: Any,
+  rngs: nnx.Rngs,
+) -> nnx.Conv:
   pad = kernel // 2
   return nnx.Conv(
-      in_features, out_features, (kernel, kernel), strides=(stride, stride),
-      padding=((pad, pad), (pad, pad)), feature_group_count=groups,
-      use_bias=False, kernel_init=_KAIMING, dtype=dtype,
-      conv_general_dilated=make_conv_fn(conv_impl), rngs=rngs)
+    in_features,
+    out_features,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding=((pad, pad), (pad, pad)),
+    feature_group_count=groups,
+    use_bias=False,
+    kernel_init=_KAIMING,
+    dtype=dtype,
+    conv_general_dilated=make_conv_fn(conv_impl),
+    rngs=rngs,
+  )
 
 
-def _bn(features: int, *, zero_scale: bool = False, dtype: Any,
-        rngs: nnx.Rngs) -> nnx.BatchNorm:
+def _bn(features: int, *, zero_scale: bool = False, dtype: Any, rngs: nnx.Rngs) -> nnx.BatchNorm:
   # use_running_average set explicitly: Flax's default has changed before.
   return nnx.BatchNorm(
-      features, use_running_average=False, momentum=_BN_MOMENTUM,
-      epsilon=_BN_EPS, dtype=dtype,
-      scale_init=nnx.initializers.zeros if zero_scale else nnx.initializers.ones,
-      rngs=rngs)
+    features,
+    use_running_average=False,
+    momentum=_BN_MOMENTUM,
+    epsilon=_BN_EPS,
+    dtype=dtype,
+    scale_init=nnx.initializers.zeros if zero_scale else nnx.initializers.ones,
+    rngs=rngs,
+  )
 
 
 class Downsample(nnx.Module):
   """1x1 strided conv + BN on the shortcut (torchvision `downsample.0/.1`)."""
 
-  def __init__(self, in_features: int, out_features: int, stride: int, *,
-               conv_impl: str = 'auto', dtype: Any = None, rngs: nnx.Rngs):
-    self.conv = _conv(in_features, out_features, 1, stride,
-                      conv_impl=conv_impl, dtype=dtype, rngs=rngs)
+  def __init__(
+    self,
+    in_features: int,
+    out_features: int,
+    stride: int,
+    *,
+    conv_impl: str = "auto",
+    dtype: Any = None,
+    rngs: nnx.Rngs,
+  ):
+    self.conv = _conv(
+      in_features, out_features, 1, stride, conv_impl=conv_impl, dtype=dtype, rngs=rngs
+    )
     self.bn = _bn(out_features, dtype=dtype, rngs=rngs)
 
   def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
@@ -78,32 +107,38 @@ class BasicBlock(nnx.Module):
 
   expansion = 1
 
-  def __init__(self, in_features: int, planes: int, stride: int = 1, *,
-               groups: int = 1, width_per_group: int = 64,
-               activation: str = 'relu', conv_impl: str = 'auto',
-               zero_init_residual: bool = False, dtype: Any = None,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_features: int,
+    planes: int,
+    stride: int = 1,
+    *,
+    groups: int = 1,
+    width_per_group: int = 64,
+    activation: str = "relu",
+    conv_impl: str = "auto",
+    zero_init_residual: bool = False,
+    dtype: Any = None,
+    rngs: nnx.Rngs,
+  ):
     if groups != 1 or width_per_group != 64:
-      raise ValueError('BasicBlock only supports groups=1, width_per_group=64')
+      raise ValueError("BasicBlock only supports groups=1, width_per_group=64")
     self.activation = activation
-    self.conv1 = _conv(in_features, planes, 3, stride, conv_impl=conv_impl,
-                       dtype=dtype, rngs=rngs)
+    self.conv1 = _conv(in_features, planes, 3, stride, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
     self.bn1 = _bn(planes, dtype=dtype, rngs=rngs)
-    self.conv2 = _conv(planes, planes, 3, conv_impl=conv_impl, dtype=dtype,
-                       rngs=rngs)
-    self.bn2 = _bn(planes, zero_scale=zero_init_residual, dtype=dtype,
-                   rngs=rngs)
+    self.conv2 = _conv(planes, planes, 3, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
+    self.bn2 = _bn(planes, zero_scale=zero_init_residual, dtype=dtype, rngs=rngs)
     # Assigned once: NNX 0.12 forbids turning a static None into a Module.
     self.downsample = (
-        Downsample(in_features, planes, stride, conv_impl=conv_impl,
-                   dtype=dtype, rngs=rngs)
-        if stride != 1 or in_features != planes else None)
+      Downsample(in_features, planes, stride, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
+      if stride != 1 or in_features != planes
+      else None
+    )
 
   def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
     y = _activate(self.bn1(self.conv1(x_BxHxWxC)), self.activation)
     y = self.bn2(self.conv2(y))
-    shortcut = x_BxHxWxC if self.downsample is None else self.downsample(
-        x_BxHxWxC)
+    shortcut = x_BxHxWxC if self.downsample is None else self.downsample(x_BxHxWxC)
     return _activate(y + shortcut, self.activation)
 
 
@@ -116,39 +151,48 @@ class BottleneckBlock(nnx.Module):
 
   expansion = 4
 
-  def __init__(self, in_features: int, planes: int, stride: int = 1, *,
-               groups: int = 1, width_per_group: int = 64,
-               activation: str = 'relu', conv_impl: str = 'auto',
-               zero_init_residual: bool = False, dtype: Any = None,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_features: int,
+    planes: int,
+    stride: int = 1,
+    *,
+    groups: int = 1,
+    width_per_group: int = 64,
+    activation: str = "relu",
+    conv_impl: str = "auto",
+    zero_init_residual: bool = False,
+    dtype: Any = None,
+    rngs: nnx.Rngs,
+  ):
     width = int(planes * (width_per_group / 64.0)) * groups
     if width < 1:
-      raise ValueError(f'bottleneck width is 0 for planes={planes}, groups={groups}, '
-                       f'width_per_group={width_per_group}: raise num_filters')
+      raise ValueError(
+        f"bottleneck width is 0 for planes={planes}, groups={groups}, "
+        f"width_per_group={width_per_group}: raise num_filters"
+      )
     out_features = planes * self.expansion
     self.activation = activation
-    self.conv1 = _conv(in_features, width, 1, conv_impl=conv_impl, dtype=dtype,
-                       rngs=rngs)
+    self.conv1 = _conv(in_features, width, 1, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
     self.bn1 = _bn(width, dtype=dtype, rngs=rngs)
-    self.conv2 = _conv(width, width, 3, stride, groups=groups,
-                       conv_impl=conv_impl, dtype=dtype, rngs=rngs)
+    self.conv2 = _conv(
+      width, width, 3, stride, groups=groups, conv_impl=conv_impl, dtype=dtype, rngs=rngs
+    )
     self.bn2 = _bn(width, dtype=dtype, rngs=rngs)
-    self.conv3 = _conv(width, out_features, 1, conv_impl=conv_impl,
-                       dtype=dtype, rngs=rngs)
-    self.bn3 = _bn(out_features, zero_scale=zero_init_residual, dtype=dtype,
-                   rngs=rngs)
+    self.conv3 = _conv(width, out_features, 1, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
+    self.bn3 = _bn(out_features, zero_scale=zero_init_residual, dtype=dtype, rngs=rngs)
     # Assigned once: NNX 0.12 forbids turning a static None into a Module.
     self.downsample = (
-        Downsample(in_features, out_features, stride, conv_impl=conv_impl,
-                   dtype=dtype, rngs=rngs)
-        if stride != 1 or in_features != out_features else None)
+      Downsample(in_features, out_features, stride, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
+      if stride != 1 or in_features != out_features
+      else None
+    )
 
   def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
     y = _activate(self.bn1(self.conv1(x_BxHxWxC)), self.activation)
     y = _activate(self.bn2(self.conv2(y)), self.activation)
     y = self.bn3(self.conv3(y))
-    shortcut = x_BxHxWxC if self.downsample is None else self.downsample(
-        x_BxHxWxC)
+    shortcut = x_BxHxWxC if self.downsample is None else self.downsample(x_BxHxWxC)
     return _activate(y + shortcut, self.activation)
 
 
@@ -166,27 +210,38 @@ class ResNet(nnx.Module):
   dtype: computation dtype (e.g. jnp.bfloat16 on GPU); params stay float32.
   """
 
-  def __init__(self, stage_sizes: Sequence[int], block: type[nnx.Module], *,
-               num_filters: int = 64, groups: int = 1,
-               width_per_group: int = 64, stem: str = 'imagenet',
-               activation: str = 'relu', conv_impl: str = 'auto',
-               in_channels: int = 3, zero_init_residual: bool = False,
-               dtype: Any = None, rngs: nnx.Rngs):
-    if stem not in ('imagenet', 'small'):
+  def __init__(
+    self,
+    stage_sizes: Sequence[int],
+    block: type[nnx.Module],
+    *,
+    num_filters: int = 64,
+    groups: int = 1,
+    width_per_group: int = 64,
+    stem: str = "imagenet",
+    activation: str = "relu",
+    conv_impl: str = "auto",
+    in_channels: int = 3,
+    zero_init_residual: bool = False,
+    dtype: Any = None,
+    rngs: nnx.Rngs,
+  ):
+    if stem not in ("imagenet", "small"):
       raise ValueError(f"stem must be 'imagenet' or 'small', got {stem!r}")
     if activation not in ACTIVATIONS:
-      raise ValueError(f'activation must be one of {ACTIVATIONS}, '
-                       f'got {activation!r}')
+      raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     make_conv_fn(conv_impl)  # Validates the name before building anything.
     self.stem = stem
     self.activation = activation
     self.dtype = dtype
-    if stem == 'imagenet':
-      self.conv1 = _conv(in_channels, num_filters, 7, 2, conv_impl=conv_impl,
-                         dtype=dtype, rngs=rngs)
+    if stem == "imagenet":
+      self.conv1 = _conv(
+        in_channels, num_filters, 7, 2, conv_impl=conv_impl, dtype=dtype, rngs=rngs
+      )
     else:
-      self.conv1 = _conv(in_channels, num_filters, 3, 1, conv_impl=conv_impl,
-                         dtype=dtype, rngs=rngs)
+      self.conv1 = _conv(
+        in_channels, num_filters, 3, 1, conv_impl=conv_impl, dtype=dtype, rngs=rngs
+      )
     self.bn1 = _bn(num_filters, dtype=dtype, rngs=rngs)
 
     in_features = num_filters
@@ -195,17 +250,25 @@ class ResNet(nnx.Module):
       planes = num_filters * 2**i
       blocks = []
       for j in range(num_blocks):
-        blocks.append(block(
-            in_features, planes, 2 if (i > 0 and j == 0) else 1,
-            groups=groups, width_per_group=width_per_group,
-            activation=activation, conv_impl=conv_impl,
-            zero_init_residual=zero_init_residual, dtype=dtype, rngs=rngs))
+        blocks.append(
+          block(
+            in_features,
+            planes,
+            2 if (i > 0 and j == 0) else 1,
+            groups=groups,
+            width_per_group=width_per_group,
+            activation=activation,
+            conv_impl=conv_impl,
+            zero_init_residual=zero_init_residual,
+            dtype=dtype,
+            rngs=rngs,
+          )
+        )
         in_features = planes * block.expansion
-      setattr(self, f'layer{i + 1}', nnx.List(blocks))
+      setattr(self, f"layer{i + 1}", nnx.List(blocks))
     self.out_features = in_features
 
-  def feature_map(self, images_BxHxWxC: jax.Array, *,
-                  rngs: nnx.Rngs | None = None) -> jax.Array:
+  def feature_map(self, images_BxHxWxC: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
     """images_BxHxWxC (float, normalised) -> maps_BxhxwxD before pooling.
 
     h = H/32 ('imagenet' stem) or H/8 ('small'). `rngs` is unused (no dropout)
@@ -214,42 +277,37 @@ class ResNet(nnx.Module):
     del rngs
     x = jnp.asarray(images_BxHxWxC, self.dtype or jnp.float32)
     x = _activate(self.bn1(self.conv1(x)), self.activation)
-    if self.stem == 'imagenet':
+    if self.stem == "imagenet":
       # torchvision MaxPool2d(3, 2, padding=1), -inf pads; strided slices on CPU, whose
       # gradient is ~10x cheaper there than XLA's reduce-window (jaxmm.models.pool).
       x = pool.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
     for i in range(self.num_stages):
-      for block in getattr(self, f'layer{i + 1}'):
+      for block in getattr(self, f"layer{i + 1}"):
         x = block(x)
     return x
 
-  def encode(self, images_BxHxWxC: jax.Array, *,
-             rngs: nnx.Rngs | None = None) -> jax.Array:
+  def encode(self, images_BxHxWxC: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
     """images_BxHxWxC (float, normalised) -> feats_BxD, D = out_features."""
     maps_BxhxwxD = self.feature_map(images_BxHxWxC, rngs=rngs)
     # Pool in float32 so a bf16 trunk still returns stable features.
     return jnp.mean(maps_BxhxwxD.astype(jnp.float32), axis=(1, 2))
 
-  def __call__(self, images_BxHxWxC: jax.Array, *,
-               rngs: nnx.Rngs | None = None) -> jax.Array:
+  def __call__(self, images_BxHxWxC: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
     return self.encode(images_BxHxWxC, rngs=rngs)
 
 
-ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2),
-                             block=BasicBlock)
-ResNet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3),
-                             block=BasicBlock)
-ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3),
-                             block=BottleneckBlock)
-ResNeXt50_32x4d = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3),
-                                    block=BottleneckBlock, groups=32,
-                                    width_per_group=4)
+ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock)
+ResNet34 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=BasicBlock)
+ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block=BottleneckBlock)
+ResNeXt50_32x4d = functools.partial(
+  ResNet, stage_sizes=(3, 4, 6, 3), block=BottleneckBlock, groups=32, width_per_group=4
+)
 
 _REGISTRY = {
-    'resnet18': ResNet18,
-    'resnet34': ResNet34,
-    'resnet50': ResNet50,
-    'resnext50_32x4d': ResNeXt50_32x4d,
+  "resnet18": ResNet18,
+  "resnet34": ResNet34,
+  "resnet50": ResNet50,
+  "resnext50_32x4d": ResNeXt50_32x4d,
 }
 
 
@@ -259,7 +317,7 @@ def resnet_by_name(name: str) -> functools.partial:
   Case and '-' are ignored ('ResNet-18' works). Call the result with the
   remaining keywords, e.g. `resnet_by_name('resnet18')(stem='small', rngs=r)`.
   """
-  key = name.lower().replace('-', '')
+  key = name.lower().replace("-", "")
   if key not in _REGISTRY:
-    raise ValueError(f'unknown resnet {name!r}; known: {sorted(_REGISTRY)}')
+    raise ValueError(f"unknown resnet {name!r}; known: {sorted(_REGISTRY)}")
   return _REGISTRY[key]

@@ -10,8 +10,9 @@ import numpy as np
 log = logging.getLogger("jaxmm")
 
 
-def fit_logit_mixing(branch_logits_NxBxL: np.ndarray, labels_NxL: np.ndarray, *,
-                     l2: float = 1e-3, iters: int = 100) -> tuple[np.ndarray, np.ndarray]:
+def fit_logit_mixing(
+  branch_logits_NxBxL: np.ndarray, labels_NxL: np.ndarray, *, l2: float = 1e-3, iters: int = 100
+) -> tuple[np.ndarray, np.ndarray]:
   """Per class, the logistic regression of the label on the branches' logits: returns mix (B, L)
   and bias (L,) maximising the val likelihood minus an L2 penalty (l2 * N on the weights, 1e-4 * N
   on the bias). Newton's method with step halving, so every step lowers the penalised loss: plain
@@ -55,6 +56,10 @@ def fit_into(model, branch_logits_NxBxL: np.ndarray, labels_NxL: np.ndarray) -> 
   mix, bias = fit_logit_mixing(branch_logits_NxBxL, labels_NxL)
   model.mix[...] = jnp.asarray(mix)
   model.bias[...] = jnp.asarray(bias)
-  log.info("late fusion: weights fitted on %d examples; mean image %.3f, text %.3f",
-           len(labels_NxL), mix[0].mean(), mix[1].mean())
+  log.info(
+    "late fusion: weights fitted on %d examples; mean image %.3f, text %.3f",
+    len(labels_NxL),
+    mix[0].mean(),
+    mix[1].mean(),
+  )
   return mix.tolist()

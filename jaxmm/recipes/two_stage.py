@@ -1,4 +1,5 @@
-"""S1's two-stage recipe: each tower trained alone, features extracted once, the head trained on them.
+"""S1's two-stage recipe: each tower trained alone, features extracted once, the head trained on
+them.
 
 `train.two_stage=True` turns a concat-fusion config into:
   1. `<workdir>/stage1_image` and `<workdir>/stage1_text`: standard image-only and text-only runs
@@ -23,13 +24,12 @@ import os
 import shutil
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from jaxmm import tasks
 from jaxmm import workdir as workdir_lib
-from jaxmm.data import datasets, pipeline
+from jaxmm.data import pipeline
 from jaxmm.data.pipeline import PreparedSplit
 from jaxmm.models.fusion import MLPHead
 from jaxmm.recipes import late_fusion, standard
@@ -49,8 +49,14 @@ class FeatureHead(nnx.Module):
 
   def __init__(self, in_features: int, head_cfg, num_outputs: int, *, rngs: nnx.Rngs):
     self.feature_dropout = nnx.Dropout(head_cfg.feature_dropout)
-    self.head = MLPHead(in_features, tuple(head_cfg.hidden), num_outputs, dropout=head_cfg.dropout,
-                        norm=head_cfg.norm or None, rngs=rngs)
+    self.head = MLPHead(
+      in_features,
+      tuple(head_cfg.hidden),
+      num_outputs,
+      dropout=head_cfg.dropout,
+      norm=head_cfg.norm or None,
+      rngs=rngs,
+    )
 
   def __call__(self, batch, *, rngs: nnx.Rngs | None = None):
     return self.head(self.feature_dropout(batch["features"], rngs=rngs), rngs=rngs)
@@ -72,15 +78,21 @@ def sub_config(config, **updates):
 
 def check_config(config) -> None:
   if config.model.name not in ("concat_fusion", "late_fusion") or config.model.mode != "fused":
-    raise ValueError("train.two_stage needs model.name='concat_fusion' or 'late_fusion' and "
-                     f"model.mode='fused' (got {config.model.name!r}, {config.model.mode!r})")
+    raise ValueError(
+      "train.two_stage needs model.name='concat_fusion' or 'late_fusion' and "
+      f"model.mode='fused' (got {config.model.name!r}, {config.model.mode!r})"
+    )
   if config.model.name == "late_fusion" and config.task != "multilabel":
-    raise ValueError("train.two_stage with model.name='late_fusion' fits per-label sigmoid "
-                     f"mixings: it needs task='multilabel' (got {config.task!r}); use "
-                     "model.name='concat_fusion' for two-stage matching")
+    raise ValueError(
+      "train.two_stage with model.name='late_fusion' fits per-label sigmoid "
+      f"mixings: it needs task='multilabel' (got {config.task!r}); use "
+      "model.name='concat_fusion' for two-stage matching"
+    )
   if config.model.head.interaction_dim:
-    raise ValueError("train.two_stage cannot train head.interaction_dim projections (they sit "
-                     "between the towers); set --config.model.head.interaction_dim=0")
+    raise ValueError(
+      "train.two_stage cannot train head.interaction_dim projections (they sit "
+      "between the towers); set --config.model.head.interaction_dim=0"
+    )
   standard.checked_task(config)
   for mode in STAGES:
     standard.checked_task(sub_config(config, **{"model.mode": mode}))
@@ -123,8 +135,9 @@ def _restore_model(state: state_lib.TrainState, workdir: str) -> nnx.Module:
   return state.merged_model()
 
 
-def extract_features(model, split: PreparedSplit, *, batch_size: int, num_threads: int,
-                     method: str = "features"):
+def extract_features(
+  model, split: PreparedSplit, *, batch_size: int, num_threads: int, method: str = "features"
+):
   """`model.<method>(batch)` (eval mode) for every example of `split`, in order, float32: the
   [image; text] features (N, D) by default."""
   graphdef, model_state = nnx.split(model)
@@ -136,8 +149,9 @@ def extract_features(model, split: PreparedSplit, *, batch_size: int, num_thread
     return getattr(m, method)(batch)
 
   out = []
-  for batch in pipeline.iterate(pipeline.eval_dataset(split, batch_size=batch_size),
-                                num_threads=num_threads):
+  for batch in pipeline.iterate(
+    pipeline.eval_dataset(split, batch_size=batch_size), num_threads=num_threads
+  ):
     feats = np.asarray(features(model_state, batch))
     out.append(feats[np.asarray(batch["mask"]) > 0])
   return np.concatenate(out).astype(np.float32)
@@ -152,8 +166,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if done and done.get("done"):
     checkpointer.close()
     log.info("two-stage run in %s is complete", workdir)
-    return {"best_metric": done["best_metric"], "best_step": done["best_step"],
-            "step": done["step"], "stopped_by_signal": None}
+    return {
+      "best_metric": done["best_metric"],
+      "best_step": done["best_step"],
+      "step": done["step"],
+      "stopped_by_signal": None,
+    }
 
   # 1. Each tower alone. The text run fits the vocabulary; every later stage reuses it.
   stage1 = {mode: _train_stage1(config, workdir, mode) for mode in STAGES}
@@ -170,8 +188,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   late = config.model.name == "late_fusion"
   for mode in ("image", "text"):
     sub = sub_config(config, **{"model.mode": mode})
-    trained = _restore_model(state_lib.build(sub, tasks.make(sub), vocab_size=vocab_size),
-                             _stage_dir(workdir, mode))
+    trained = _restore_model(
+      state_lib.build(sub, tasks.make(sub), vocab_size=vocab_size), _stage_dir(workdir, mode)
+    )
     if late:  # the whole unimodal classifier, head included, is the branch
       nnx.update(getattr(model, f"{mode}_only"), nnx.state(trained))
     else:
@@ -181,50 +200,74 @@ def train_and_evaluate(config, workdir: str) -> dict:
     logits = extract_features(model, data.val, method="branch_logits", **kw)
     mix = late_fusion.fit_into(model, logits, data.val.arrays[task.label_key])
     head = {"best_metric": None, "best_step": 0, "mix": mix}
-    return _finish(config, workdir, checkpointer, task, data, model, state, stage1, head,
-                   epoch=0)
+    return _finish(config, workdir, checkpointer, task, data, model, state, stage1, head, epoch=0)
   head = _train_head(config, workdir, task, data, model, **kw)
-  return _finish(config, workdir, checkpointer, task, data, model, state, stage1, head,
-                 epoch=config.train.head_epochs)
+  return _finish(
+    config,
+    workdir,
+    checkpointer,
+    task,
+    data,
+    model,
+    state,
+    stage1,
+    head,
+    epoch=config.train.head_epochs,
+  )
 
 
 def _train_head(config, workdir, task, data, model, **kw) -> dict:
   """3. The fusion head alone, fitted on the towers' features; copied into `model.head`."""
-  feats = {name: extract_features(model, split, **kw)
-           for name, split in (("train", data.train), ("val", data.val))}
+  feats = {
+    name: extract_features(model, split, **kw)
+    for name, split in (("train", data.train), ("val", data.val))
+  }
   log.info("two-stage: features %s (train) %s (val)", feats["train"].shape, feats["val"].shape)
 
   def as_split(split, f):
-    return PreparedSplit(ids=split.ids, image_cache=None, image_index=None,
-                         arrays={"features": f, task.label_key: split.arrays[task.label_key]})
+    return PreparedSplit(
+      ids=split.ids,
+      image_cache=None,
+      image_index=None,
+      arrays={"features": f, task.label_key: split.arrays[task.label_key]},
+    )
 
   train, val = as_split(data.train, feats["train"]), as_split(data.val, feats["val"])
-  head_cfg = sub_config(config, **{"train.epochs": config.train.head_epochs,
-                                   "train.tune_thresholds": ""})
+  head_cfg = sub_config(
+    config, **{"train.epochs": config.train.head_epochs, "train.tune_thresholds": ""}
+  )
   head_dir = os.path.join(workdir, HEAD_DIR)
   head_task = tasks.make(head_cfg).with_train_data(train)
   plan = setup.plan(head_cfg, head_task, len(train))
-  head_model = FeatureHead(feats["train"].shape[1], head_cfg.model.head, task.num_outputs(),
-                           rngs=nnx.Rngs(head_cfg.seed))
-  state = state_lib.place_on_default_device(state_lib.with_optimizer(
-      head_model, head_cfg, steps_per_epoch=plan.steps_per_epoch,
-      total_steps=plan.schedule_steps))
+  head_model = FeatureHead(
+    feats["train"].shape[1], head_cfg.model.head, task.num_outputs(), rngs=nnx.Rngs(head_cfg.seed)
+  )
+  state = state_lib.place_on_default_device(
+    state_lib.with_optimizer(
+      head_model, head_cfg, steps_per_epoch=plan.steps_per_epoch, total_steps=plan.schedule_steps
+    )
+  )
   checkpointer = ckpt_lib.Checkpointer(head_dir, cleanup_tmp=True)
   state, progress = loop.resume(state, checkpointer)
-  result = loop.fit(plan, state, progress, head_task, train, val, workdir=head_dir,
-                    checkpointer=checkpointer)
+  result = loop.fit(
+    plan, state, progress, head_task, train, val, workdir=head_dir, checkpointer=checkpointer
+  )
   checkpointer.close()
   nnx.update(model.head, nnx.state(_restore_model(result.state, head_dir).head))
   return result.summary()
 
 
-def _finish(config, workdir, checkpointer, task, data, model, state, stage1, head, *,
-            epoch: int) -> dict:
+def _finish(
+  config, workdir, checkpointer, task, data, model, state, stage1, head, *, epoch: int
+) -> dict:
   """4. The assembled model is this workdir's checkpoint; thresholds tuned on it."""
   state = state.replace(model=nnx.state(model))
-  progress = loop.Progress(step=head["best_step"] or 0, best_step=head["best_step"], done=True,
-                           extra={"two_stage": {"image": stage1["image"],
-                                                "text": stage1["text"], "head": head}})
+  progress = loop.Progress(
+    step=head["best_step"] or 0,
+    best_step=head["best_step"],
+    done=True,
+    extra={"two_stage": {"image": stage1["image"], "text": stage1["text"], "head": head}},
+  )
   predict_step = steps.make_predict_step(state.model_def, task.with_train_data(data.train))
   writer = MetricWriter(workdir)
   val = task.evaluate(predict_step, state.model, data.val)
@@ -237,8 +280,16 @@ def _finish(config, workdir, checkpointer, task, data, model, state, stage1, hea
   checkpointer.close()
   with open(workdir_lib.path(workdir, workdir_lib.TWO_STAGE_FILE), "w") as f:
     json.dump(progress.extra["two_stage"], f, indent=1, default=float)
-  log.info("two-stage: fused %s = %.4f (image alone %s, text alone %s)",
-           config.train.select_metric, progress.best_metric, stage1["image"]["best_metric"],
-           stage1["text"]["best_metric"])
-  return {"best_metric": progress.best_metric, "best_step": progress.best_step,
-          "step": progress.step, "stopped_by_signal": None}
+  log.info(
+    "two-stage: fused %s = %.4f (image alone %s, text alone %s)",
+    config.train.select_metric,
+    progress.best_metric,
+    stage1["image"]["best_metric"],
+    stage1["text"]["best_metric"],
+  )
+  return {
+    "best_metric": progress.best_metric,
+    "best_step": progress.best_step,
+    "step": progress.step,
+    "stopped_by_signal": None,
+  }

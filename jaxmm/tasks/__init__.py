@@ -13,11 +13,11 @@ from jaxmm.tasks.multilabel import MultilabelTask
 from jaxmm.tasks.rotation import RotationTask
 
 TASKS: dict[str, type[Task]] = {
-    "multilabel": MultilabelTask,
-    "matching": MatchingTask,
-    "rotation": RotationTask,
-    "mlm": MaskedTokenTask,
-    "autoencoder": AutoencoderTask,
+  "multilabel": MultilabelTask,
+  "matching": MatchingTask,
+  "rotation": RotationTask,
+  "mlm": MaskedTokenTask,
+  "autoencoder": AutoencoderTask,
 }
 
 

@@ -44,16 +44,18 @@ class Task:
     select = config.train.select_metric
     known = [f"val_{m}" for m in self.metric_names] + ["val_loss"]
     if select not in known:
-      raise ValueError(f"train.select_metric={select!r} is not reported by task {self.name!r}; "
-                       f"use one of {known}")
+      raise ValueError(
+        f"train.select_metric={select!r} is not reported by task {self.name!r}; use one of {known}"
+      )
 
   @property
   def layout(self) -> str:
     """The dataset layout this task reads: 'multilabel' (COMP5329) or 'matching' (S0)."""
     return self.name
 
-  def load_data(self, workdir: str | None, *, with_images: bool | None = None
-                ) -> datasets.PreparedData:
+  def load_data(
+    self, workdir: str | None, *, with_images: bool | None = None
+  ) -> datasets.PreparedData:
     """train/val of the configured dataset (vocab.json is read from or written to `workdir`);
     images are decoded unless the model is text-only (or `with_images` says otherwise)."""
     raise NotImplementedError
@@ -79,8 +81,13 @@ class Task:
     raise NotImplementedError
 
   def build_model(self, vocab_size: int, rngs, *, embedding_init=None):
-    return registry.build_model(self.config.model, num_outputs=self.num_outputs(),
-                                vocab_size=vocab_size, rngs=rngs, embedding_init=embedding_init)
+    return registry.build_model(
+      self.config.model,
+      num_outputs=self.num_outputs(),
+      vocab_size=vocab_size,
+      rngs=rngs,
+      embedding_init=embedding_init,
+    )
 
   def forward(self, model, batch, rngs):
     """Training forward pass -> (model output, extra scalar loss added to the mean task loss)."""
@@ -99,11 +106,17 @@ class Task:
   def evaluate(self, predict_step, model_state, split, *, vocab_size: int | None = None) -> dict:
     """The task's metrics on `split` at train.threshold, prefixed 'val_', plus val_loss."""
     config = self.config
-    probs, loss = evaluation.predict_split(predict_step, model_state, split,
-                                           batch_size=config.train.eval_batch_size,
-                                           num_threads=config.data.num_threads)
-    out = {f"val_{k}": v for k, v in
-           self.report(probs, split.arrays[self.label_key], config.train.threshold).items()}
+    probs, loss = evaluation.predict_split(
+      predict_step,
+      model_state,
+      split,
+      batch_size=config.train.eval_batch_size,
+      num_threads=config.data.num_threads,
+    )
+    out = {
+      f"val_{k}": v
+      for k, v in self.report(probs, split.arrays[self.label_key], config.train.threshold).items()
+    }
     out["val_loss"] = loss
     return out
 
@@ -118,14 +131,16 @@ class Task:
     """Extra lines evaluate.py prints under the metrics (and may add to `result`)."""
     return ""
 
-  def after_training(self, workdir: str, predict_step, best_model_state, val_split, *,
-                     vocab_size: int | None = None) -> None:
+  def after_training(
+    self, workdir: str, predict_step, best_model_state, val_split, *, vocab_size: int | None = None
+  ) -> None:
     """Extra outputs once training ends; best_model_state() restores the best model state."""
 
   # --- files: other CSVs and predictions ----------------------------------------------------
 
-  def split_from_csv(self, encoder, csv_path: str, images_dir: str, *, labelled: bool,
-                     skip_bad: bool = False):
+  def split_from_csv(
+    self, encoder, csv_path: str, images_dir: str, *, labelled: bool, skip_bad: bool = False
+  ):
     raise NotImplementedError
 
   def csv_is_labelled(self, csv_path: str) -> bool:

@@ -26,23 +26,32 @@ class MatchingTask(Task):
   def check_config(self):
     train, model = self.config.train, self.config.model
     if train.loss not in LOSSES:
-      raise ValueError(f"train.loss={train.loss!r} is not a matching loss: use 'ce' "
-                       "(2-way softmax) or 'bce' (one logit + threshold)")
+      raise ValueError(
+        f"train.loss={train.loss!r} is not a matching loss: use 'ce' "
+        "(2-way softmax) or 'bce' (one logit + threshold)"
+      )
     if train.contrastive_weight and not model.head.interaction_dim:
-      raise ValueError("train.contrastive_weight needs the interaction projections: set "
-                       "model.head.interaction_dim > 0 (e.g. 256)")
+      raise ValueError(
+        "train.contrastive_weight needs the interaction projections: set "
+        "model.head.interaction_dim > 0 (e.g. 256)"
+      )
     if train.contrastive_weight and model.mode != "fused":
-      raise ValueError("train.contrastive_weight pairs the image and text towers: it needs "
-                       f"model.mode='fused' (got {model.mode!r}); set "
-                       "--config.train.contrastive_weight=0")
+      raise ValueError(
+        "train.contrastive_weight pairs the image and text towers: it needs "
+        f"model.mode='fused' (got {model.mode!r}); set "
+        "--config.train.contrastive_weight=0"
+      )
     if train.tune_thresholds in ("per_class", thresholds_lib.EXPECTED_F1):
-      raise ValueError(f"train.tune_thresholds={train.tune_thresholds!r} needs classes; "
-                       "matching has one threshold: use 'global' or ''")
+      raise ValueError(
+        f"train.tune_thresholds={train.tune_thresholds!r} needs classes; "
+        "matching has one threshold: use 'global' or ''"
+      )
     super().check_config()
 
   def load_data(self, workdir, *, with_images=None):
-    return datasets.prepare_matching(self.config.data, workdir,
-                                     with_images=self._with_images(with_images))
+    return datasets.prepare_matching(
+      self.config.data, workdir, with_images=self._with_images(with_images)
+    )
 
   def num_outputs(self):
     return 2 if self.config.train.loss == "ce" else 1
@@ -54,7 +63,8 @@ class MatchingTask(Task):
     logits, pair = model(batch, rngs=rngs, with_pair=True)
     positive = batch["label"] * batch.get("mask", 1.0)
     return logits, weight * losses.in_batch_contrastive(
-        *pair, positive, temperature=self.config.train.contrastive_temperature)
+      *pair, positive, temperature=self.config.train.contrastive_temperature
+    )
 
   def loss(self, logits, batch):
     if self.config.train.loss == "ce":
@@ -78,18 +88,28 @@ class MatchingTask(Task):
     return float(default), self.report(probs, labels, default)["accuracy"]
 
   def details(self, result, probs, labels, thresholds):
-    return (f"  confusion (rows true 0/1, cols predicted 0/1): "
-            f"[[{result['tn']}, {result['fp']}], [{result['fn']}, {result['tp']}]]")
+    return (
+      f"  confusion (rows true 0/1, cols predicted 0/1): "
+      f"[[{result['tn']}, {result['fp']}], [{result['fn']}, {result['tp']}]]"
+    )
 
   def split_from_csv(self, encoder, csv_path, images_dir, *, labelled, skip_bad=False):
     records = matching.read_matching(csv_path)
     if labelled and any(r.label is None for r in records):
       raise comp5329.CsvFormatError(f"{csv_path}: evaluation needs the label column")
     return datasets.encode_matching_records(
-        records, encoder, images_dir=images_dir, image_size=self.config.data.image_size,
-        cache_dir=self.config.data.cache_dir or None, skip_bad=skip_bad, skipped=[],
-        labelled=labelled, with_images=self.config.model.mode != "text",
-        max_image_pixels=self.config.data.max_image_pixels, csv_path=csv_path)
+      records,
+      encoder,
+      images_dir=images_dir,
+      image_size=self.config.data.image_size,
+      cache_dir=self.config.data.cache_dir or None,
+      skip_bad=skip_bad,
+      skipped=[],
+      labelled=labelled,
+      with_images=self.config.model.mode != "text",
+      max_image_pixels=self.config.data.max_image_pixels,
+      csv_path=csv_path,
+    )
 
   def csv_is_labelled(self, csv_path):
     header = comp5329.read_utf8(csv_path).partition("\n")[0]

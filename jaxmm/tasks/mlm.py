@@ -22,13 +22,18 @@ class MaskedTokenTask(PretextTask):
 
   def extra_map(self, vocab_size):
     p = self.config.pretext
-    return pretext_data.MaskTokens(num=p.mlm_num, fraction=p.mlm_fraction,
-                                   random_prob=p.mlm_random_prob, keep_prob=p.mlm_keep_prob,
-                                   vocab_size=vocab_size)
+    return pretext_data.MaskTokens(
+      num=p.mlm_num,
+      fraction=p.mlm_fraction,
+      random_prob=p.mlm_random_prob,
+      keep_prob=p.mlm_keep_prob,
+      vocab_size=vocab_size,
+    )
 
   def build_model(self, vocab_size, rngs, *, embedding_init=None):
-    tower = registry.build_text_tower(self.config.model.text, vocab_size=vocab_size, rngs=rngs,
-                                      embedding_init=embedding_init)
+    tower = registry.build_text_tower(
+      self.config.model.text, vocab_size=vocab_size, rngs=rngs, embedding_init=embedding_init
+    )
     return pretext_models.MaskedTokenModel(tower, vocab_size, rngs=rngs)
 
   def loss(self, logits, batch):

@@ -19,8 +19,14 @@ LOSSES = ("bce", "weighted_bce", "focal")
 
 class MultilabelTask(Task):
   name = "multilabel"
-  metric_names = ("samples_f1", "micro_f1", "macro_f1", "weighted_f1", "samples_precision",
-                  "samples_recall")
+  metric_names = (
+    "samples_f1",
+    "micro_f1",
+    "macro_f1",
+    "weighted_f1",
+    "samples_precision",
+    "samples_recall",
+  )
   label_key = target_key = "labels"
 
   def __init__(self, config):
@@ -29,20 +35,26 @@ class MultilabelTask(Task):
 
   def check_config(self):
     if self.config.train.loss not in LOSSES:
-      raise ValueError(f"train.loss={self.config.train.loss!r} is not a multi-label loss: use "
-                       f"one of {LOSSES}")
+      raise ValueError(
+        f"train.loss={self.config.train.loss!r} is not a multi-label loss: use one of {LOSSES}"
+      )
     super().check_config()
 
   def load_data(self, workdir, *, with_images=None):
-    return datasets.prepare_comp5329(self.config.data, workdir,
-                                     with_images=self._with_images(with_images))
+    return datasets.prepare_comp5329(
+      self.config.data, workdir, with_images=self._with_images(with_images)
+    )
 
   def with_train_data(self, train_split):
     if self.config.train.loss != "weighted_bce":
       return self
     task = copy.copy(self)
-    task.class_weights = jnp.asarray(losses.class_weights_from_frequencies(
-        train_split.arrays["labels"], scheme=self.config.train.class_weight_scheme), jnp.float32)
+    task.class_weights = jnp.asarray(
+      losses.class_weights_from_frequencies(
+        train_split.arrays["labels"], scheme=self.config.train.class_weight_scheme
+      ),
+      jnp.float32,
+    )
     return task
 
   def num_outputs(self):
@@ -51,8 +63,9 @@ class MultilabelTask(Task):
   def loss(self, logits, batch):
     train = self.config.train
     if train.loss == "focal":
-      return losses.focal_loss(logits, batch["labels"], gamma=train.focal_gamma,
-                               alpha=train.focal_alpha or None)
+      return losses.focal_loss(
+        logits, batch["labels"], gamma=train.focal_gamma, alpha=train.focal_alpha or None
+      )
     return losses.sigmoid_bce(logits, batch["labels"], class_weights_L=self.class_weights)
 
   def probs(self, logits):
@@ -82,13 +95,19 @@ class MultilabelTask(Task):
     records = comp5329.read_comp5329(csv_path)
     if labelled and any(not r.labels for r in records):
       raise comp5329.CsvFormatError(f"{csv_path}: evaluation needs labels on every row")
-    return datasets.encode_records(records, encoder, images_dir=images_dir,
-                                   image_size=self.config.data.image_size,
-                                   cache_dir=self.config.data.cache_dir or None,
-                                   skip_bad=skip_bad, skipped=[], labelled=labelled,
-                                   with_images=self.config.model.mode != "text",
-                                   max_image_pixels=self.config.data.max_image_pixels,
-                                   csv_path=csv_path)
+    return datasets.encode_records(
+      records,
+      encoder,
+      images_dir=images_dir,
+      image_size=self.config.data.image_size,
+      cache_dir=self.config.data.cache_dir or None,
+      skip_bad=skip_bad,
+      skipped=[],
+      labelled=labelled,
+      with_images=self.config.model.mode != "text",
+      max_image_pixels=self.config.data.max_image_pixels,
+      csv_path=csv_path,
+    )
 
   def csv_is_labelled(self, csv_path):
     header = comp5329.read_utf8(csv_path).partition("\n")[0]

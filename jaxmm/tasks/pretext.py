@@ -77,8 +77,13 @@ class PretextTask(Task):
     key = _image_key if self.needs_images else _caption_key
     n = len(data.train)
     data.train, data.val = unique_rows(data.train, key), unique_rows(data.val, key)
-    log.info("%s pretext: %d distinct %s of %d train examples", self.name, len(data.train),
-             "images" if self.needs_images else "captions", n)
+    log.info(
+      "%s pretext: %d distinct %s of %d train examples",
+      self.name,
+      len(data.train),
+      "images" if self.needs_images else "captions",
+      n,
+    )
     return data
 
   def batch_counts(self, output, batch, keep_B) -> tuple[float, float]:
@@ -88,12 +93,14 @@ class PretextTask(Task):
   def metrics_from(self, mean_loss: float, hits: float, count: float) -> dict[str, float]:
     return {f"val_{self.metric}": hits / max(count, 1.0)}
 
-  def evaluate_with_samples(self, predict_step, model_state, split, *, vocab_size,
-                            num_samples: int = 0) -> tuple[dict, dict]:
+  def evaluate_with_samples(
+    self, predict_step, model_state, split, *, vocab_size, num_samples: int = 0
+  ) -> tuple[dict, dict]:
     """-> (metrics, samples): val_loss and the task's metric over `split` with the fixed-seed
     eval transform; samples: the first `num_samples` inputs and outputs (`image`, `output`)."""
-    ds = pipeline.eval_dataset(split, batch_size=self.config.train.eval_batch_size,
-                               extra_map=self.extra_map(vocab_size))
+    ds = pipeline.eval_dataset(
+      split, batch_size=self.config.train.eval_batch_size, extra_map=self.extra_map(vocab_size)
+    )
     loss_sum = hits = count = 0.0
     n = 0
     samples: dict[str, list] = {"image": [], "output": []}
@@ -106,7 +113,7 @@ class PretextTask(Task):
       hits, count = hits + h, count + c
       have = len(samples["image"])
       if have < num_samples and "image" in batch:
-        take = np.flatnonzero(keep)[:num_samples - have]
+        take = np.flatnonzero(keep)[: num_samples - have]
         samples["image"].extend(batch["image"][take])
         samples["output"].extend(np.asarray(out)[take])
     mean_loss = loss_sum / max(n, 1)
@@ -118,8 +125,9 @@ class PretextTask(Task):
 
   def split_from_csv(self, encoder, csv_path, images_dir, *, labelled, skip_bad=False):
     # The pretext targets come from the transform: the CSV's labels are not needed.
-    return self.data_task.split_from_csv(encoder, csv_path, images_dir, labelled=False,
-                                         skip_bad=skip_bad)
+    return self.data_task.split_from_csv(
+      encoder, csv_path, images_dir, labelled=False, skip_bad=skip_bad
+    )
 
   def csv_is_labelled(self, csv_path):
     return True

@@ -28,8 +28,12 @@ class RotationTask(PretextTask):
   def build_model(self, vocab_size, rngs, *, embedding_init=None):
     model = self.config.model
     return pretext_models.RotationClassifier(
-        registry.build_image_tower(model.image, rngs=rngs), max(self.num_outputs(), 2),
-        hidden=tuple(model.head.hidden), dropout=model.head.dropout, rngs=rngs)
+      registry.build_image_tower(model.image, rngs=rngs),
+      max(self.num_outputs(), 2),
+      hidden=tuple(model.head.hidden),
+      dropout=model.head.dropout,
+      rngs=rngs,
+    )
 
   def loss(self, logits, batch):
     return losses.softmax_ce(logits, batch["rotation"])

@@ -25,17 +25,21 @@ log = logging.getLogger("jaxmm")
 
 
 def _abstract(state_like: Any) -> Any:
-  """Restore target on this machine's default device: a checkpoint written on a GPU restores on CPU."""
+  """Restore target on this machine's default device: a checkpoint written on a GPU restores on
+  CPU."""
   # local_devices: under multi-host data parallelism, devices()[0] belongs to process 0 only.
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state_like)
+  return jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state_like
+  )
 
 
 def place_like_restored(state: Any) -> Any:
   """`state` committed to the default device, as `restore` returns it.
 
   jit compiles uncommitted and committed arguments into different programs: placed alike, a fresh
-  run and its resumption (or evaluate.py) share one persistent-cache entry instead of compiling twice.
+  run and its resumption (or evaluate.py) share one persistent-cache entry instead of compiling
+  twice.
   """
   sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   return jax.device_put(state, sharding)
@@ -56,8 +60,12 @@ def _read_only_manager(folder: str) -> ocp.CheckpointManager:
   verbosity = absl_logging.get_verbosity()
   absl_logging.set_verbosity(absl_logging.ERROR)
   try:
-    return ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(
-        create=False, read_only=True, save_interval_steps=0, max_to_keep=None))
+    return ocp.CheckpointManager(
+      folder,
+      options=ocp.CheckpointManagerOptions(
+        create=False, read_only=True, save_interval_steps=0, max_to_keep=None
+      ),
+    )
   finally:
     absl_logging.set_verbosity(verbosity)
 
@@ -73,8 +81,9 @@ class CheckpointDamagedError(RuntimeError):
 class Checkpointer:
   """Saves and restores (state, meta) under `workdir/checkpoints/{latest,best}/<step>`."""
 
-  def __init__(self, workdir: str, *, keep_latest: int = 2, cleanup_tmp: bool = False,
-               read_only: bool = False):
+  def __init__(
+    self, workdir: str, *, keep_latest: int = 2, cleanup_tmp: bool = False, read_only: bool = False
+  ):
     """cleanup_tmp: delete the temporary folders of saves that a kill interrupted. Only the
     training run may ask for it: a reader (evaluate.py beside a running training) would delete
     the trainer's save in flight.
@@ -98,8 +107,11 @@ class Checkpointer:
           self._managers[which] = _read_only_manager(folder)
       else:
         self._managers[which] = ocp.CheckpointManager(
-            folder, options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep[which], create=True, cleanup_tmp_directories=cleanup_tmp))
+          folder,
+          options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep[which], create=True, cleanup_tmp_directories=cleanup_tmp
+          ),
+        )
 
   def directory(self, which: str) -> str:
     return self._dirs[which]
@@ -122,14 +134,17 @@ class Checkpointer:
     for s in mgr.all_steps():
       if s >= step:
         mgr.delete(s)
-    saved = mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                   meta=ocp.args.JsonSave(meta)))
+    saved = mgr.save(
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+    )
     mgr.wait_until_finished()
     if not saved:
       raise RuntimeError(f"orbax declined to save step {step} in {mgr.directory}")
 
-  def restore(self, state_like: Any, *, which: str = LATEST, step: int | None = None
-              ) -> tuple[Any, dict]:
+  def restore(
+    self, state_like: Any, *, which: str = LATEST, step: int | None = None
+  ) -> tuple[Any, dict]:
     """Restores into the structure of `state_like` (a freshly built state of the same config).
 
     Raises FileNotFoundError when there is no step, CheckpointDamagedError when none restores.
@@ -139,8 +154,9 @@ class Checkpointer:
     candidates = (sorted(mgr.all_steps(), reverse=True) if step is None else [step]) if mgr else []
     if not candidates:
       raise FileNotFoundError(f"no {which!r} checkpoint in {folder}; train first")
-    args = ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(state_like)),
-                              meta=ocp.args.JsonRestore())
+    args = ocp.args.Composite(
+      state=ocp.args.StandardRestore(_abstract(state_like)), meta=ocp.args.JsonRestore()
+    )
     failed = []
     for s in candidates:
       try:
@@ -149,18 +165,25 @@ class Checkpointer:
         failed.append((s, e))
         continue
       if failed:
-        log.warning("checkpoint step(s) %s in %s could not be restored (%s); using step %d",
-                    [f for f, _ in failed], folder, _short(failed[0][1]), s)
+        log.warning(
+          "checkpoint step(s) %s in %s could not be restored (%s); using step %d",
+          [f for f, _ in failed],
+          folder,
+          _short(failed[0][1]),
+          s,
+        )
       return out["state"], dict(out["meta"])
     for s, e in failed:  # the orbax / TensorStore error is long: the log keeps it, the message not
       log.debug("step %d of %s: %s", s, folder, _short(e, 2000))
     folders = [os.path.join(folder, str(s)) for s, _ in failed]
     raise CheckpointDamagedError(
-        f"no {which!r} checkpoint in {folder} could be restored (tried steps "
-        f"{[s for s, _ in failed]}: {', '.join(folders)}): a file in them is damaged (truncated, "
-        "edited), or they hold a model of another config. Copy them back from a backup; if the "
-        "config changed since they were written (train.allow_config_change), the model no longer "
-        "matches them: use a new --workdir.", folders) from failed[0][1]
+      f"no {which!r} checkpoint in {folder} could be restored (tried steps "
+      f"{[s for s, _ in failed]}: {', '.join(folders)}): a file in them is damaged (truncated, "
+      "edited), or they hold a model of another config. Copy them back from a backup; if the "
+      "config changed since they were written (train.allow_config_change), the model no longer "
+      "matches them: use a new --workdir.",
+      folders,
+    ) from failed[0][1]
 
   def restore_meta(self, *, which: str = LATEST) -> dict | None:
     mgr = self._managers.get(which)

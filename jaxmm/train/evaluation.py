@@ -9,8 +9,9 @@ from jaxmm.train import metrics as metrics_lib
 from jaxmm.train import thresholds as thresholds_lib
 
 
-def predict_split(predict_step, model_state, split: pipeline.PreparedSplit, *, batch_size: int,
-                  num_threads: int = 2) -> tuple[np.ndarray, float | None]:
+def predict_split(
+  predict_step, model_state, split: pipeline.PreparedSplit, *, batch_size: int, num_threads: int = 2
+) -> tuple[np.ndarray, float | None]:
   """-> (probs_NxL in split order, mean loss over real examples or None if unlabelled)."""
   ds = pipeline.eval_dataset(split, batch_size=batch_size)
   probs, loss_sum, n = [], 0.0, 0
@@ -34,8 +35,9 @@ def _collect(pending, probs, loss_sum, n):
   return loss_sum + float(np.asarray(loss_B)[keep].sum()), n + int(keep.sum())
 
 
-def multilabel_report(probs_NxL: np.ndarray, labels_NxL: np.ndarray, thresholds, *,
-                      prefix: str = "val_") -> dict[str, float]:
+def multilabel_report(
+  probs_NxL: np.ndarray, labels_NxL: np.ndarray, thresholds, *, prefix: str = "val_"
+) -> dict[str, float]:
   """Metrics at the given threshold(s), every row predicting at least one label."""
   preds = thresholds_lib.apply_thresholds(probs_NxL, thresholds, at_least_one=True)
   return {prefix + k: v for k, v in metrics_lib.multilabel_metrics(labels_NxL, preds).items()}

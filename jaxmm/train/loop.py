@@ -58,8 +58,10 @@ class Progress:
   @classmethod
   def from_meta(cls, meta: dict) -> Progress:
     names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-    return cls(**{k: v for k, v in meta.items() if k in names},
-               extra={k: v for k, v in meta.items() if k not in names})
+    return cls(
+      **{k: v for k, v in meta.items() if k in names},
+      extra={k: v for k, v in meta.items() if k not in names},
+    )
 
 
 @dataclasses.dataclass
@@ -70,8 +72,12 @@ class FitResult:
 
   def summary(self) -> dict:
     p = self.progress
-    return {"best_metric": p.best_metric, "best_step": p.best_step, "step": p.step,
-            "stopped_by_signal": self.stopped_by_signal}
+    return {
+      "best_metric": p.best_metric,
+      "best_step": p.best_step,
+      "step": p.step,
+      "stopped_by_signal": self.stopped_by_signal,
+    }
 
 
 class _StopFlag:
@@ -97,30 +103,47 @@ class _StopFlag:
       signal.signal(s, h)
 
 
-def resume(state: state_lib.TrainState, checkpointer: ckpt_lib.Checkpointer
-           ) -> tuple[state_lib.TrainState, Progress]:
+def resume(
+  state: state_lib.TrainState, checkpointer: ckpt_lib.Checkpointer
+) -> tuple[state_lib.TrainState, Progress]:
   """The latest checkpoint's state and progress, or `state` and a fresh Progress."""
   if checkpointer.latest_step() is None:
     return state, Progress()
   state, meta = state_lib.restore(state, checkpointer)
   progress = Progress.from_meta(meta)
-  log.info("resumed from step %d (epoch %d, batch %d)", progress.step, progress.epoch,
-           progress.batch_in_epoch)
+  log.info(
+    "resumed from step %d (epoch %d, batch %d)",
+    progress.step,
+    progress.epoch,
+    progress.batch_in_epoch,
+  )
   return state, progress
 
 
-def fit(plan: RunPlan, state: state_lib.TrainState, progress: Progress, task, train, val, *,
-        workdir: str, checkpointer: ckpt_lib.Checkpointer, extra_map=None,
-        vocab_size: int | None = None) -> FitResult:
+def fit(
+  plan: RunPlan,
+  state: state_lib.TrainState,
+  progress: Progress,
+  task,
+  train,
+  val,
+  *,
+  workdir: str,
+  checkpointer: ckpt_lib.Checkpointer,
+  extra_map=None,
+  vocab_size: int | None = None,
+) -> FitResult:
   """Trains `state` on the `train` split from `progress` on, evaluating on `val` (None: no
   evaluation, no best checkpoint) after every epoch; returns the final state and progress."""
   p = progress
   resuming = bool(p.step)
-  writer = MetricWriter(workdir, resume_step=p.step if resuming else None,
-                        keep_rows=p.metric_rows if resuming else None)
+  writer = MetricWriter(
+    workdir, resume_step=p.step if resuming else None, keep_rows=p.metric_rows if resuming else None
+  )
   mesh = plan.mesh
-  train_step = steps.make_train_step(task, seed=plan.seed,
-                                     out_shardings=parallel.replicated(mesh) if mesh else None)
+  train_step = steps.make_train_step(
+    task, seed=plan.seed, out_shardings=parallel.replicated(mesh) if mesh else None
+  )
   predict_step = steps.make_predict_step(state.model_def, task)
   eval_predict = predict_step
   if mesh is not None:
@@ -133,8 +156,14 @@ def fit(plan: RunPlan, state: state_lib.TrainState, progress: Progress, task, tr
     plateau.load_state_dict(p.plateau)
   t_start = time.time() - p.elapsed_s  # wall-clock accumulates over resumes
   show_bar = plan.progress_bar and sys.stderr.isatty()  # in a log file: one line per log point
-  pbar = tqdm(total=plan.total_steps, initial=p.step, desc="train", unit="step",
-              disable=not show_bar, dynamic_ncols=True)
+  pbar = tqdm(
+    total=plan.total_steps,
+    initial=p.step,
+    desc="train",
+    unit="step",
+    disable=not show_bar,
+    dynamic_ncols=True,
+  )
   pending: list[dict] = list(p.pending)
 
   def save(which=ckpt_lib.LATEST):
@@ -151,16 +180,24 @@ def fit(plan: RunPlan, state: state_lib.TrainState, progress: Progress, task, tr
     writer.write(p.step, row, epoch=p.epoch, elapsed_s=round(time.time() - t_start, 2))
     pbar.set_postfix(loss=f"{row['train_loss']:.4f}")
     if not show_bar:
-      log.info("step %d/%d: train_loss %.4f, lr %.3g", p.step, plan.total_steps,
-               row["train_loss"], lr)
+      log.info(
+        "step %d/%d: train_loss %.4f, lr %.3g", p.step, plan.total_steps, row["train_loss"], lr
+      )
 
   with _StopFlag() as stop:
     while p.step < plan.total_steps and not p.done:
-      ds = pipeline.train_dataset(train, batch_size=plan.local_batch, seed=plan.seed,
-                                  epoch=p.epoch, augment=plan.augment, extra_map=extra_map,
-                                  shard=plan.shard)
-      for batch in pipeline.iterate(ds, start=p.batch_in_epoch, num_threads=plan.num_threads,
-                                    num_workers=plan.num_workers):
+      ds = pipeline.train_dataset(
+        train,
+        batch_size=plan.local_batch,
+        seed=plan.seed,
+        epoch=p.epoch,
+        augment=plan.augment,
+        extra_map=extra_map,
+        shard=plan.shard,
+      )
+      for batch in pipeline.iterate(
+        ds, start=p.batch_in_epoch, num_threads=plan.num_threads, num_workers=plan.num_workers
+      ):
         if mesh is not None:
           batch = parallel.shard_batch(batch, mesh)
         state, m = train_step(state, batch)
@@ -178,8 +215,11 @@ def fit(plan: RunPlan, state: state_lib.TrainState, progress: Progress, task, tr
           break
       if stop.signum is not None:  # before the flush: unlogged steps go into the checkpoint
         save()
-        log.warning("signal %d: saved checkpoint at step %d; run the same command to resume",
-                    stop.signum, p.step)
+        log.warning(
+          "signal %d: saved checkpoint at step %d; run the same command to resume",
+          stop.signum,
+          p.step,
+        )
         break
       if pending:
         log_train()
@@ -195,8 +235,12 @@ def fit(plan: RunPlan, state: state_lib.TrainState, progress: Progress, task, tr
             state = state.replace(opt=optim.set_lr_scale(state.opt, p.lr_scale))
             if mesh is not None:
               state = parallel.replicate(state, mesh)
-          row = writer.write(p.step, metrics, epoch=p.epoch + int(epoch_done),
-                             elapsed_s=round(time.time() - t_start, 2))
+          row = writer.write(
+            p.step,
+            metrics,
+            epoch=p.epoch + int(epoch_done),
+            elapsed_s=round(time.time() - t_start, 2),
+          )
           pbar.set_postfix({plan.select_metric: f"{score:.4f}"})
           log.info("eval %s", json.dumps(row))
           if improved:
@@ -220,14 +264,18 @@ def _train_row(pending: list[dict], p: Progress, lr: float) -> dict:
   finite = np.array([bool(m["finite"]) for m in fetched])  # bool, or 0./1. from a checkpoint
   for ok in finite:  # consecutive non-finite steps, across log points
     p.bad_steps = 0 if ok else p.bad_steps + 1
-  return {"train_loss": float(losses[finite].mean()) if finite.any() else float("nan"),
-          "grad_norm": float(np.mean([float(m["grad_norm"]) for m in fetched])),
-          "nonfinite_steps": int((~finite).sum()), "lr": lr}
+  return {
+    "train_loss": float(losses[finite].mean()) if finite.any() else float("nan"),
+    "grad_norm": float(np.mean([float(m["grad_norm"]) for m in fetched])),
+    "nonfinite_steps": int((~finite).sum()),
+    "lr": lr,
+  }
 
 
 def _check_finite(p: Progress, max_bad_steps: int) -> None:
   if p.bad_steps >= max_bad_steps:
     raise FloatingPointError(
-        f"{p.bad_steps} consecutive steps had a non-finite loss or gradient (last at step "
-        f"{p.step}); the updates were skipped and the last good checkpoint is kept. Lower "
-        "optim.lr, set optim.clip_norm, or check the data.")
+      f"{p.bad_steps} consecutive steps had a non-finite loss or gradient (last at step "
+      f"{p.step}); the updates were skipped and the last good checkpoint is kept. Lower "
+      "optim.lr, set optim.clip_norm, or check the data."
+    )

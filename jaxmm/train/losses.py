@@ -107,8 +107,9 @@ def masked_mean(loss_B, mask_B=None):
   return total / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def class_weights_from_frequencies(labels_NxL, scheme: str = "inverse", *, beta: float = 0.999,
-                                   normalize: bool = True) -> np.ndarray:
+def class_weights_from_frequencies(
+  labels_NxL, scheme: str = "inverse", *, beta: float = 0.999, normalize: bool = True
+) -> np.ndarray:
   """Per-label weights (L,) float32 from positive counts n_l over N rows.
 
   'inverse': N / n_l; 'sqrt_inverse': sqrt(N / n_l); 'effective': (1 - beta) / (1 - beta**n_l)
@@ -130,8 +131,9 @@ def class_weights_from_frequencies(labels_NxL, scheme: str = "inverse", *, beta:
       raise ValueError(f"effective-number weights need 0 <= beta < 1; got {beta}")
     w_L = (1.0 - beta) / (1.0 - np.power(beta, n_L))
   else:
-    raise ValueError(f"unknown class-weight scheme {scheme!r}; "
-                     "expected 'inverse', 'sqrt_inverse' or 'effective'")
+    raise ValueError(
+      f"unknown class-weight scheme {scheme!r}; expected 'inverse', 'sqrt_inverse' or 'effective'"
+    )
   if normalize:
     w_L = w_L * (len(w_L) / w_L.sum())
   return w_L.astype(np.float32)
@@ -149,19 +151,22 @@ def pos_weight_from_frequencies(labels_NxL, *, max_weight: float | None = None) 
 
 def _weighted_bce(logits_BxL, labels_BxL, *, class_weights_L=None, pos_weight_L=None):
   if class_weights_L is None and pos_weight_L is None:
-    raise ValueError("'weighted_bce' needs class_weights_L and/or pos_weight_L "
-                     "(see class_weights_from_frequencies)")
-  return sigmoid_bce(logits_BxL, labels_BxL, class_weights_L=class_weights_L,
-                     pos_weight_L=pos_weight_L)
+    raise ValueError(
+      "'weighted_bce' needs class_weights_L and/or pos_weight_L "
+      "(see class_weights_from_frequencies)"
+    )
+  return sigmoid_bce(
+    logits_BxL, labels_BxL, class_weights_L=class_weights_L, pos_weight_L=pos_weight_L
+  )
 
 
 _LOSSES: dict[str, Callable] = {
-    "bce": sigmoid_bce,
-    "weighted_bce": _weighted_bce,
-    "focal": focal_loss,
-    "ce": softmax_ce,
-    "binary_bce": binary_bce,
-    "mae": mae,
+  "bce": sigmoid_bce,
+  "weighted_bce": _weighted_bce,
+  "focal": focal_loss,
+  "ce": softmax_ce,
+  "binary_bce": binary_bce,
+  "mae": mae,
 }
 
 

@@ -27,8 +27,18 @@ import numpy as np
 from jaxmm.data.comp5329 import LABEL_IDS
 
 MULTILABEL_KEYS: tuple[str, ...] = (
-    "samples_f1", "micro_f1", "macro_f1", "weighted_f1", "samples_precision", "samples_recall",
-    "micro_precision", "micro_recall", "macro_precision", "macro_recall", "exact_match")
+  "samples_f1",
+  "micro_f1",
+  "macro_f1",
+  "weighted_f1",
+  "samples_precision",
+  "samples_recall",
+  "micro_precision",
+  "micro_recall",
+  "macro_precision",
+  "macro_recall",
+  "exact_match",
+)
 
 
 def _as_binary_2d(x, name: str) -> np.ndarray:
@@ -90,22 +100,21 @@ def multilabel_metrics(labels_NxL, preds_NxL) -> dict[str, float]:
   # sklearn ignores all-zero weights and takes the plain mean instead.
   weights = support if support.sum() > 0 else None
   return {
-      "samples_f1": float(np.mean(f_N)),
-      "micro_f1": float(micro_f),
-      "macro_f1": float(np.mean(f_L)),
-      "weighted_f1": float(np.average(f_L, weights=weights)),
-      "samples_precision": float(np.mean(p_N)),
-      "samples_recall": float(np.mean(r_N)),
-      "micro_precision": float(micro_p),
-      "micro_recall": float(micro_r),
-      "macro_precision": float(np.mean(p_L)),
-      "macro_recall": float(np.mean(r_L)),
-      "exact_match": float(np.mean(np.all(labels == preds, axis=1))),
+    "samples_f1": float(np.mean(f_N)),
+    "micro_f1": float(micro_f),
+    "macro_f1": float(np.mean(f_L)),
+    "weighted_f1": float(np.average(f_L, weights=weights)),
+    "samples_precision": float(np.mean(p_N)),
+    "samples_recall": float(np.mean(r_N)),
+    "micro_precision": float(micro_p),
+    "micro_recall": float(micro_r),
+    "macro_precision": float(np.mean(p_L)),
+    "macro_recall": float(np.mean(r_L)),
+    "exact_match": float(np.mean(np.all(labels == preds, axis=1))),
   }
 
 
-def per_class_metrics(labels_NxL, preds_NxL,
-                      label_ids: Sequence[int] | None = None) -> list[dict]:
+def per_class_metrics(labels_NxL, preds_NxL, label_ids: Sequence[int] | None = None) -> list[dict]:
   """One dict per column: label_id, support, predicted (count), precision, recall, f1.
 
   label_ids defaults to the task's COCO ids when L == 18, else 0..L-1.
@@ -119,9 +128,15 @@ def per_class_metrics(labels_NxL, preds_NxL,
   tp_L, n_pred_L, n_true_L = _counts(labels, preds, axis=0)
   p_L, r_L, f_L = _prf(tp_L, n_pred_L, n_true_L)
   return [
-      dict(label_id=int(label_ids[i]), support=int(n_true_L[i]), precision=float(p_L[i]),
-           recall=float(r_L[i]), f1=float(f_L[i]), predicted=int(n_pred_L[i]))
-      for i in range(num_labels)
+    dict(
+      label_id=int(label_ids[i]),
+      support=int(n_true_L[i]),
+      precision=float(p_L[i]),
+      recall=float(r_L[i]),
+      f1=float(f_L[i]),
+      predicted=int(n_pred_L[i]),
+    )
+    for i in range(num_labels)
   ]
 
 
@@ -130,8 +145,10 @@ def format_per_class_table(rows: Sequence[dict]) -> str:
   header = f"{'label':>5} {'support':>8} {'predicted':>9} {'precision':>9} {'recall':>7} {'f1':>7}"
   lines = [header, "-" * len(header)]
   for r in rows:
-    lines.append(f"{r['label_id']:>5d} {r['support']:>8d} {r['predicted']:>9d} "
-                 f"{r['precision']:>9.4f} {r['recall']:>7.4f} {r['f1']:>7.4f}")
+    lines.append(
+      f"{r['label_id']:>5d} {r['support']:>8d} {r['predicted']:>9d} "
+      f"{r['precision']:>9.4f} {r['recall']:>7.4f} {r['f1']:>7.4f}"
+    )
   return "\n".join(lines)
 
 
@@ -150,9 +167,9 @@ def binary_metrics(labels_N, preds_N) -> dict:
   tn = int(np.sum(~labels & ~preds))
   precision, recall, f1 = _prf(np.asarray(tp), np.asarray(tp + fp), np.asarray(tp + fn))
   return {
-      "accuracy": (tp + tn) / labels.size,
-      "precision": float(precision),
-      "recall": float(recall),
-      "f1": float(f1),
-      "confusion": [[tn, fp], [fn, tp]],
+    "accuracy": (tp + tn) / labels.size,
+    "precision": float(precision),
+    "recall": float(recall),
+    "f1": float(f1),
+    "confusion": [[tn, fp], [fn, tp]],
   }

@@ -54,16 +54,21 @@ def make_schedule(optim_cfg, *, steps_per_epoch: int, total_steps: int) -> optax
   if name == "constant":
     base = optax.constant_schedule(lr)
   elif name in ("cosine", "warmup_cosine"):
-    base = optax.cosine_decay_schedule(lr, decay_steps=max(total_steps - warmup, 1),
-                                       alpha=min_lr_ratio)
+    base = optax.cosine_decay_schedule(
+      lr, decay_steps=max(total_steps - warmup, 1), alpha=min_lr_ratio
+    )
   elif name == "step":
     base = optax.exponential_decay(
-        lr, transition_steps=steps_per_epoch * int(optim_cfg.step_epochs),
-        decay_rate=float(optim_cfg.step_gamma), staircase=True,
-        end_value=lr * min_lr_ratio if min_lr_ratio > 0 else None)
+      lr,
+      transition_steps=steps_per_epoch * int(optim_cfg.step_epochs),
+      decay_rate=float(optim_cfg.step_gamma),
+      staircase=True,
+      end_value=lr * min_lr_ratio if min_lr_ratio > 0 else None,
+    )
   else:
-    raise ValueError(f"unknown schedule {name!r}; "
-                     "expected 'constant', 'cosine', 'warmup_cosine' or 'step'")
+    raise ValueError(
+      f"unknown schedule {name!r}; expected 'constant', 'cosine', 'warmup_cosine' or 'step'"
+    )
   if warmup == 0:
     return base
   ramp = optax.linear_schedule(lr * float(optim_cfg.warmup_init_ratio), lr, warmup)
@@ -112,8 +117,10 @@ def param_labels(params_state, freeze_prefixes) -> Any:
     tops = sorted({path.split(".")[0] for path in paths})
     raise ValueError(f"freeze prefixes {unused} match no parameter; top-level names: {tops}")
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: FROZEN if _frozen(_path_str(path), prefixes) else TRAINABLE,
-      params_state, is_leaf=_is_variable)
+    lambda path, _: FROZEN if _frozen(_path_str(path), prefixes) else TRAINABLE,
+    params_state,
+    is_leaf=_is_variable,
+  )
 
 
 def _base_optimizer(optim_cfg, schedule: optax.Schedule) -> optax.GradientTransformation:
@@ -133,15 +140,17 @@ def _base_optimizer(optim_cfg, schedule: optax.Schedule) -> optax.GradientTransf
       parts += [optax.scale_by_adam(b1=b1, b2=b2, eps=eps), optax.scale_by_learning_rate(schedule)]
     else:
       momentum = float(optim_cfg.momentum)
-      parts.append(optax.sgd(schedule, momentum=momentum or None,
-                             nesterov=bool(optim_cfg.nesterov)))
+      parts.append(
+        optax.sgd(schedule, momentum=momentum or None, nesterov=bool(optim_cfg.nesterov))
+      )
   else:
     raise ValueError(f"unknown optimizer {name!r}; expected 'adam', 'adamw' or 'sgd'")
   return optax.chain(*parts)
 
 
-def make_optimizer(optim_cfg, *, steps_per_epoch: int, total_steps: int,
-                   params=None) -> optax.GradientTransformation:
+def make_optimizer(
+  optim_cfg, *, steps_per_epoch: int, total_steps: int, params=None
+) -> optax.GradientTransformation:
   """clip -> optimizer(schedule) on trainable params, zero on frozen ones, times lr_scale.
 
   params (optional, e.g. nnx.state(model, nnx.Param)) checks the freeze prefixes now rather
@@ -158,8 +167,9 @@ def make_optimizer(optim_cfg, *, steps_per_epoch: int, total_steps: int,
     if freeze:
       # Labels are computed from whichever tree the optimizer sees (Variables at init, arrays
       # in nnx.Optimizer.update), so they always match its structure.
-      tx = optax.multi_transform({TRAINABLE: tx, FROZEN: optax.set_to_zero()},
-                                 lambda p: param_labels(p, freeze))
+      tx = optax.multi_transform(
+        {TRAINABLE: tx, FROZEN: optax.set_to_zero()}, lambda p: param_labels(p, freeze)
+      )
     return optax.chain(tx, optax.scale(lr_scale))
 
   return optax.inject_hyperparams(build)(lr_scale=1.0)
@@ -174,8 +184,10 @@ def _lr_scale_leaves(opt_state):
     if len(names) >= 2 and names[-2:] == ["hyperparams", _LR_SCALE]:
       found.append((path, leaf))
   if len(found) != 1:
-    raise ValueError(f"expected one '{_LR_SCALE}' hyperparameter in the optimizer state, found "
-                     f"{len(found)}; was the optimizer built by make_optimizer?")
+    raise ValueError(
+      f"expected one '{_LR_SCALE}' hyperparameter in the optimizer state, found "
+      f"{len(found)}; was the optimizer built by make_optimizer?"
+    )
   return opt_state, found[0]
 
 
@@ -192,7 +204,8 @@ def set_lr_scale(opt_state, value: float):
     leaf[...] = jnp.asarray(value, leaf[...].dtype)
     return opt_state
   return jax.tree_util.tree_map_with_path(
-      lambda path, x: jnp.asarray(value, x.dtype) if path == target else x, state)
+    lambda path, x: jnp.asarray(value, x.dtype) if path == target else x, state
+  )
 
 
 def current_lr(schedule: optax.Schedule, step, opt_state) -> float:
@@ -220,8 +233,15 @@ class ReduceOnPlateau:
   `config.optim.plateau_patience == 0` to mean "off" in the loop.
   """
 
-  def __init__(self, factor: float = 0.5, patience: int = 2, mode: str = "max",
-               min_scale: float = 1e-3, min_delta: float = 0.0, cooldown: int = 0):
+  def __init__(
+    self,
+    factor: float = 0.5,
+    patience: int = 2,
+    mode: str = "max",
+    min_scale: float = 1e-3,
+    min_delta: float = 0.0,
+    cooldown: int = 0,
+  ):
     if not 0.0 < factor < 1.0:
       raise ValueError(f"factor must be in (0, 1); got {factor}")
     self.factor, self.patience, self.mode = float(factor), int(patience), _check_mode(mode)
@@ -248,8 +268,9 @@ class ReduceOnPlateau:
     return self.scale
 
   def state_dict(self) -> dict:
-    return dict(scale=self.scale, best=self.best, num_bad=self.num_bad,
-                cooldown_left=self.cooldown_left)
+    return dict(
+      scale=self.scale, best=self.best, num_bad=self.num_bad, cooldown_left=self.cooldown_left
+    )
 
   def load_state_dict(self, state: dict) -> None:
     self.scale, self.best = float(state["scale"]), float(state["best"])

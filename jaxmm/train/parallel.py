@@ -18,7 +18,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 log = logging.getLogger("jaxmm")
@@ -32,13 +33,20 @@ def maybe_initialize_distributed(train_cfg) -> None:
   """
   if not train_cfg.distributed:
     return
-  kwargs = {"coordinator_address": train_cfg.coordinator_address or None,
-            "num_processes": train_cfg.num_processes or None,
-            "process_id": None if train_cfg.process_id < 0 else train_cfg.process_id}
+  kwargs = {
+    "coordinator_address": train_cfg.coordinator_address or None,
+    "num_processes": train_cfg.num_processes or None,
+    "process_id": None if train_cfg.process_id < 0 else train_cfg.process_id,
+  }
   if not jax.distributed.is_initialized():
     jax.distributed.initialize(**kwargs)
-  log.info("distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
-           jax.process_count(), jax.local_device_count(), jax.device_count())
+  log.info(
+    "distributed: process %d of %d, %d local / %d global devices",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
 
 
 def enabled(train_cfg) -> bool:
@@ -55,9 +63,11 @@ def per_process_batch(batch_size: int, mesh: Mesh) -> int:
   """The rows of each global batch this process loads; the batch must split over the devices."""
   n = mesh.devices.size
   if batch_size % n:
-    raise ValueError(f"train.batch_size={batch_size} does not divide over {n} devices; use a "
-                     f"multiple of {n} (e.g. {max(n, batch_size // n * n)}), or set "
-                     "--config.train.data_parallel=False to train on one device")
+    raise ValueError(
+      f"train.batch_size={batch_size} does not divide over {n} devices; use a "
+      f"multiple of {n} (e.g. {max(n, batch_size // n * n)}), or set "
+      "--config.train.data_parallel=False to train on one device"
+    )
   return batch_size // jax.process_count()
 
 
@@ -77,8 +87,9 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 def shard_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """This process's rows of a global batch -> global arrays sharded on the leading axis."""
   sharding = batch_sharding(mesh)
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
-                      local_batch)
+  return jax.tree.map(
+    lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch
+  )
 
 
 def shard_full_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
@@ -86,8 +97,9 @@ def shard_full_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.
   axis; each device takes its rows."""
   sharding = batch_sharding(mesh)
   return jax.tree.map(
-      lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda idx: np.asarray(x)[idx]),
-      batch)
+    lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda idx: np.asarray(x)[idx]),
+    batch,
+  )
 
 
 def parallel_predict_step(predict_step: Callable, mesh: Mesh, eval_batch_size: int) -> Callable:

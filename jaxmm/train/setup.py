@@ -49,8 +49,7 @@ class RunPlan:
   def plateau(self) -> optim.ReduceOnPlateau | None:
     if not self.plateau_patience:
       return None
-    return optim.ReduceOnPlateau(self.plateau_factor, self.plateau_patience,
-                                 mode=self.select_mode)
+    return optim.ReduceOnPlateau(self.plateau_factor, self.plateau_patience, mode=self.select_mode)
 
 
 def plan(config, task, num_train: int) -> RunPlan:
@@ -58,8 +57,10 @@ def plan(config, task, num_train: int) -> RunPlan:
   tc = config.train
   spe = pipeline.steps_per_epoch(num_train, tc.batch_size)
   if spe == 0:
-    raise ValueError(f"{num_train} training examples give no full batch of "
-                     f"train.batch_size={tc.batch_size}; lower the batch size")
+    raise ValueError(
+      f"{num_train} training examples give no full batch of "
+      f"train.batch_size={tc.batch_size}; lower the batch size"
+    )
   schedule_steps = tc.epochs * spe
   total_steps = min(tc.max_steps, schedule_steps) if tc.max_steps else schedule_steps
   mesh = parallel.make_mesh() if parallel.enabled(tc) else None
@@ -68,18 +69,35 @@ def plan(config, task, num_train: int) -> RunPlan:
     local_batch = parallel.per_process_batch(tc.batch_size, mesh)
     shard = (jax.process_index(), jax.process_count())
   aug = config.data.augment
-  augment = AugmentConfig(crop=aug.crop, hflip=aug.hflip, vflip=aug.vflip,
-                          crop_scale=tuple(aug.crop_scale), color_jitter=aug.color_jitter,
-                          word_swap=aug.word_swap)
+  augment = AugmentConfig(
+    crop=aug.crop,
+    hflip=aug.hflip,
+    vflip=aug.vflip,
+    crop_scale=tuple(aug.crop_scale),
+    color_jitter=aug.color_jitter,
+    word_swap=aug.word_swap,
+  )
   return RunPlan(
-      seed=config.seed, steps_per_epoch=spe, schedule_steps=schedule_steps,
-      lr_schedule=optim.make_schedule(config.optim, steps_per_epoch=spe,
-                                      total_steps=schedule_steps),
-      total_steps=total_steps, global_batch=tc.batch_size, local_batch=local_batch, shard=shard,
-      mesh=mesh, augment=augment, eval_batch_size=tc.eval_batch_size, log_every=tc.log_every,
-      ckpt_every_steps=tc.ckpt_every_steps, max_bad_steps=tc.max_bad_steps,
-      select_metric=tc.select_metric, select_mode=task.select_mode(),
-      early_stopping_patience=tc.early_stopping_patience,
-      plateau_factor=config.optim.plateau_factor, plateau_patience=config.optim.plateau_patience,
-      num_threads=config.data.num_threads, num_workers=config.data.num_workers,
-      progress_bar=tc.progress_bar)
+    seed=config.seed,
+    steps_per_epoch=spe,
+    schedule_steps=schedule_steps,
+    lr_schedule=optim.make_schedule(config.optim, steps_per_epoch=spe, total_steps=schedule_steps),
+    total_steps=total_steps,
+    global_batch=tc.batch_size,
+    local_batch=local_batch,
+    shard=shard,
+    mesh=mesh,
+    augment=augment,
+    eval_batch_size=tc.eval_batch_size,
+    log_every=tc.log_every,
+    ckpt_every_steps=tc.ckpt_every_steps,
+    max_bad_steps=tc.max_bad_steps,
+    select_metric=tc.select_metric,
+    select_mode=task.select_mode(),
+    early_stopping_patience=tc.early_stopping_patience,
+    plateau_factor=config.optim.plateau_factor,
+    plateau_patience=config.optim.plateau_patience,
+    num_threads=config.data.num_threads,
+    num_workers=config.data.num_workers,
+    progress_bar=tc.progress_bar,
+  )

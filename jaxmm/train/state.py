@@ -45,26 +45,39 @@ def from_model(model: nnx.Module, tx) -> TrainState:
   return TrainState(model=model_state, opt=opt_state, model_def=model_def, opt_def=opt_def)
 
 
-def build(config, task, *, vocab_size: int, steps_per_epoch: int = 1, total_steps: int = 1,
-          embedding_init=None, pretrained: bool = False) -> TrainState:
+def build(
+  config,
+  task,
+  *,
+  vocab_size: int,
+  steps_per_epoch: int = 1,
+  total_steps: int = 1,
+  embedding_init=None,
+  pretrained: bool = False,
+) -> TrainState:
   """A fresh model of `task` with the optimizer of `config.optim`.
 
   embedding_init (word vectors) and pretrained (model.image.weights, init.*_from) only matter to
   a fresh training run: a restored checkpoint overwrites them. The step counts size the schedule.
   """
   model = registry.init_in_one_program(
-      lambda: task.build_model(vocab_size, nnx.Rngs(config.seed), embedding_init=embedding_init))
+    lambda: task.build_model(vocab_size, nnx.Rngs(config.seed), embedding_init=embedding_init)
+  )
   if pretrained:
     transfer.init_from_config(model, config)
   return with_optimizer(model, config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
 
 
-def with_optimizer(model: nnx.Module, config, *, steps_per_epoch: int = 1,
-                   total_steps: int = 1) -> TrainState:
+def with_optimizer(
+  model: nnx.Module, config, *, steps_per_epoch: int = 1, total_steps: int = 1
+) -> TrainState:
   """`model` with a fresh optimizer of `config.optim` (frozen prefixes resolved on it)."""
-  tx = optim.make_optimizer(transfer.resolve_freeze(config.optim, model),
-                            steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                            params=nnx.state(model, nnx.Param))
+  tx = optim.make_optimizer(
+    transfer.resolve_freeze(config.optim, model),
+    steps_per_epoch=steps_per_epoch,
+    total_steps=total_steps,
+    params=nnx.state(model, nnx.Param),
+  )
   return from_model(model, tx)
 
 
@@ -77,13 +90,20 @@ def place_on_default_device(state: TrainState) -> TrainState:
   return jax.device_put(state, jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
 
 
-def restore(state: TrainState, checkpointer: ckpt_lib.Checkpointer, *,
-            which: str = ckpt_lib.LATEST) -> tuple[TrainState, dict]:
+def restore(
+  state: TrainState, checkpointer: ckpt_lib.Checkpointer, *, which: str = ckpt_lib.LATEST
+) -> tuple[TrainState, dict]:
   """-> (the checkpointed state in the structure of `state`, the checkpoint's meta)."""
   arrays, meta = checkpointer.restore(state.arrays, which=which)
   return state.with_arrays(arrays), meta
 
 
-def save(state: TrainState, checkpointer: ckpt_lib.Checkpointer, step: int, meta: dict, *,
-         which: str = ckpt_lib.LATEST) -> None:
+def save(
+  state: TrainState,
+  checkpointer: ckpt_lib.Checkpointer,
+  step: int,
+  meta: dict,
+  *,
+  which: str = ckpt_lib.LATEST,
+) -> None:
   checkpointer.save(step, state.arrays, meta, which=which)

@@ -57,8 +57,7 @@ def make_train_step(task, *, seed: int, out_shardings: Any = None):
     # A non-finite loss or gradient skips the whole update (params, batch stats, optimizer state);
     # the loop counts such steps and stops after train.max_bad_steps in a row.
     new_state = state.replace(model=nnx.state(model), opt=nnx.state(optimizer))
-    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
-                             old_state)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, old_state)
     return new_state, {"loss": loss, "grad_norm": grad_norm, "finite": finite}
 
   kwargs = {} if out_shardings is None else {"out_shardings": out_shardings}

@@ -52,13 +52,16 @@ def apply_thresholds(probs_NxL, thresholds, *, at_least_one: bool = True) -> np.
   return preds
 
 
-def tune_global_threshold(probs_NxL, labels_NxL, grid=DEFAULT_GRID, *,
-                          at_least_one: bool = True) -> tuple[float, float]:
+def tune_global_threshold(
+  probs_NxL, labels_NxL, grid=DEFAULT_GRID, *, at_least_one: bool = True
+) -> tuple[float, float]:
   """(threshold, samples_f1): the grid value with the best samples-F1 (smallest on ties)."""
   probs, labels = _check(probs_NxL, labels_NxL)
   grid = np.asarray(grid, np.float64).reshape(-1)
-  scores = [metrics_lib.samples_f1(labels, apply_thresholds(probs, t, at_least_one=at_least_one))
-            for t in grid]
+  scores = [
+    metrics_lib.samples_f1(labels, apply_thresholds(probs, t, at_least_one=at_least_one))
+    for t in grid
+  ]
   best = int(np.argmax(scores))
   return float(grid[best]), float(scores[best])
 
@@ -84,9 +87,9 @@ def _column_scores(probs, labels, preds, col, grid, at_least_one) -> np.ndarray:
   return f1_GxN.mean(axis=1)
 
 
-def tune_per_class_thresholds(probs_NxL, labels_NxL, grid=DEFAULT_GRID, init=None,
-                              rounds: int = 2, *, at_least_one: bool = True
-                              ) -> tuple[np.ndarray, float]:
+def tune_per_class_thresholds(
+  probs_NxL, labels_NxL, grid=DEFAULT_GRID, init=None, rounds: int = 2, *, at_least_one: bool = True
+) -> tuple[np.ndarray, float]:
   """(thresholds_L, samples_f1) by coordinate ascent on samples-F1.
 
   Starts from `init` (scalar or (L,)) or, by default, the best global threshold; each round
@@ -131,7 +134,7 @@ def _count_distributions(p_NxK) -> np.ndarray:
   dist = np.zeros((n, k_max + 1, k_max + 1))
   dist[:, 0, 0] = 1.0
   for k in range(k_max):
-    q = p_NxK[:, k:k + 1]
+    q = p_NxK[:, k : k + 1]
     dist[:, k + 1] = dist[:, k] * (1 - q)
     dist[:, k + 1, 1:] += dist[:, k, :-1] * q
   return dist
@@ -158,8 +161,9 @@ def expected_f1_predictions(probs_NxL) -> np.ndarray:
     a = np.arange(k + 1)[:, None]
     b = np.arange(num_labels - k + 1)[None, :]
     f1_ab = 2 * a / (k + a + b)
-    expected[:, k] = np.einsum("na,nb,ab->n", top[:, k, :k + 1],
-                               rest[:, num_labels - k, :num_labels - k + 1], f1_ab)
+    expected[:, k] = np.einsum(
+      "na,nb,ab->n", top[:, k, : k + 1], rest[:, num_labels - k, : num_labels - k + 1], f1_ab
+    )
   best_k = np.argmax(expected, axis=1)  # >= 1: k = 0 is never chosen (at least one label)
   preds = np.zeros((n, num_labels), bool)
   ranks = np.arange(num_labels)[None, :]

@@ -5,7 +5,7 @@ Config (defaults in configs/default.py change nothing):
     `image` / `text` sub-tree (the attribute names of the classifier and of the pretext models)
     replaces this model's. init.image_key / init.text_key name another source sub-tree.
   init.which: 'best' (default; 'latest' when the source has no best) or 'latest'.
-  model.image.weights: a torchvision/timm ResNet .safetensors/.pth file (jaxmm.models.import_weights);
+  model.image.weights: a torchvision/timm .safetensors/.pth file (jaxmm.models.import_weights);
     applied first, so init.image_from wins when both are set.
   optim.freeze (existing): prefixes kept fixed, e.g. ('image',); optim.unfreeze: prefixes inside
     them that still train, e.g. freeze ('image',) + unfreeze ('image.layer4',).
@@ -38,9 +38,9 @@ _VALUE = "value"  # the leaf key under which orbax stores an nnx Variable's arra
 
 def _manager(workdir: str, which: str) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), "checkpoints", which),
-      item_handlers={"state": ocp.StandardCheckpointHandler(),
-                     "meta": ocp.JsonCheckpointHandler()})
+    os.path.join(os.path.abspath(workdir), "checkpoints", which),
+    item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
+  )
 
 
 def read_model_state(workdir: str, *, which: str = ckpt_lib.BEST) -> tuple[dict, str]:
@@ -53,8 +53,10 @@ def read_model_state(workdir: str, *, which: str = ckpt_lib.BEST) -> tuple[dict,
   if which not in (ckpt_lib.BEST, ckpt_lib.LATEST):
     raise ValueError(f"init.which must be 'best' or 'latest'; got {which!r}")
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-    raise FileNotFoundError(f"{workdir!r} holds no checkpoints/: is it a jaxmm workdir that has "
-                            "trained (init.image_from / init.text_from)?")
+    raise FileNotFoundError(
+      f"{workdir!r} holds no checkpoints/: is it a jaxmm workdir that has "
+      "trained (init.image_from / init.text_from)?"
+    )
   order = [which] + ([ckpt_lib.LATEST] if which == ckpt_lib.BEST else [])
   for kind in order:
     mgr = _manager(workdir, kind)
@@ -67,14 +69,16 @@ def read_model_state(workdir: str, *, which: str = ckpt_lib.BEST) -> tuple[dict,
     metadata = mgr.item_metadata(step)["state"]
     tree = metadata.tree if hasattr(metadata, "tree") else metadata
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
-                            tree)
+    abstract = jax.tree.map(
+      lambda m, sharding=sharding: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree
+    )
     state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     mgr.close()
     model_state = state["state"][0]  # the loop saves (model_state, optimizer_state)
     return jax.tree.map(np.asarray, model_state), f"{workdir} ({kind} step {step})"
-  raise FileNotFoundError(f"{workdir!r} has no {' or '.join(repr(k) for k in order)} "
-                          "checkpoint; train it first")
+  raise FileNotFoundError(
+    f"{workdir!r} has no {' or '.join(repr(k) for k in order)} checkpoint; train it first"
+  )
 
 
 def _flatten(tree: Any, prefix: tuple = ()) -> dict[tuple[str, ...], np.ndarray]:
@@ -102,8 +106,14 @@ def _get_attr_path(obj: Any, dotted: str):
   return obj
 
 
-def load_subtree(model: nnx.Module, target: str, source_tree: dict, *, source_key: str | None = None,
-                 source_name: str = "the checkpoint") -> int:
+def load_subtree(
+  model: nnx.Module,
+  target: str,
+  source_tree: dict,
+  *,
+  source_key: str | None = None,
+  source_name: str = "the checkpoint",
+) -> int:
   """Copies `source_tree[source_key]` (e.g. 'image') into the sub-module `model.<target>`.
 
   Every parameter and batch statistic of the target must be in the source with the same shape,
@@ -113,17 +123,23 @@ def load_subtree(model: nnx.Module, target: str, source_tree: dict, *, source_ke
   source_key = source_key or target
   module = _get_attr_path(model, target)
   if not isinstance(module, nnx.Module):
-    raise ValueError(f"the model has no {target!r} tower to load into (model.mode?); its "
-                     f"top-level sub-trees: {sorted(nnx.state(model).keys())}")
+    raise ValueError(
+      f"the model has no {target!r} tower to load into (model.mode?); its "
+      f"top-level sub-trees: {sorted(nnx.state(model).keys())}"
+    )
   node: Any = source_tree
   for name in source_key.split("."):
     if not isinstance(node, dict) or name not in node:
-      raise ValueError(f"{source_name} has no {source_key!r} sub-tree; its top-level sub-trees: "
-                       f"{sorted(source_tree)}")
+      raise ValueError(
+        f"{source_name} has no {source_key!r} sub-tree; its top-level sub-trees: "
+        f"{sorted(source_tree)}"
+      )
     node = node[name]
   source = _flatten(node)
-  target_vars = {tuple(str(p) for p in path): var for path, var in
-                 nnx.to_flat_state(nnx.state(module, nnx.Any(nnx.Param, nnx.BatchStat)))}
+  target_vars = {
+    tuple(str(p) for p in path): var
+    for path, var in nnx.to_flat_state(nnx.state(module, nnx.Any(nnx.Param, nnx.BatchStat)))
+  }
   problems = []
   for path, var in target_vars.items():
     name = ".".join(path)
@@ -131,19 +147,28 @@ def load_subtree(model: nnx.Module, target: str, source_tree: dict, *, source_ke
     if path not in source:
       problems.append(f"{target}.{name} {want}: missing from {source_key}")
     elif tuple(np.shape(source[path])) != want:
-      problems.append(f"{target}.{name}: {source_key}.{name} has shape "
-                      f"{tuple(np.shape(source[path]))}, the model needs {want}")
-  problems += [f"{source_key}.{'.'.join(p)} {tuple(np.shape(a))}: not in the model's {target}"
-               for p, a in source.items() if p not in target_vars]
+      problems.append(
+        f"{target}.{name}: {source_key}.{name} has shape "
+        f"{tuple(np.shape(source[path]))}, the model needs {want}"
+      )
+  problems += [
+    f"{source_key}.{'.'.join(p)} {tuple(np.shape(a))}: not in the model's {target}"
+    for p, a in source.items()
+    if p not in target_vars
+  ]
   if problems:
     shown = "\n  ".join(problems[:12])
     more = f"\n  ... (+{len(problems) - 12})" if len(problems) > 12 else ""
-    raise ValueError(f"cannot load {source_key!r} of {source_name} into the model's {target!r}: "
-                     f"{len(problems)} mismatch(es):\n  {shown}{more}\nBoth sides must use the "
-                     "same tower config (name, sizes, layers, vocabulary).")
+    raise ValueError(
+      f"cannot load {source_key!r} of {source_name} into the model's {target!r}: "
+      f"{len(problems)} mismatch(es):\n  {shown}{more}\nBoth sides must use the "
+      "same tower config (name, sizes, layers, vocabulary)."
+    )
   paths = list(nnx.to_flat_state(nnx.state(module, nnx.Any(nnx.Param, nnx.BatchStat))))
-  updates = [(path, var.replace(jnp.asarray(source[tuple(str(p) for p in path)],
-                                            var.get_value().dtype))) for path, var in paths]
+  updates = [
+    (path, var.replace(jnp.asarray(source[tuple(str(p) for p in path)], var.get_value().dtype)))
+    for path, var in paths
+  ]
   nnx.update(module, nnx.from_flat_state(updates))
   return len(updates)
 
@@ -154,6 +179,7 @@ def init_from_config(model: nnx.Module, config) -> list[str]:
   weights = config.model.image.get("weights")  # only towers with an ImageNet import have the key
   if weights and getattr(model, "image", None) is not None:
     from jaxmm.models import import_weights
+
     report = import_weights.load_weights_file(model.image, weights, strict=True)
     done.append(f"image <- {weights} ({len(report.loaded)} arrays)")
   init = config.init
@@ -190,8 +216,9 @@ def resolve_freeze(optim_cfg, model: nnx.Module):
   frozen = [p for p in paths if under(p, freeze)]
   useless = [u for u in unfreeze if not any(under(p, (u,)) for p in frozen)]
   if useless:
-    raise ValueError(f"optim.unfreeze {useless} match no parameter frozen by optim.freeze "
-                     f"{list(freeze)}")
+    raise ValueError(
+      f"optim.unfreeze {useless} match no parameter frozen by optim.freeze {list(freeze)}"
+    )
   keep_frozen = {p for p in frozen if not under(p, unfreeze)}
   prefixes: list[str] = []
   for p in sorted(keep_frozen):
@@ -203,8 +230,11 @@ def resolve_freeze(optim_cfg, model: nnx.Module):
       if all(q in keep_frozen for q in paths if under(q, (cand,))):
         prefixes.append(cand)
         break
-  out = ml_collections.ConfigDict(optim_cfg.to_dict()) if hasattr(optim_cfg, "to_dict") else (
-      dict(optim_cfg))
+  out = (
+    ml_collections.ConfigDict(optim_cfg.to_dict())
+    if hasattr(optim_cfg, "to_dict")
+    else (dict(optim_cfg))
+  )
   out["freeze"] = tuple(prefixes)
   out["unfreeze"] = ()
   return out

@@ -21,14 +21,21 @@ class MetricWriter:
   (the count the checkpoint recorded) or, without it, the rows up to `resume_step`, so a resumed
   run's file equals an uninterrupted run's."""
 
-  def __init__(self, workdir: str, *, resume_step: int | None = None,
-               keep_rows: int | None = None, tensorboard: bool = True):
+  def __init__(
+    self,
+    workdir: str,
+    *,
+    resume_step: int | None = None,
+    keep_rows: int | None = None,
+    tensorboard: bool = True,
+  ):
     self.path = os.path.join(workdir, METRICS_FILE)
     rows: list[dict] = []
     if (resume_step is not None or keep_rows is not None) and os.path.exists(self.path):
       rows = read_metrics(self.path)
-      rows = rows[:keep_rows] if keep_rows is not None else [
-          r for r in rows if r["step"] <= resume_step]
+      rows = (
+        rows[:keep_rows] if keep_rows is not None else [r for r in rows if r["step"] <= resume_step]
+      )
     # Replace, not rewrite in place: a kill here must not lose the history.
     with open(self.path + ".tmp", "w") as f:
       f.writelines(json.dumps(row) + "\n" for row in rows)

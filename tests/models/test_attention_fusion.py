@@ -13,22 +13,37 @@ from jaxmm.models.autoencoder import ConvAutoencoder
 
 def _model(text_name="gru_attention", num_outputs=18, image="autoencoder"):
   # A one-layer autoencoder encoder keeps these eager tests fast; one test uses the ResNet's map.
-  image = (resnet.ResNet18(stem="small", num_filters=8, rngs=nnx.Rngs(0)) if image == "resnet"
-           else ConvAutoencoder(channels=(8,), latent_dim=8, rngs=nnx.Rngs(0)))
-  towers = {"gru_attention": lambda: text.GRUAttentionTower(30, 8, 6, rngs=nnx.Rngs(1)),
-            "lstm": lambda: text.LSTMTower(30, 8, 6, num_layers=2, rngs=nnx.Rngs(1)),
-            "bow": lambda: text.BagOfWordsTower(30, 8, rngs=nnx.Rngs(1))}
+  image = (
+    resnet.ResNet18(stem="small", num_filters=8, rngs=nnx.Rngs(0))
+    if image == "resnet"
+    else ConvAutoencoder(channels=(8,), latent_dim=8, rngs=nnx.Rngs(0))
+  )
+  towers = {
+    "gru_attention": lambda: text.GRUAttentionTower(30, 8, 6, rngs=nnx.Rngs(1)),
+    "lstm": lambda: text.LSTMTower(30, 8, 6, num_layers=2, rngs=nnx.Rngs(1)),
+    "bow": lambda: text.BagOfWordsTower(30, 8, rngs=nnx.Rngs(1)),
+  }
   model = attention_fusion.AttentionFusionClassifier(
-      image, towers[text_name](), num_outputs, dim=16, num_heads=4, num_layers=2,
-      hidden=(12,), rngs=nnx.Rngs(2))
+    image,
+    towers[text_name](),
+    num_outputs,
+    dim=16,
+    num_heads=4,
+    num_layers=2,
+    hidden=(12,),
+    rngs=nnx.Rngs(2),
+  )
   model.eval()
   return model
 
 
 def _batch(tokens, length):
   rng = np.random.default_rng(0)
-  return {"image": rng.integers(0, 255, (len(length), 16, 16, 3)).astype(np.uint8),
-          "tokens": np.asarray(tokens, np.int32), "length": np.asarray(length, np.int32)}
+  return {
+    "image": rng.integers(0, 255, (len(length), 16, 16, 3)).astype(np.uint8),
+    "tokens": np.asarray(tokens, np.int32),
+    "length": np.asarray(length, np.int32),
+  }
 
 
 @pytest.mark.parametrize("text_name", ["gru_attention", "lstm", "bow"])

@@ -16,12 +16,10 @@ def _images01(shape, seed=0):
   """Smooth-ish images in [0, 1] (a learnable signal, unlike pure noise)."""
   rng = np.random.default_rng(seed)
   b, h, w, c = shape
-  yy, xx = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w),
-                       indexing='ij')
+  yy, xx = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
   freq = rng.uniform(1, 3, size=(b, 1, 1, c))
   phase = rng.uniform(0, 2 * np.pi, size=(b, 1, 1, c))
-  img = 0.5 + 0.4 * np.sin(2 * np.pi * freq * (xx + yy)[None, :, :, None]
-                           + phase)
+  img = 0.5 + 0.4 * np.sin(2 * np.pi * freq * (xx + yy)[None, :, :, None] + phase)
   return jnp.asarray(img, jnp.float32)
 
 
@@ -51,12 +49,11 @@ def test_forward_range_and_errors():
   with pytest.raises(ValueError):  # 30 is not divisible by 2**2
     model.reconstruct(jnp.zeros((1, 30, 30, 3)))
   with pytest.raises(ValueError):
-    ConvAutoencoder(output='tanh', rngs=nnx.Rngs(0))
+    ConvAutoencoder(output="tanh", rngs=nnx.Rngs(0))
   linear = nnx.eval_shape(
-      lambda: ConvAutoencoder((8, 16), output='linear', in_channels=1,
-                              rngs=nnx.Rngs(0)))
-  out = nnx.eval_shape(lambda m, x: m(x), linear,
-                       jax.ShapeDtypeStruct((2, 32, 32, 1), jnp.float32))
+    lambda: ConvAutoencoder((8, 16), output="linear", in_channels=1, rngs=nnx.Rngs(0))
+  )
+  out = nnx.eval_shape(lambda m, x: m(x), linear, jax.ShapeDtypeStruct((2, 32, 32, 1), jnp.float32))
   assert out.shape == (2, 32, 32, 1)
 
 
@@ -69,6 +66,7 @@ def test_adam_reduces_mae():
   def train_step(model, optimizer, x):
     def loss_fn(model):
       return jnp.mean(jnp.abs(model.reconstruct(x) - x))
+
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
     return loss

@@ -29,8 +29,9 @@ def _tokens(length_B=LENGTH_B, num_steps=T, seed=0):
 
 def _encoder(**kwargs):
   kwargs = {"dropout": 0.1, "attention_dropout": 0.1, **kwargs}
-  return bert.BertEncoder(VOCAB, HIDDEN, LAYERS, HEADS, INTER, max_position_embeddings=MAX_POS,
-                          rngs=nnx.Rngs(0), **kwargs)
+  return bert.BertEncoder(
+    VOCAB, HIDDEN, LAYERS, HEADS, INTER, max_position_embeddings=MAX_POS, rngs=nnx.Rngs(0), **kwargs
+  )
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +43,11 @@ def encoder():
 
 def _run(enc, tokens_BxT, length_B=LENGTH_B, rngs=None):
   """(encode, sequence) under one jit: eager op-by-op dispatch is slower here than compiling."""
+
   @nnx.jit
   def both(enc, tokens, length, rngs):
     return enc.encode(tokens, length, rngs=rngs), enc.sequence(tokens, length, rngs=rngs)
+
   return both(enc, jnp.asarray(tokens_BxT), jnp.asarray(length_B), rngs)
 
 
@@ -77,8 +80,9 @@ def test_padding_invariance(encoder):
   feats2_BxD, states2_BxTxD = _run(encoder, noisy_BxT)
   np.testing.assert_allclose(feats2_BxD, feats_BxD, atol=1e-5)
   real = np.arange(T)[None, :] < LENGTH_B[:, None]
-  np.testing.assert_allclose(np.asarray(states2_BxTxD)[:, :T][real], np.asarray(states_BxTxD)[real],
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(states2_BxTxD)[:, :T][real], np.asarray(states_BxTxD)[real], atol=1e-5
+  )
 
 
 def test_dropout_only_in_training():
@@ -147,14 +151,23 @@ def test_state_dict_round_trip_and_clear_errors(encoder):
 
 
 def test_hf_config_kwargs_and_errors(tmp_path):
-  config = {"vocab_size": 30522, "hidden_size": 312, "num_hidden_layers": 4,
-            "num_attention_heads": 12, "intermediate_size": 1200, "hidden_act": "gelu",
-            "max_position_embeddings": 512, "type_vocab_size": 2}  # TinyBERT's, no eps given
+  config = {
+    "vocab_size": 30522,
+    "hidden_size": 312,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 12,
+    "intermediate_size": 1200,
+    "hidden_act": "gelu",
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+  }  # TinyBERT's, no eps given
   kwargs = bert.hf_config_kwargs(config)
   abstract = nnx.eval_shape(lambda: bert.BertEncoder(**kwargs, rngs=nnx.Rngs(0)))
   tiny = nnx.eval_shape(lambda: bert.TinyBERT(rngs=nnx.Rngs(0)))
-  shapes = lambda m: [(p, v.get_value().shape)  # noqa: E731
-                      for p, v in nnx.to_flat_state(nnx.state(m, nnx.Param))]
+  shapes = lambda m: [
+    (p, v.get_value().shape)  # noqa: E731
+    for p, v in nnx.to_flat_state(nnx.state(m, nnx.Param))
+  ]
   assert shapes(abstract) == shapes(tiny) and kwargs["layer_norm_eps"] == 1e-12
   n_params = sum(np.prod(s) for _, s in shapes(tiny))
   assert n_params == 14_350_248  # TinyBERT General 4L-312D's BertModel, pooler included
@@ -187,49 +200,74 @@ def hf_bert():
 @pytest.mark.parametrize("file_format", ["safetensors", "bin"])
 def test_parity_with_transformers(hf_bert, tmp_path, file_format):
   import torch
+
   config_cls, model_cls = hf_bert
-  config = config_cls(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                      num_attention_heads=HEADS, intermediate_size=INTER,
-                      max_position_embeddings=MAX_POS)
+  config = config_cls(
+    vocab_size=VOCAB,
+    hidden_size=HIDDEN,
+    num_hidden_layers=LAYERS,
+    num_attention_heads=HEADS,
+    intermediate_size=INTER,
+    max_position_embeddings=MAX_POS,
+  )
   torch.manual_seed(0)
   reference = model_cls(config).eval()
   reference.save_pretrained(tmp_path)
   if file_format == "bin":  # the older torch pickle, as TinyBERT's own checkpoint is
     (tmp_path / "model.safetensors").unlink()
-    torch.save({f"bert.{k}": v for k, v in reference.state_dict().items()},
-               tmp_path / "pytorch_model.bin")
+    torch.save(
+      {f"bert.{k}": v for k, v in reference.state_dict().items()}, tmp_path / "pytorch_model.bin"
+    )
 
   enc = bert.bert_from_hf(tmp_path, pooling="pooler", vocab_size=VOCAB)
   enc.eval()
   tokens_BxT = _tokens()
   mask_BxT = np.arange(T)[None, :] < LENGTH_B[:, None]
   with torch.no_grad():
-    out = reference(input_ids=torch.from_numpy(tokens_BxT.astype(np.int64)),
-                    attention_mask=torch.from_numpy(mask_BxT.astype(np.int64)))
+    out = reference(
+      input_ids=torch.from_numpy(tokens_BxT.astype(np.int64)),
+      attention_mask=torch.from_numpy(mask_BxT.astype(np.int64)),
+    )
   pooled_BxD, states_BxTxD = _run(enc, tokens_BxT)
   np.testing.assert_allclose(states_BxTxD, out.last_hidden_state.numpy(), atol=1e-4, rtol=0)
   np.testing.assert_allclose(pooled_BxD, out.pooler_output.numpy(), atol=1e-4, rtol=0)
   with pytest.raises(ValueError, match="vocab.txt"):
     bert.bert_from_hf(tmp_path, vocab_size=VOCAB + 1)
   # A tower of other sizes: the error says which sizes config.json has.
-  wide = nnx.eval_shape(lambda: bert.BertEncoder(VOCAB, 2 * HIDDEN, LAYERS, HEADS, INTER,
-                                                 max_position_embeddings=MAX_POS,
-                                                 rngs=nnx.Rngs(0)))
-  with pytest.raises(ValueError, match=f"says hidden_size={HIDDEN} \\(the encoder has "
-                                       f"{2 * HIDDEN}\\): set them in model.text"):
+  wide = nnx.eval_shape(
+    lambda: bert.BertEncoder(
+      VOCAB, 2 * HIDDEN, LAYERS, HEADS, INTER, max_position_embeddings=MAX_POS, rngs=nnx.Rngs(0)
+    )
+  )
+  with pytest.raises(
+    ValueError,
+    match=f"says hidden_size={HIDDEN} \\(the encoder has {2 * HIDDEN}\\): set them in model.text",
+  ):
     bert.load_hf_checkpoint(wide, tmp_path)
 
 
 def test_registry_builds_bert_and_checks_its_options():
   import ml_collections
+
   from jaxmm.models import registry
-  cfg = ml_collections.ConfigDict(dict(
-      name="bert", hidden_size=HIDDEN, num_layers=1, num_heads=HEADS, intermediate_size=INTER,
-      max_position_embeddings=MAX_POS, pooling="mean", weights=""))
+
+  cfg = ml_collections.ConfigDict(
+    dict(
+      name="bert",
+      hidden_size=HIDDEN,
+      num_layers=1,
+      num_heads=HEADS,
+      intermediate_size=INTER,
+      max_position_embeddings=MAX_POS,
+      pooling="mean",
+      weights="",
+    )
+  )
   model_cfg = ml_collections.ConfigDict(dict(text=cfg, mode="text"))
   registry.check_model_config(model_cfg)
-  tower = nnx.eval_shape(lambda: registry.build_text_tower(
-      cfg, vocab_size=VOCAB, rngs=nnx.Rngs(0), dtype=jnp.bfloat16))
+  tower = nnx.eval_shape(
+    lambda: registry.build_text_tower(cfg, vocab_size=VOCAB, rngs=nnx.Rngs(0), dtype=jnp.bfloat16)
+  )
   assert isinstance(tower, bert.BertEncoder) and tower.pooling == "mean"
   assert tower.sizes["vocab_size"] == VOCAB and len(tower.layers) == 1
   assert hasattr(tower, "sequence") and tower.out_features == HIDDEN  # attention fusion's needs

@@ -18,8 +18,14 @@ from jaxmm.models import import_weights as iw
 
 # torchvision densenet121: 7,978,856 parameters minus the classifier (1024 * 1000 + 1000).
 _TORCHVISION_COUNT = 6_953_856
-_Tiny = functools.partial(densenet.DenseNet, block_sizes=(2, 2), growth_rate=8,
-                          num_init_features=16, bn_size=2, stem="small")
+_Tiny = functools.partial(
+  densenet.DenseNet,
+  block_sizes=(2, 2),
+  growth_rate=8,
+  num_init_features=16,
+  bn_size=2,
+  stem="small",
+)
 _encode = nnx.jit(lambda m, x: m.encode(x))
 
 
@@ -37,7 +43,8 @@ def test_densenet121_counts_names_and_shapes():
   assert len(model.denseblock3) == 24 and model.transition3.conv.kernel.shape == (1, 1, 1024, 512)
   # The full forward (~5 s per trace) runs in the parity test; the tiny one below covers strides.
   assert densenet.torch_key(("denseblock2", 0, "norm1", "var")) == (
-      "features.denseblock2.denselayer1.norm1.running_var")
+    "features.denseblock2.denselayer1.norm1.running_var"
+  )
   assert densenet.torch_key(("transition1", "conv", "kernel")) == "features.transition1.conv.weight"
   assert densenet.densenet_by_name("DenseNet-121") is densenet.DenseNet121
   with pytest.raises(ValueError):
@@ -51,8 +58,9 @@ def test_forward_dtype_and_train_eval_batchnorm():
   x, other = _images((4, 8, 8, 3)), _images((4, 8, 8, 3), seed=1)
   images = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
   assert nnx.eval_shape(lambda m, x: m.feature_map(x), model, images).shape == (2, 16, 16, 32)
-  assert nnx.eval_shape(lambda m, x: m.feature_map(x), _Tiny(stem="imagenet", rngs=nnx.Rngs(0)),
-                        images).shape == (2, 4, 4, 32)  # stride 4 * 2: stem, pool, transition
+  assert nnx.eval_shape(
+    lambda m, x: m.feature_map(x), _Tiny(stem="imagenet", rngs=nnx.Rngs(0)), images
+  ).shape == (2, 4, 4, 32)  # stride 4 * 2: stem, pool, transition
   model.eval()
   eval_out = _encode(model, x)
   assert eval_out.shape == (4, model.out_features) == (4, 32)
@@ -67,8 +75,7 @@ def test_forward_dtype_and_train_eval_batchnorm():
   mixed = np.concatenate([x[:2], other[2:]])
   assert not np.allclose(_encode(model, mixed)[:2], train_out[:2], atol=1e-5)
   model.eval()
-  np.testing.assert_allclose(_encode(model, mixed)[:2], _encode(model, x)[:2], rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(_encode(model, mixed)[:2], _encode(model, x)[:2], rtol=1e-5, atol=1e-6)
   bf16, ref = _Tiny(dtype=jnp.bfloat16, rngs=nnx.Rngs(0)), _Tiny(rngs=nnx.Rngs(0))
   bf16.eval()
   ref.eval()
@@ -100,6 +107,7 @@ def _torchvision_models():
 def _randomised(model, seed=0):
   """Random BN affine + running statistics (fresh ones are 1/0 and would hide a mix-up)."""
   import torch
+
   g = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for m in model.modules():
@@ -115,6 +123,7 @@ def _randomised(model, seed=0):
 def test_densenet121_equals_torchvision(tmp_path):
   tvm = _torchvision_models()
   import torch
+
   torch.manual_seed(0)
   model = _randomised(tvm.densenet121(weights=None))
   # Saved with the old key names of torchvision's densenet121-a639ec97.pth ('norm.1', 'conv.2').
@@ -130,7 +139,9 @@ def test_densenet121_equals_torchvision(tmp_path):
   tower = nnx.eval_shape(lambda: densenet.DenseNet121(rngs=nnx.Rngs(0)))
   report = iw.load_weights_file(tower, path)
   assert report.ok and sorted(k for k in report.ignored if "classifier" in k) == [
-      "classifier.bias", "classifier.weight"]
+    "classifier.bias",
+    "classifier.weight",
+  ]
   images = _images((2, 3, 32, 32))
   with torch.no_grad():
     maps = torch.relu(model.features(torch.from_numpy(images)))
@@ -146,16 +157,22 @@ def test_densenet121_equals_torchvision(tmp_path):
     iw.load_torchvision(tower, broken)
 
 
-@pytest.mark.parametrize("name, options, out_features", [
+@pytest.mark.parametrize(
+  "name, options, out_features",
+  [
     ("densenet121", dict(block_sizes=(1,), growth_rate=8, num_init_features=8), 16),
-    ("efficientnet_b1", dict(width=0.25, depth=0.25, stem="small"), 320)])
+    ("efficientnet_b1", dict(width=0.25, depth=0.25, stem="small"), 320),
+  ],
+)
 def test_registry_builds_the_towers_and_checks_their_options(name, options, out_features):
   import ml_collections
 
   from jaxmm.models import registry
+
   cfg = ml_collections.ConfigDict(dict(name=name, weights="", **options))
-  tower = nnx.eval_shape(lambda: registry.build_image_tower(cfg, rngs=nnx.Rngs(0),
-                                                            dtype=jnp.bfloat16))
+  tower = nnx.eval_shape(
+    lambda: registry.build_image_tower(cfg, rngs=nnx.Rngs(0), dtype=jnp.bfloat16)
+  )
   assert tower.out_features == out_features and tower.dtype == jnp.bfloat16
   cfg.activation = "leaky_relu"  # a ResNet option
   with pytest.raises(ValueError, match=r"model\.image\.activation: not an option"):

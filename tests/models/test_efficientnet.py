@@ -35,9 +35,11 @@ def test_b1_counts_names_and_shapes():
   assert model.features[1][0].stochastic_depth.rate == 0.0
   assert model.features[7][1].stochastic_depth.rate == pytest.approx(0.2 * 22 / 23)
   assert efficientnet.torch_key(("features", 2, 0, "block", 1, "bn", "var")) == (
-      "features.2.0.block.1.1.running_var")
+    "features.2.0.block.1.1.running_var"
+  )
   assert efficientnet.torch_key(("features", 2, 0, "block", 2, "fc1", "bias")) == (
-      "features.2.0.block.2.fc1.bias")
+    "features.2.0.block.2.fc1.bias"
+  )
   assert efficientnet.efficientnet_by_name("EfficientNet-B1") is efficientnet.EfficientNetB1
   with pytest.raises(ValueError):
     efficientnet.efficientnet_by_name("efficientnet_b9")
@@ -62,8 +64,7 @@ def test_forward_dtype_train_eval_and_stochastic_depth():
   mixed = np.concatenate([x[:2], other[2:]])
   assert not np.allclose(_encode(model, mixed, nnx.Rngs(dropout=0))[:2], train_out[:2], atol=1e-5)
   model.eval()
-  np.testing.assert_allclose(_encode(model, mixed)[:2], _encode(model, x)[:2], rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(_encode(model, mixed)[:2], _encode(model, x)[:2], rtol=1e-5, atol=1e-6)
   bf16, ref = _Tiny(dtype=jnp.bfloat16, rngs=nnx.Rngs(0)), _Tiny(rngs=nnx.Rngs(0))
   bf16.eval()
   ref.eval()
@@ -75,8 +76,9 @@ def test_forward_dtype_train_eval_and_stochastic_depth():
 
 
 def test_stochastic_depth_drops_whole_examples():
-  block = efficientnet.MBConv(8, 8, expand_ratio=1, kernel=3, stride=1, stochastic_depth=0.5,
-                              bn=(0.9, 1e-5), rngs=nnx.Rngs(0))
+  block = efficientnet.MBConv(
+    8, 8, expand_ratio=1, kernel=3, stride=1, stochastic_depth=0.5, bn=(0.9, 1e-5), rngs=nnx.Rngs(0)
+  )
   x = _images((64, 4, 4, 8))
   with pytest.raises(ValueError, match="no `rngs`"):  # train mode needs a 'dropout' stream
     block(x)
@@ -92,6 +94,7 @@ def test_stochastic_depth_drops_whole_examples():
 def test_b1_equals_torchvision(tmp_path):
   tvm = _torchvision_models()
   import torch
+
   torch.manual_seed(0)
   model = _randomised(tvm.efficientnet_b1(weights=None))
   # A training checkpoint: wrapped and saved from DataParallel ("module." prefixes).
@@ -100,7 +103,9 @@ def test_b1_equals_torchvision(tmp_path):
   tower = nnx.eval_shape(lambda: efficientnet.EfficientNetB1(rngs=nnx.Rngs(0)))
   report = iw.load_weights_file(tower, path)
   assert report.ok and sorted(k for k in report.ignored if "classifier" in k) == [
-      "classifier.1.bias", "classifier.1.weight"]
+    "classifier.1.bias",
+    "classifier.1.weight",
+  ]
   images = _images((2, 3, 32, 32))
   with torch.no_grad():
     want = model.features(torch.from_numpy(images)).mean(dim=(2, 3)).numpy()

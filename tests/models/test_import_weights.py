@@ -79,12 +79,15 @@ class TorchResNet(tnn.Module):
     downsample = None
     if stride != 1 or self.inplanes != planes * block.expansion:
       downsample = tnn.Sequential(
-          tnn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-          tnn.BatchNorm2d(planes * block.expansion))
+        tnn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+        tnn.BatchNorm2d(planes * block.expansion),
+      )
     layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width)]
     self.inplanes = planes * block.expansion
-    layers += [block(self.inplanes, planes, groups=self.groups, base_width=self.base_width)
-               for _ in range(1, blocks)]
+    layers += [
+      block(self.inplanes, planes, groups=self.groups, base_width=self.base_width)
+      for _ in range(1, blocks)
+    ]
     return tnn.Sequential(*layers)
 
   def forward(self, x):
@@ -95,10 +98,11 @@ class TorchResNet(tnn.Module):
 
 
 TORCH_ARCHS = {
-    "resnet18": lambda: TorchResNet(TorchBasic, [2, 2, 2, 2]),
-    "resnet50": lambda: TorchResNet(TorchBottleneck, [3, 4, 6, 3]),
-    "resnext50_32x4d": lambda: TorchResNet(TorchBottleneck, [3, 4, 6, 3], groups=32,
-                                           width_per_group=4),
+  "resnet18": lambda: TorchResNet(TorchBasic, [2, 2, 2, 2]),
+  "resnet50": lambda: TorchResNet(TorchBottleneck, [3, 4, 6, 3]),
+  "resnext50_32x4d": lambda: TorchResNet(
+    TorchBottleneck, [3, 4, 6, 3], groups=32, width_per_group=4
+  ),
 }
 
 
@@ -122,8 +126,9 @@ def _state_dict(model):
 
 
 def _abstract(name, **kw):
-  return nnx.eval_shape(lambda: resnet.resnet_by_name(name)(stem="imagenet", rngs=nnx.Rngs(0),
-                                                            **kw))
+  return nnx.eval_shape(
+    lambda: resnet.resnet_by_name(name)(stem="imagenet", rngs=nnx.Rngs(0), **kw)
+  )
 
 
 _encode = nnx.jit(lambda m, x: m.encode(x))  # one function: towers of one structure share a compile
@@ -138,8 +143,9 @@ def _features(tower, images_NHWC):
 # conv_impl 'auto' on CPU runs XLA's conv on the stem and layer1 (>16 px maps) and im2col on
 # layer2..4 and on every grouped conv, so resnet18 / ResNeXt cover both paths;
 # test_files_... runs a tiny net with im2col everywhere (the 7x7 stem included).
-@pytest.mark.parametrize("name, impls", [("resnet18", ("auto",)), ("resnet50", ("xla",)),
-                                         ("resnext50_32x4d", ("auto",))])
+@pytest.mark.parametrize(
+  "name, impls", [("resnet18", ("auto",)), ("resnet50", ("xla",)), ("resnext50_32x4d", ("auto",))]
+)
 def test_features_equal_torch(name, impls):
   torch.manual_seed(0)
   model = _randomised(TORCH_ARCHS[name]())
@@ -149,7 +155,8 @@ def test_features_equal_torch(name, impls):
     tower = _abstract(name, conv_impl=impl)
     report = iw.load_torchvision_resnet(tower, state_dict)
     assert report.ok and sorted(report.ignored) == sorted(
-        ["fc.weight", "fc.bias"] + [k for k in state_dict if k.endswith("num_batches_tracked")])
+      ["fc.weight", "fc.bias"] + [k for k in state_dict if k.endswith("num_batches_tracked")]
+    )
     _assert_parity(model, tower, images)
 
 
@@ -167,8 +174,11 @@ def _tiny_torch():
 
 
 def _tiny_tower(**kw):
-  return nnx.eval_shape(lambda: resnet.ResNet(stage_sizes=(1, 1, 1, 1), block=resnet.BasicBlock,
-                                              num_filters=8, rngs=nnx.Rngs(0), **kw))
+  return nnx.eval_shape(
+    lambda: resnet.ResNet(
+      stage_sizes=(1, 1, 1, 1), block=resnet.BasicBlock, num_filters=8, rngs=nnx.Rngs(0), **kw
+    )
+  )
 
 
 def test_files_safetensors_and_pth_wrapped_and_prefixed(tmp_path):
@@ -178,8 +188,10 @@ def test_files_safetensors_and_pth_wrapped_and_prefixed(tmp_path):
   files = [tmp_path / "w.safetensors", tmp_path / "w.pth"]
   safetensors_torch.save_file(model.state_dict(), str(files[0]))
   # A training checkpoint: wrapped and saved from DataParallel ("module." prefixes).
-  torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
-             str(files[1]))
+  torch.save(
+    {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
+    str(files[1]),
+  )
   images = np.random.default_rng(1).standard_normal((2, 32, 32, 3)).astype(np.float32)
   outs = []
   for path in files:
@@ -187,8 +199,9 @@ def test_files_safetensors_and_pth_wrapped_and_prefixed(tmp_path):
     assert set(iw._clean(read)) == set(state_dict)
     tower = _tiny_tower(conv_impl="im2col")
     iw.load_weights_file(tower, str(path))
-    np.testing.assert_array_equal(tower.layer2[0].downsample.bn.var[...],
-                                  state_dict["layer2.0.downsample.1.running_var"])
+    np.testing.assert_array_equal(
+      tower.layer2[0].downsample.bn.var[...], state_dict["layer2.0.downsample.1.running_var"]
+    )
     outs.append(_features(tower, images))
   np.testing.assert_array_equal(outs[0], outs[1])
   _assert_parity(model, tower, images.transpose(0, 3, 1, 2))
@@ -197,24 +210,34 @@ def test_files_safetensors_and_pth_wrapped_and_prefixed(tmp_path):
 def test_mismatches_are_named():
   state_dict = _state_dict(_tiny_torch())
   # The 'small' stem has a 3x3 conv1: the error names the key, both shapes and the fix.
-  with pytest.raises(ValueError, match=r"conv1\.weight is \(8, 3, 7, 7\).*\(8, 3, 3, 3\)"
-                                       r"(.|\n)*stem='imagenet'"):
+  with pytest.raises(
+    ValueError,
+    match=r"conv1\.weight is \(8, 3, 7, 7\).*\(8, 3, 3, 3\)"
+    r"(.|\n)*stem='imagenet'",
+  ):
     iw.load_torchvision_resnet(_tiny_tower(stem="small"), state_dict)
   broken = dict(state_dict)
   del broken["layer3.0.bn2.running_mean"]
   broken["layer5.0.conv1.weight"] = np.zeros((1, 1, 1, 1), np.float32)
   tower = _tiny_tower()
-  with pytest.raises(ValueError, match=r"missing from the file: layer3\.0\.bn2\.running_mean"
-                                       r"(.|\n)*unexpected.*layer5\.0\.conv1\.weight"):
+  with pytest.raises(
+    ValueError,
+    match=r"missing from the file: layer3\.0\.bn2\.running_mean"
+    r"(.|\n)*unexpected.*layer5\.0\.conv1\.weight",
+  ):
     iw.load_torchvision_resnet(tower, broken)
   report = iw.load_torchvision_resnet(tower, broken, strict=False)
   assert report.missing == ["layer3.0.bn2.running_mean"]
   assert report.unexpected == ["layer5.0.conv1.weight"] and not report.mismatched
-  np.testing.assert_array_equal(tower.layer3[0].bn2.var[...], state_dict["layer3.0.bn2.running_var"])
+  np.testing.assert_array_equal(
+    tower.layer3[0].bn2.var[...], state_dict["layer3.0.bn2.running_var"]
+  )
 
 
 def test_torch_key_names():
-  assert iw.torch_key(("layer1", 0, "downsample", "conv", "kernel")) == "layer1.0.downsample.0.weight"
+  assert (
+    iw.torch_key(("layer1", 0, "downsample", "conv", "kernel")) == "layer1.0.downsample.0.weight"
+  )
   assert iw.torch_key(("layer4", 2, "bn3", "var")) == "layer4.2.bn3.running_var"
   assert iw.torch_key(("bn1", "scale")) == "bn1.weight"
 
@@ -226,8 +249,9 @@ def test_command_line(tmp_path, capsys):
   safetensors_torch.save_file(model.state_dict(), path)
   assert iw.main(["--arch", "resnet18", "--weights", path]) == 0
   # 20 convs + 20 BNs x 4 arrays; fc weight and bias; 20 num_batches_tracked.
-  assert ("loaded 100 arrays; ignored 2 head array(s) (fc.bias, fc.weight) and 20 BatchNorm "
-          "counter(s)") in capsys.readouterr().out
+  assert (
+    "loaded 100 arrays; ignored 2 head array(s) (fc.bias, fc.weight) and 20 BatchNorm counter(s)"
+  ) in capsys.readouterr().out
   assert iw.main(["--arch", "resnet50", "--weights", path]) == 1
   err = capsys.readouterr().err
   assert "missing from the file" in err and "looks like torchvision's resnet18" in err

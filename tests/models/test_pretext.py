@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from ml_collections import config_dict
 
 from jaxmm.models import pretext, text
 from jaxmm.models.autoencoder import ConvAutoencoder
@@ -52,14 +51,18 @@ def test_gru_sequence_is_what_attention_pools():
 
 
 def test_masked_token_model_logits_and_subtree():
-  model = pretext.MaskedTokenModel(text.LSTMTower(VOCAB, 4, 3, rngs=nnx.Rngs(0)), VOCAB,
-                                   rngs=nnx.Rngs(1))
+  model = pretext.MaskedTokenModel(
+    text.LSTMTower(VOCAB, 4, 3, rngs=nnx.Rngs(0)), VOCAB, rngs=nnx.Rngs(1)
+  )
   logits = _call(model, {"tokens": _tokens(), "length": LENGTH})
   assert logits.shape == (len(LENGTH), T, VOCAB)
   assert "text" in nnx.state(model) and "embed" in nnx.state(model)["text"]
   with pytest.raises(ValueError, match="no per-position outputs"):
-    pretext.MaskedTokenModel(text.EmbeddingMLPTower(VOCAB, 4, max_len=T, hidden=(8,),
-                                                    rngs=nnx.Rngs(0)), VOCAB, rngs=nnx.Rngs(0))
+    pretext.MaskedTokenModel(
+      text.EmbeddingMLPTower(VOCAB, 4, max_len=T, hidden=(8,), rngs=nnx.Rngs(0)),
+      VOCAB,
+      rngs=nnx.Rngs(0),
+    )
 
 
 def _filled(ctor, seed=0):
@@ -68,16 +71,26 @@ def _filled(ctor, seed=0):
   graphdef, state = nnx.split(nnx.eval_shape(ctor))
   rng = np.random.default_rng(seed)
   state = jax.tree_util.tree_map_with_path(
-      lambda path, s: (jnp.ones(s.shape, s.dtype) if "'var'" in jax.tree_util.keystr(path)
-                       else jnp.asarray(0.1 * rng.standard_normal(s.shape), s.dtype)), state)
+    lambda path, s: (
+      jnp.ones(s.shape, s.dtype)
+      if "'var'" in jax.tree_util.keystr(path)
+      else jnp.asarray(0.1 * rng.standard_normal(s.shape), s.dtype)
+    ),
+    state,
+  )
   return nnx.merge(graphdef, state)
 
 
 def test_rotation_and_reconstruction_models():
   images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3)).astype(np.uint8)
-  rot = _filled(lambda: pretext.RotationClassifier(
+  rot = _filled(
+    lambda: pretext.RotationClassifier(
       ResNet(stage_sizes=(1,), block=BasicBlock, num_filters=4, stem="small", rngs=nnx.Rngs(0)),
-      5, hidden=(8,), rngs=nnx.Rngs(0)))
+      5,
+      hidden=(8,),
+      rngs=nnx.Rngs(0),
+    )
+  )
   assert _call(rot, {"image": images}).shape == (2, 5) and isinstance(rot.image, ResNet)
   ae = _filled(lambda: pretext.ReconstructionModel(ConvAutoencoder((4, 8), 8, rngs=nnx.Rngs(0))))
   recon = np.asarray(_call(ae, {"image": images}))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from jaxmm import config as config_lib
-from jaxmm.models import registry
 from jaxmm import tasks
+from jaxmm.models import registry
 from jaxmm.recipes import train_and_evaluate
 from tests.conftest import ROOT
 from tests.test_configs import CONFIGS
@@ -27,8 +27,9 @@ def test_switching_the_text_tower_names_the_keys_it_does_not_take():
   with pytest.raises(ValueError) as e:
     registry.check_model_config(c.model)
   msg = str(e.value)
-  assert msg.startswith("model.text.num_layers, model.text.pooling: not options of the "
-                        "model.text tower 'gru_attention'"), msg
+  assert msg.startswith(
+    "model.text.num_layers, model.text.pooling: not options of the model.text tower 'gru_attention'"
+  ), msg
   assert "`del c.model.text.num_layers`" in msg
   del c.model.text.num_layers, c.model.text.pooling  # what the message says to do
   registry.check_model_config(c.model)
@@ -37,8 +38,11 @@ def test_switching_the_text_tower_names_the_keys_it_does_not_take():
 def test_an_unknown_image_option_is_named_unless_the_image_tower_is_unused():
   c = _config("comp5329_dev")
   c.model.image.widht = 3
-  with pytest.raises(ValueError, match=r"model\.image\.widht: not an option of the model\.image "
-                                       r"tower 'resnet18'"):
+  with pytest.raises(
+    ValueError,
+    match=r"model\.image\.widht: not an option of the model\.image "
+    r"tower 'resnet18'",
+  ):
     registry.check_model_config(c.model)
   c.model.mode = "text"  # a text-only run builds no image tower
   registry.check_model_config(c.model)

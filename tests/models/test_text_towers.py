@@ -24,23 +24,31 @@ def _tokens(length_B=LENGTH_B, num_steps=T, seed=0):
 
 
 TOWERS = {
-    "lstm_bi_last": lambda: text.LSTMTower(VOCAB, EMBED, HIDDEN, rngs=nnx.Rngs(0)),
-    "lstm_uni_mean": lambda: text.LSTMTower(VOCAB, EMBED, HIDDEN, bidirectional=False,
-                                            pooling="mean", rngs=nnx.Rngs(0)),
-    "lstm_2layer_max": lambda: text.LSTMTower(VOCAB, EMBED, HIDDEN, num_layers=2, pooling="max",
-                                              rngs=nnx.Rngs(0)),
-    "gru_attention": lambda: text.GRUAttentionTower(VOCAB, EMBED, HIDDEN, attention_dim=4,
-                                                    rngs=nnx.Rngs(0)),
-    "gru_attention_uni": lambda: text.GRUAttentionTower(VOCAB, EMBED, HIDDEN, bidirectional=False,
-                                                        rngs=nnx.Rngs(0)),
-    "mlp": lambda: text.EmbeddingMLPTower(VOCAB, EMBED, max_len=T, hidden=(16, 8),
-                                          rngs=nnx.Rngs(0)),
-    "bow": lambda: text.BagOfWordsTower(VOCAB, EMBED, rngs=nnx.Rngs(0)),
+  "lstm_bi_last": lambda: text.LSTMTower(VOCAB, EMBED, HIDDEN, rngs=nnx.Rngs(0)),
+  "lstm_uni_mean": lambda: text.LSTMTower(
+    VOCAB, EMBED, HIDDEN, bidirectional=False, pooling="mean", rngs=nnx.Rngs(0)
+  ),
+  "lstm_2layer_max": lambda: text.LSTMTower(
+    VOCAB, EMBED, HIDDEN, num_layers=2, pooling="max", rngs=nnx.Rngs(0)
+  ),
+  "gru_attention": lambda: text.GRUAttentionTower(
+    VOCAB, EMBED, HIDDEN, attention_dim=4, rngs=nnx.Rngs(0)
+  ),
+  "gru_attention_uni": lambda: text.GRUAttentionTower(
+    VOCAB, EMBED, HIDDEN, bidirectional=False, rngs=nnx.Rngs(0)
+  ),
+  "mlp": lambda: text.EmbeddingMLPTower(VOCAB, EMBED, max_len=T, hidden=(16, 8), rngs=nnx.Rngs(0)),
+  "bow": lambda: text.BagOfWordsTower(VOCAB, EMBED, rngs=nnx.Rngs(0)),
 }
-EXPECTED_FEATURES = {"lstm_bi_last": 2 * HIDDEN, "lstm_uni_mean": HIDDEN,
-                     "lstm_2layer_max": 2 * HIDDEN,
-                     "gru_attention": 2 * HIDDEN, "gru_attention_uni": HIDDEN, "mlp": 8,
-                     "bow": EMBED}
+EXPECTED_FEATURES = {
+  "lstm_bi_last": 2 * HIDDEN,
+  "lstm_uni_mean": HIDDEN,
+  "lstm_2layer_max": 2 * HIDDEN,
+  "gru_attention": 2 * HIDDEN,
+  "gru_attention_uni": HIDDEN,
+  "mlp": 8,
+  "bow": EMBED,
+}
 
 
 @pytest.mark.parametrize("name", sorted(TOWERS))
@@ -55,12 +63,14 @@ def test_shape_and_padding_invariance(name):
   np.testing.assert_allclose(tower(jnp.asarray(tokens_BxT), jnp.asarray(LENGTH_B)), feats_BxD)
   # More padding (a longer T) changes nothing.
   padded_BxT = np.pad(tokens_BxT, ((0, 0), (0, 5)))
-  np.testing.assert_allclose(tower.encode(jnp.asarray(padded_BxT), jnp.asarray(LENGTH_B)),
-                             feats_BxD, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(
+    tower.encode(jnp.asarray(padded_BxT), jnp.asarray(LENGTH_B)), feats_BxD, atol=1e-5, rtol=1e-5
+  )
   # Whatever sits past `length` is ignored, real tokens included.
   garbage_BxT = np.where(padded_BxT == 0, _tokens(np.full(4, 12), 12, seed=1), padded_BxT)
-  np.testing.assert_allclose(tower.encode(jnp.asarray(garbage_BxT), jnp.asarray(LENGTH_B)),
-                             feats_BxD, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(
+    tower.encode(jnp.asarray(garbage_BxT), jnp.asarray(LENGTH_B)), feats_BxD, atol=1e-5, rtol=1e-5
+  )
   # The features do depend on the real tokens.
   changed_BxT = tokens_BxT.copy()
   changed_BxT[:, 0] = (changed_BxT[:, 0] % (VOCAB - 1)) + 1
@@ -77,8 +87,9 @@ def _copy_flax_lstm(layer: text.BiLSTMLayer, cells: list[nnx.LSTMCell]):
 
 def _flax_bilstm(in_features, seed):
   rngs = nnx.Rngs(seed)
-  cell = lambda: nnx.LSTMCell(in_features, HIDDEN, bias_init=nnx.initializers.normal(0.5),
-                              rngs=rngs)
+  cell = lambda: nnx.LSTMCell(
+    in_features, HIDDEN, bias_init=nnx.initializers.normal(0.5), rngs=rngs
+  )
   return nnx.Bidirectional(nnx.RNN(cell()), nnx.RNN(cell()), return_carry=True)
 
 
@@ -124,17 +135,21 @@ def test_gru_attention_matches_flax_gru_and_masks_padding():
   scores_BxT = tower.attn_query(jnp.tanh(tower.attn_proj(h_BxTxD)))[..., 0]
   expected_w_BxT = jax.nn.softmax(jnp.where(mask_BxT, scores_BxT, -jnp.inf), axis=-1)
   np.testing.assert_allclose(weights_BxT, expected_w_BxT, atol=1e-5)
-  expected_BxD = jnp.einsum("bt,btd->bd", expected_w_BxT, jnp.where(mask_BxT[..., None], h_BxTxD, 0))
+  expected_BxD = jnp.einsum(
+    "bt,btd->bd", expected_w_BxT, jnp.where(mask_BxT[..., None], h_BxTxD, 0)
+  )
   np.testing.assert_allclose(feats_BxD, expected_BxD, atol=1e-5)
 
 
 def test_lstm_custom_vjp_matches_autodiff():
   num_dirs, batch, in_features = 2, len(LENGTH_B), 3
   keys = jax.random.split(jax.random.PRNGKey(0), 5)
-  args = (jax.random.normal(keys[0], (T, batch, in_features)),
-          jax.random.normal(keys[1], (num_dirs, in_features, 4 * HIDDEN)),
-          0.5 * jax.random.normal(keys[2], (num_dirs, HIDDEN, 4 * HIDDEN)),
-          jax.random.normal(keys[3], (num_dirs, 4 * HIDDEN)))
+  args = (
+    jax.random.normal(keys[0], (T, batch, in_features)),
+    jax.random.normal(keys[1], (num_dirs, in_features, 4 * HIDDEN)),
+    0.5 * jax.random.normal(keys[2], (num_dirs, HIDDEN, 4 * HIDDEN)),
+    jax.random.normal(keys[3], (num_dirs, 4 * HIDDEN)),
+  )
   mask_TxB = text.length_mask(jnp.asarray(LENGTH_B), T).T
   cotangent = jax.random.normal(keys[4], (T, num_dirs, batch, HIDDEN))
 
@@ -148,8 +163,9 @@ def test_lstm_custom_vjp_matches_autodiff():
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["lstm_2layer_max", "lstm_uni_mean", "gru_attention", "mlp",
-                                  "bow"])
+@pytest.mark.parametrize(
+  "name", ["lstm_2layer_max", "lstm_uni_mean", "gru_attention", "mlp", "bow"]
+)
 def test_gradients_are_finite_and_reach_every_param(name):
   tower = TOWERS[name]()
   tokens_BxT, length_B = jnp.asarray(_tokens()), jnp.asarray(LENGTH_B)
@@ -180,8 +196,9 @@ def test_embedding_init_is_used():
 
 
 def test_dropout_is_driven_by_call_rngs_and_mode():
-  tower = text.EmbeddingMLPTower(VOCAB, EMBED, max_len=T, hidden=(16, 8), dropout=0.5,
-                                 rngs=nnx.Rngs(0))
+  tower = text.EmbeddingMLPTower(
+    VOCAB, EMBED, max_len=T, hidden=(16, 8), dropout=0.5, rngs=nnx.Rngs(0)
+  )
   args = (jnp.asarray(_tokens()), jnp.asarray(LENGTH_B))
   tower.eval()
   eval_BxD = tower.encode(*args)
@@ -195,13 +212,16 @@ def test_dropout_is_driven_by_call_rngs_and_mode():
   np.testing.assert_allclose(tower.encode(*args), eval_BxD)
   # The recurrent towers take the same call-time rngs (dropout on every layer's input).
   lstm = text.LSTMTower(VOCAB, EMBED, HIDDEN, dropout=0.5, rngs=nnx.Rngs(0))
-  assert not np.allclose(lstm.encode(*args, rngs=nnx.Rngs(dropout=1)),
-                         lstm.encode(*args, rngs=nnx.Rngs(dropout=2)))
+  assert not np.allclose(
+    lstm.encode(*args, rngs=nnx.Rngs(dropout=1)), lstm.encode(*args, rngs=nnx.Rngs(dropout=2))
+  )
 
 
 def test_registry_and_bad_arguments():
-  assert isinstance(text.text_tower_by_name("bow", vocab_size=VOCAB, embed_dim=EMBED,
-                                            rngs=nnx.Rngs(0)), text.BagOfWordsTower)
+  assert isinstance(
+    text.text_tower_by_name("bow", vocab_size=VOCAB, embed_dim=EMBED, rngs=nnx.Rngs(0)),
+    text.BagOfWordsTower,
+  )
   with pytest.raises(KeyError):
     text.text_tower_by_name("transformer")
   with pytest.raises(ValueError, match="pooling"):

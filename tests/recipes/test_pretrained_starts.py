@@ -13,8 +13,8 @@ import numpy as np
 
 from configs import tiny
 from jaxmm.data import word_vectors
-from jaxmm.train import transfer
 from jaxmm.recipes import train_and_evaluate
+from jaxmm.train import transfer
 
 
 def _config(tmp_path):
@@ -55,15 +55,19 @@ def _pretext_configs(tmp_path, name, downstream="s0_best"):
   from jaxmm import config as config_lib
   from tests.conftest import ROOT
   from tests.test_configs import _shrink
-  load = lambda n: _shrink(config_lib.load_config_file(os.path.join(ROOT, "configs", f"{n}.py")),
-                           str(tmp_path / "data"))
+
+  load = lambda n: _shrink(
+    config_lib.load_config_file(os.path.join(ROOT, "configs", f"{n}.py")), str(tmp_path / "data")
+  )
   return load(name), load(downstream)
 
 
 def test_rotation_tower_starts_the_matching_run(tmp_path):
   from flax import nnx
+
   from jaxmm import tasks
   from jaxmm.train import state as state_lib
+
   pre, down = _pretext_configs(tmp_path, "pretrain_rotation")
   run = str(tmp_path / "rotation")
   assert train_and_evaluate(pre, run)["best_metric"] is not None
@@ -79,14 +83,16 @@ def test_rotation_tower_starts_the_matching_run(tmp_path):
   assert set(flat_source) == {tuple(str(k) for k in path) for path in loaded}
   differs = 0
   for path, var in loaded.items():
-    np.testing.assert_array_equal(np.asarray(var.get_value()),
-                                  flat_source[tuple(str(k) for k in path)])
+    np.testing.assert_array_equal(
+      np.asarray(var.get_value()), flat_source[tuple(str(k) for k in path)]
+    )
     differs += not np.array_equal(np.asarray(var.get_value()), np.asarray(fresh[path].get_value()))
   assert differs > 0  # the pretrained tower is not what a fresh init gives
 
 
 def test_mlm_tower_and_vocabulary_carry_into_the_matching_run(tmp_path):
   from jaxmm.data import datasets
+
   pre, down = _pretext_configs(tmp_path, "pretrain_mlm")
   run = str(tmp_path / "mlm")
   train_and_evaluate(pre, run)
@@ -97,14 +103,17 @@ def test_mlm_tower_and_vocabulary_carry_into_the_matching_run(tmp_path):
   down.init.text_from = run
   down.train.max_steps = 1
   train_and_evaluate(down, str(tmp_path / "down"))
-  vocab = [json.load(open(os.path.join(d, datasets.VOCAB_FILE)))["tokens"]
-           for d in (run, str(tmp_path / "down"))]
+  vocab = [
+    json.load(open(os.path.join(d, datasets.VOCAB_FILE)))["tokens"]
+    for d in (run, str(tmp_path / "down"))
+  ]
   assert vocab[0] == vocab[1]
 
 
 def test_selection_direction_follows_the_metric():
   from configs import pretrain_autoencoder, pretrain_rotation
   from jaxmm import tasks
+
   ae, rot = pretrain_autoencoder.get_config(), pretrain_rotation.get_config()
   assert tasks.make(ae).select_mode() == "min"
   assert tasks.make(rot).select_mode() == "max"

@@ -53,15 +53,19 @@ def test_two_stage_assembles_stage_one_towers_and_stage_two_head(tmp_path):
   vocab_size = _vocab_size(workdir)
   fused = _restored(config, workdir, vocab_size)
   for mode in ("image", "text"):
-    alone = _restored(two_stage.sub_config(config, **{"model.mode": mode}),
-                      os.path.join(workdir, f"stage1_{mode}"), vocab_size)
+    alone = _restored(
+      two_stage.sub_config(config, **{"model.mode": mode}),
+      os.path.join(workdir, f"stage1_{mode}"),
+      vocab_size,
+    )
     a, b = nnx.state(getattr(fused, mode)), nnx.state(getattr(alone, mode))
     for x, y in zip(_leaves(a), _leaves(b)):
       np.testing.assert_array_equal(x, y)
   # The head is stage 2's, not the fused model's fresh one nor either stage-1 head.
   in_features = fused.image.out_features + fused.text.out_features
   head_state = state_lib.with_optimizer(
-      two_stage.FeatureHead(in_features, config.model.head, 18, rngs=nnx.Rngs(0)), config)
+    two_stage.FeatureHead(in_features, config.model.head, 18, rngs=nnx.Rngs(0)), config
+  )
   head = two_stage._restore_model(head_state, os.path.join(workdir, "stage2_head"))
   for x, y in zip(_leaves(nnx.state(fused.head)), _leaves(nnx.state(head.head))):
     np.testing.assert_array_equal(x, y)
@@ -115,32 +119,59 @@ def late_fusion_run(tmp_path_factory):
   config.train.update(epochs=1, two_stage=True)
   config_lib.ensure_synthetic(config.data)  # made once, before two processes read it
   workdir = str(root / "run")
-  args = ["train.py", "--config=configs/tiny.py", f"--workdir={workdir}",
-          f"--config.data.root={config.data.root}", "--config.train.epochs=1",
-          "--config.train.two_stage=True", "--config.model.name=late_fusion",
-          "--config.train.report=False"]
+  args = [
+    "train.py",
+    "--config=configs/tiny.py",
+    f"--workdir={workdir}",
+    f"--config.data.root={config.data.root}",
+    "--config.train.epochs=1",
+    "--config.train.two_stage=True",
+    "--config.model.name=late_fusion",
+    "--config.train.report=False",
+  ]
   # Module fixtures start before conftest's per-test cache isolation: name the same cache here.
-  env = {**os.environ, "JAX_PLATFORMS": "cpu",
-         "JAXMM_CACHE": str(tmp_path_factory.getbasetemp() / "jaxmm_cache")}
-  procs = [subprocess.Popen([sys.executable, *args, f"--stage={m}"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for m in ("text", "image")]
+  env = {
+    **os.environ,
+    "JAX_PLATFORMS": "cpu",
+    "JAXMM_CACHE": str(tmp_path_factory.getbasetemp() / "jaxmm_cache"),
+  }
+  procs = [
+    subprocess.Popen(
+      [sys.executable, *args, f"--stage={m}"],
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for m in ("text", "image")
+  ]
   for p in procs:
     _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-3000:]
-  stage_metrics = {m: os.path.join(workdir, f"stage1_{m}", "metrics.jsonl")
-                   for m in ("text", "image")}
+  stage_metrics = {
+    m: os.path.join(workdir, f"stage1_{m}", "metrics.jsonl") for m in ("text", "image")
+  }
   after_stage1 = types.SimpleNamespace(
-      metrics={m: open(path).read() for m, path in stage_metrics.items()},
-      thresholds=os.path.exists(os.path.join(workdir, "thresholds.json")),
-      vocabs=[open(os.path.join(workdir, f"stage1_{m}", "vocab.json")).read()
-              for m in ("text", "image")])
-  stage2 = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    metrics={m: open(path).read() for m, path in stage_metrics.items()},
+    thresholds=os.path.exists(os.path.join(workdir, "thresholds.json")),
+    vocabs=[
+      open(os.path.join(workdir, f"stage1_{m}", "vocab.json")).read() for m in ("text", "image")
+    ],
+  )
+  stage2 = subprocess.run(
+    [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+  )
   assert stage2.returncode == 0, stage2.stderr[-3000:]
-  return types.SimpleNamespace(config=config, workdir=workdir, args=args, env=env,
-                               stage_metrics=stage_metrics, after_stage1=after_stage1,
-                               stage2_stdout=stage2.stdout)
+  return types.SimpleNamespace(
+    config=config,
+    workdir=workdir,
+    args=args,
+    env=env,
+    stage_metrics=stage_metrics,
+    after_stage1=after_stage1,
+    stage2_stdout=stage2.stdout,
+  )
 
 
 def test_train_py_stage_flag_trains_the_two_towers_in_parallel_processes(late_fusion_run, tmp_path):
@@ -153,22 +184,37 @@ def test_train_py_stage_flag_trains_the_two_towers_in_parallel_processes(late_fu
   assert os.path.exists(os.path.join(run.workdir, "thresholds.json"))
   for m, path in run.stage_metrics.items():  # complete stage-1 runs are reused, not trained again
     assert open(path).read() == run.after_stage1.metrics[m]
-  bad = subprocess.run([sys.executable, "train.py", "--config=configs/tiny.py",
-                        f"--workdir={tmp_path / 'x'}", "--stage=text"], cwd=ROOT, env=run.env,
-                       capture_output=True, text=True, timeout=600)
+  bad = subprocess.run(
+    [
+      sys.executable,
+      "train.py",
+      "--config=configs/tiny.py",
+      f"--workdir={tmp_path / 'x'}",
+      "--stage=text",
+    ],
+    cwd=ROOT,
+    env=run.env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert bad.returncode != 0 and "--stage needs a two-stage config" in bad.stderr
 
 
-def test_late_fusion_two_stage_keeps_both_branches_and_fits_the_mixing_on_val(late_fusion_run,
-                                                                               tmp_path):
+def test_late_fusion_two_stage_keeps_both_branches_and_fits_the_mixing_on_val(
+  late_fusion_run, tmp_path
+):
   config, workdir = late_fusion_run.config, late_fusion_run.workdir
   assert not os.path.exists(os.path.join(workdir, "stage2_head"))  # no head training stage
   vocab_size = _vocab_size(workdir)
   fused = _restored(config, workdir, vocab_size)
   assert isinstance(fused, fusion.LateFusionClassifier)
   for mode in ("image", "text"):  # each branch is its stage-1 model, head included
-    alone = _restored(two_stage.sub_config(config, **{"model.mode": mode}),
-                      os.path.join(workdir, f"stage1_{mode}"), vocab_size)
+    alone = _restored(
+      two_stage.sub_config(config, **{"model.mode": mode}),
+      os.path.join(workdir, f"stage1_{mode}"),
+      vocab_size,
+    )
     a, b = _leaves(nnx.state(getattr(fused, f"{mode}_only"))), _leaves(nnx.state(alone))
     assert len(a) == len(b)
     for x, y in zip(a, b):
@@ -177,12 +223,14 @@ def test_late_fusion_two_stage_keeps_both_branches_and_fits_the_mixing_on_val(la
 
   # The mixing is the logistic fit on the val split's branch logits, and the logits obey it.
   data = tasks.make(config).load_data(workdir, with_images=True)
-  branch = two_stage.extract_features(fused, data.val, batch_size=12, num_threads=1,
-                                      method="branch_logits")
+  branch = two_stage.extract_features(
+    fused, data.val, batch_size=12, num_threads=1, method="branch_logits"
+  )
   mix, bias = late_fusion.fit_logit_mixing(branch, data.val.arrays["labels"])
   np.testing.assert_allclose(np.asarray(fused.mix[...]), mix, atol=1e-5)
   np.testing.assert_allclose(np.asarray(fused.bias[...]), bias, atol=1e-5)
-  logits = two_stage.extract_features(fused, data.val, batch_size=12, num_threads=1,
-                                      method="__call__")
+  logits = two_stage.extract_features(
+    fused, data.val, batch_size=12, num_threads=1, method="__call__"
+  )
   np.testing.assert_allclose(logits, (branch * mix).sum(1) + bias, rtol=1e-4, atol=1e-4)
   _run(["evaluate.py", "--workdir", workdir, "--out", str(tmp_path / "e.json")])

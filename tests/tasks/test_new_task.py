@@ -1,5 +1,5 @@
-"""A task defined outside jaxmm trains end to end once it has a TASKS entry: the loop, the recipe and
-inference ask the task and know nothing else of it (what a new jaxmm/tasks/ file would hold)."""
+"""A task defined outside jaxmm trains end to end once it has a TASKS entry: the loop, the recipe
+and inference ask the task and know nothing else of it (what a new jaxmm/tasks/ file would hold)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,9 @@ class PersonTask(Task):
   label_key = target_key = "labels"
 
   def load_data(self, workdir, *, with_images=None):
-    return datasets.prepare_comp5329(self.config.data, workdir,
-                                     with_images=self._with_images(with_images))
+    return datasets.prepare_comp5329(
+      self.config.data, workdir, with_images=self._with_images(with_images)
+    )
 
   def num_outputs(self):
     return 1

@@ -52,14 +52,18 @@ def test_each_pretext_task_builds_its_model_from_the_config():
 
   from jaxmm.models import pretext as pretext_models
   from jaxmm.models.autoencoder import ConvAutoencoder
+
   c = config_lib.default_config()
   c.model.image = dict(name="conv_autoencoder", channels=(4, 8), latent_dim=8, weights="")
   c.model.text.update(name="gru_attention", embed_dim=4, hidden_size=3)
   del c.model.text["num_layers"], c.model.text["bidirectional"], c.model.text["pooling"]
   c.model.head.update(hidden=(), dropout=0.0)
   c.pretext.rotation_angles = (0, 90, 180, 270)
-  kinds = {"autoencoder": pretext_models.ReconstructionModel,
-           "mlm": pretext_models.MaskedTokenModel, "rotation": pretext_models.RotationClassifier}
+  kinds = {
+    "autoencoder": pretext_models.ReconstructionModel,
+    "mlm": pretext_models.MaskedTokenModel,
+    "rotation": pretext_models.RotationClassifier,
+  }
   for name, kind in kinds.items():
     c.task = name
     model = nnx.eval_shape(lambda: tasks.make(c).build_model(12, nnx.Rngs(0)))

@@ -31,8 +31,9 @@ def _matching_config(data_root, **train):
   c.model.image.update(stem="small", num_filters=8)
   c.model.text.update(embed_dim=16, hidden_size=16)
   c.model.head.update(hidden=(16,), interaction_dim=16)
-  c.train.update(batch_size=8, eval_batch_size=12, epochs=1, log_every=2, progress_bar=False,
-                 **train)
+  c.train.update(
+    batch_size=8, eval_batch_size=12, epochs=1, log_every=2, progress_bar=False, **train
+  )
   return c
 
 
@@ -54,7 +55,8 @@ def test_expected_f1_rule_is_saved_and_used_by_inference(tmp_path):
   with np.load(os.path.join(workdir, "val_predictions.npz")) as z:
     probs, labels = z["probs"], z["labels"]
   assert saved["val_samples_f1"] == pytest.approx(
-      metrics.samples_f1(labels, thresholds_lib.expected_f1_predictions(probs)))
+    metrics.samples_f1(labels, thresholds_lib.expected_f1_predictions(probs))
+  )
   restored = inference.restore(workdir)
   assert restored.thresholds == "expected_f1"
   assert inference.restore(workdir, thresholds="0.4").thresholds == 0.4  # the flag overrides
@@ -70,16 +72,23 @@ def test_expected_f1_rule_is_saved_and_used_by_inference(tmp_path):
 
 
 def _run(args):
-  proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                        timeout=600, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  proc = subprocess.run(
+    [sys.executable, *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc
 
 
 @pytest.mark.parametrize("loss", ["ce", "bce"])
 def test_matching_train_evaluate_predict(tmp_path, loss):
-  config = _matching_config(tmp_path / "data", loss=loss,
-                            contrastive_weight=1.0 if loss == "ce" else 0.0)
+  config = _matching_config(
+    tmp_path / "data", loss=loss, contrastive_weight=1.0 if loss == "ce" else 0.0
+  )
   workdir = tmp_path / "run"
   result = train_and_evaluate(config, str(workdir))
   rows = read_metrics(str(workdir / "metrics.jsonl"))
@@ -105,11 +114,23 @@ def test_matching_train_evaluate_predict(tmp_path, loss):
   # predict.py writes id,label for every pair, in input order, also for an unlabelled CSV.
   records = matching.read_matching(val_csv)
   unlabelled = tmp_path / "data" / "val_nolabel.csv"
-  matching.write_matching(unlabelled, [matching.MatchRecord(r.id, r.caption, r.image_id, None)
-                                       for r in records])
+  matching.write_matching(
+    unlabelled, [matching.MatchRecord(r.id, r.caption, r.image_id, None) for r in records]
+  )
   sub = tmp_path / "pred.csv"
-  _run(["predict.py", "--workdir", str(workdir), "--csv", str(unlabelled), "--images",
-        str(tmp_path / "data" / "val_images"), "--out", str(sub)])
+  _run(
+    [
+      "predict.py",
+      "--workdir",
+      str(workdir),
+      "--csv",
+      str(unlabelled),
+      "--images",
+      str(tmp_path / "data" / "val_images"),
+      "--out",
+      str(sub),
+    ]
+  )
   with open(sub, newline="") as f:
     got = list(csv.reader(f))
   assert got[0] == ["id", "label"] and [r[0] for r in got[1:]] == [r.id for r in records]

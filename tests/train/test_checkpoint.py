@@ -11,11 +11,9 @@ import pytest
 from flax import nnx
 
 from jaxmm.train import checkpoint as ckpt_lib
-from jaxmm.train import steps
 
 
 class _Net(nnx.Module):
-
   def __init__(self, rngs):
     self.lin = nnx.Linear(3, 4, rngs=rngs)
     self.bn = nnx.BatchNorm(4, rngs=rngs)
@@ -35,8 +33,9 @@ def _state(seed):
 
 def _equal(a, b):
   la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-  return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y))
-                                    for x, y in zip(la, lb))
+  return len(la) == len(lb) and all(
+    np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb)
+  )
 
 
 def test_round_trip_exact_and_meta(tmp_path):
@@ -115,8 +114,11 @@ def test_nothing_restorable_says_so(tmp_path):
   ck = ckpt_lib.Checkpointer(str(tmp_path))
   ck.save(1, _state(1), {"step": 1})
   other = {"w": np.zeros((2, 2), np.float32)}  # a state of another model
-  with pytest.raises(RuntimeError, match=r"(?s)no 'latest' checkpoint in .* could be restored "
-                     r"\(tried steps \[1\].*use a new --workdir"):
+  with pytest.raises(
+    RuntimeError,
+    match=r"(?s)no 'latest' checkpoint in .* could be restored "
+    r"\(tried steps \[1\].*use a new --workdir",
+  ):
     ck.restore(other)
 
 

@@ -36,8 +36,11 @@ WALL_CLOCK = ("elapsed_s",)  # the only fields allowed to differ between runs
 # must carry the unlogged step metrics. (Other settings as tiny.py: the compiled train step is
 # shared with the end-to-end test through the session's XLA cache.)
 # No report: matplotlib's import and the plots cost each process seconds.
-OVERRIDES = ("--config.train.ckpt_every_steps=2", "--config.train.log_every=3",
-             "--config.train.report=False")
+OVERRIDES = (
+  "--config.train.ckpt_every_steps=2",
+  "--config.train.log_every=3",
+  "--config.train.report=False",
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +68,23 @@ def procs():
 
 def _start(procs, workdir, data_root) -> subprocess.Popen:
   os.makedirs(workdir, exist_ok=True)
-  cmd = [sys.executable, "train.py", "--config", "configs/tiny.py", "--workdir", str(workdir),
-         f"--config.data.root={data_root}", *OVERRIDES]
+  cmd = [
+    sys.executable,
+    "train.py",
+    "--config",
+    "configs/tiny.py",
+    "--workdir",
+    str(workdir),
+    f"--config.data.root={data_root}",
+    *OVERRIDES,
+  ]
   # Output to files, not pipes: nobody reads a pipe while we poll, and a full one blocks the run.
   out, err = (open(os.path.join(workdir, f"std{s}.log"), "a") for s in ("out", "err"))
-  procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err,
-                                env={**os.environ, "JAX_PLATFORMS": "cpu"}))
+  procs.append(
+    subprocess.Popen(
+      cmd, cwd=ROOT, stdout=out, stderr=err, env={**os.environ, "JAX_PLATFORMS": "cpu"}
+    )
+  )
   return procs[-1]
 
 
@@ -114,14 +128,19 @@ def _without_wall_clock(rows):
 
 
 def test_killed_and_signalled_runs_resume_to_the_uninterrupted_metrics(tmp_path, data_root, procs):
-  """SIGKILL during a save, resume, SIGTERM mid-epoch, resume: the metrics equal a straight run's."""
+  """SIGKILL during a save, resume, SIGTERM mid-epoch, resume: the metrics equal a straight
+  run's."""
   ref_dir, run_dir = tmp_path / "reference", tmp_path / "run"
   reference = _start(procs, ref_dir, data_root)  # runs beside the interrupted ones
   run = _start(procs, run_dir, data_root)
 
   # 1. SIGKILL while orbax writes step 4 (the end of epoch 1), or just after if the poll missed it.
-  _poll(lambda: _saving(run_dir, 4) or max(_steps(run_dir), default=0) >= 4, run, run_dir,
-        "the save of step 4")
+  _poll(
+    lambda: _saving(run_dir, 4) or max(_steps(run_dir), default=0) >= 4,
+    run,
+    run_dir,
+    "the save of step 4",
+  )
   run.send_signal(signal.SIGKILL)
   assert run.wait(60) == -signal.SIGKILL
   killed = _steps(run_dir)
@@ -155,8 +174,9 @@ def test_killed_and_signalled_runs_resume_to_the_uninterrupted_metrics(tmp_path,
   want = read_metrics(str(ref_dir / "metrics.jsonl"))
   assert [r["step"] for r in want if "val_loss" in r] == [4, 8]
   assert _without_wall_clock(got) == _without_wall_clock(want)
-  assert (json.loads((run_dir / "thresholds.json").read_text())
-          == json.loads((ref_dir / "thresholds.json").read_text()))
+  assert json.loads((run_dir / "thresholds.json").read_text()) == json.loads(
+    (ref_dir / "thresholds.json").read_text()
+  )
 
 
 def _tiny(tmp_path, data_root, **train):
@@ -178,8 +198,9 @@ def test_nan_loss_skips_updates_and_stops_cleanly(tmp_path, data_root):
   rows = read_metrics(os.path.join(workdir, "metrics.jsonl"))
   last = rows[-1]["step"]
   assert str(e.value).startswith(
-      f"3 consecutive steps had a non-finite loss or gradient (last at step {last}); the updates "
-      "were skipped and the last good checkpoint is kept. Lower optim.lr")
+    f"3 consecutive steps had a non-finite loss or gradient (last at step {last}); the updates "
+    "were skipped and the last good checkpoint is kept. Lower optim.lr"
+  )
   # One row per step: the skipped ones are counted, and their loss is null (not a number).
   assert [r["step"] for r in rows] == list(range(1, last + 1)) and last < 10
   assert [r["nonfinite_steps"] for r in rows] == [0] * (last - 3) + [1, 1, 1]
@@ -206,13 +227,17 @@ def test_refuses_workdir_of_another_config(tmp_path, data_root):
   workdir_lib.write_config(config, workdir)
   os.makedirs(os.path.join(workdir, "checkpoints", "latest", "4"))  # a run that saved step 4
   config.model.text.hidden_size = 24
-  with pytest.raises(ValueError, match=r"holds a run of a different config .*"
-                     r"model\.text\.hidden_size: 16 -> 24"):
+  with pytest.raises(
+    ValueError,
+    match=r"holds a run of a different config .*"
+    r"model\.text\.hidden_size: 16 -> 24",
+  ):
     train_and_evaluate(config, workdir)
 
 
-def test_a_run_that_failed_before_its_first_checkpoint_takes_the_corrected_config(tmp_path,
-                                                                                 data_root):
+def test_a_run_that_failed_before_its_first_checkpoint_takes_the_corrected_config(
+  tmp_path, data_root
+):
   # A mistyped model name fails before anything is written; a bad data.root after config.json
   # was written, but before any checkpoint: the corrected command must still run there.
   config, workdir = _tiny(tmp_path, data_root, max_steps=1)

@@ -60,14 +60,17 @@ def test_focal_reduces_to_bce():
   logits = rng.normal(size=(3, 5)).astype(np.float32)
   labels = (rng.random((3, 5)) < 0.5).astype(np.float32)
   bce = losses.sigmoid_bce(logits, labels)
-  np.testing.assert_allclose(losses.focal_loss(logits, labels, gamma=0.0, alpha=None), bce,
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.focal_loss(logits, labels, gamma=0.0, alpha=None), bce, rtol=1e-6
+  )
   # torchvision: a negative alpha switches the weighting off.
-  np.testing.assert_allclose(losses.focal_loss(logits, labels, gamma=0.0, alpha=-1.0), bce,
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.focal_loss(logits, labels, gamma=0.0, alpha=-1.0), bce, rtol=1e-6
+  )
   # gamma = 0 keeps gradients finite even where p_t rounds to 1.
   grad = jax.grad(lambda x: losses.focal_loss(x, np.array([[1.0]]), gamma=0.0).sum())(
-      jnp.array([[40.0]]))
+    jnp.array([[40.0]])
+  )
   assert np.isfinite(grad).all()
   # gamma > 0 down-weights easy examples.
   easy = losses.focal_loss(np.array([[4.0]]), np.array([[1.0]]), alpha=None)
@@ -76,8 +79,9 @@ def test_focal_reduces_to_bce():
 
 def test_softmax_ce_and_binary_bce():
   out = losses.softmax_ce(np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]), np.array([2, 0]))
-  np.testing.assert_allclose(out, [math.log(1 + math.exp(-1) + math.exp(-2)), math.log(3)],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    out, [math.log(1 + math.exp(-1) + math.exp(-2)), math.log(3)], rtol=1e-6
+  )
   out = losses.binary_bce(np.array([0.0, 2.0]), np.array([1, 0]))
   np.testing.assert_allclose(out, [LOG2, SOFTPLUS2], rtol=1e-6)
   out_b1 = losses.binary_bce(np.array([[0.0], [2.0]]), np.array([1, 0]))
@@ -97,7 +101,7 @@ def test_masked_mean_ignores_padding():
   assert float(losses.masked_mean(loss, mask)) == pytest.approx(1.5)
   assert float(losses.masked_mean(loss[:2])) == pytest.approx(1.5)
   assert float(losses.masked_mean(loss, jnp.zeros(4))) == 0.0
-  grad = jax.grad(lambda l: losses.masked_mean(l, mask))(loss)
+  grad = jax.grad(lambda loss_B: losses.masked_mean(loss_B, mask))(loss)
   np.testing.assert_allclose(grad, [0.5, 0.5, 0.0, 0.0])
   # End to end: padded rows do not move the loss.
   logits = np.array([[0.0, 2.0], [50.0, -50.0]], np.float32)
@@ -123,10 +127,15 @@ def test_class_weights_from_frequencies():
 
 def test_loss_by_name():
   w = np.array([2.0, 0.5], np.float32)
-  np.testing.assert_allclose(losses.loss_by_name("weighted_bce", class_weights_L=w)(LOGITS, LABELS),
-                             losses.sigmoid_bce(LOGITS, LABELS, class_weights_L=w))
-  np.testing.assert_allclose(losses.loss_by_name("focal", gamma=0.0, alpha=None)(LOGITS, LABELS),
-                             losses.sigmoid_bce(LOGITS, LABELS), rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.loss_by_name("weighted_bce", class_weights_L=w)(LOGITS, LABELS),
+    losses.sigmoid_bce(LOGITS, LABELS, class_weights_L=w),
+  )
+  np.testing.assert_allclose(
+    losses.loss_by_name("focal", gamma=0.0, alpha=None)(LOGITS, LABELS),
+    losses.sigmoid_bce(LOGITS, LABELS),
+    rtol=1e-6,
+  )
   for name in ("bce", "ce", "binary_bce", "mae"):
     assert callable(losses.loss_by_name(name))
   with pytest.raises(ValueError, match="class_weights_L"):
@@ -153,7 +162,8 @@ def test_masked_token_ce_only_counts_masked_positions():
   logits[1] = np.nan
   np.testing.assert_allclose(losses.masked_token_ce(logits, targets, mask), out, rtol=1e-6)
   grads = jax.grad(lambda x: losses.masked_token_ce(x, targets, mask).sum())(
-      jnp.asarray(np.where(np.isfinite(logits), logits, 0.0)))
+    jnp.asarray(np.where(np.isfinite(logits), logits, 0.0))
+  )
   assert float(jnp.abs(grads[0, 1]).sum()) == 0.0 and float(jnp.abs(grads[1]).sum()) == 0.0
   hits, count = losses.masked_token_hits(logits[:1], targets[:1], mask[:1])
   want = float(np.argmax(logits[0, 0]) == 3) + float(np.argmax(logits[0, 2]) == 1)

@@ -21,8 +21,9 @@ def _sklearn_metrics(labels, preds):
   num_labels = labels.shape[1]
   out = {}
   for avg in ("samples", "micro", "macro", "weighted"):
-    p, r, f, _ = skm.precision_recall_fscore_support(labels, preds, average=avg,
-                                                     labels=range(num_labels))
+    p, r, f, _ = skm.precision_recall_fscore_support(
+      labels, preds, average=avg, labels=range(num_labels)
+    )
     out[f"{avg}_precision"], out[f"{avg}_recall"], out[f"{avg}_f1"] = p, r, f
   out["exact_match"] = skm.accuracy_score(labels, preds)
   return out

@@ -85,14 +85,12 @@ def test_adam_l2_vs_adamw_decoupled():
 
 
 class _Text(nnx.Module):
-
   def __init__(self, *, rngs: nnx.Rngs):
     self.embed = nnx.Embed(5, 3, rngs=rngs)
     self.proj = nnx.Linear(3, 2, rngs=rngs)
 
 
 class _Tiny(nnx.Module):
-
   def __init__(self, *, rngs: nnx.Rngs):
     self.image = nnx.Linear(4, 2, rngs=rngs)
     self.text = _Text(rngs=rngs)
@@ -118,8 +116,9 @@ def _batch():
 def _param_delta(cfg, *, scale=None, steps=1):
   model = _Tiny(rngs=nnx.Rngs(0))
   before = jax.tree.map(jnp.copy, nnx.as_pure(nnx.state(model, nnx.Param)))
-  tx = optim.make_optimizer(cfg, steps_per_epoch=10, total_steps=100,
-                            params=nnx.state(model, nnx.Param))
+  tx = optim.make_optimizer(
+    cfg, steps_per_epoch=10, total_steps=100, params=nnx.state(model, nnx.Param)
+  )
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   if scale is not None:
     optim.set_lr_scale(optimizer, scale)
@@ -132,18 +131,26 @@ def _param_delta(cfg, *, scale=None, steps=1):
 
 def test_param_paths_and_labels():
   params = nnx.state(_Tiny(rngs=nnx.Rngs(0)), nnx.Param)
-  assert optim.param_paths(params) == ["image.bias", "image.kernel", "text.embed.embedding",
-                                       "text.proj.bias", "text.proj.kernel"]
+  assert optim.param_paths(params) == [
+    "image.bias",
+    "image.kernel",
+    "text.embed.embedding",
+    "text.proj.bias",
+    "text.proj.kernel",
+  ]
   labels = optim.param_labels(params, ("text.embed",))
   assert jax.tree.leaves(labels) == ["trainable", "trainable", "frozen", "trainable", "trainable"]
   with pytest.raises(ValueError, match="match no parameter"):
     optim.param_labels(params, ("text.emb",))  # whole components only: a typo is loud
 
 
-@pytest.mark.parametrize("freeze,frozen", [
+@pytest.mark.parametrize(
+  "freeze,frozen",
+  [
     (("image",), {"image.bias", "image.kernel"}),
     (("text.embed",), {"text.embed.embedding"}),
-])
+  ],
+)
 def test_freeze_leaves_frozen_params_unchanged(freeze, frozen):
   # adamw + weight decay + clipping: nothing may leak into frozen parameters.
   cfg = _cfg(name="adamw", lr=0.1, weight_decay=0.1, clip_norm=0.5, freeze=freeze)
@@ -182,8 +189,9 @@ def test_lr_scale_on_pure_state_and_no_retrace():
   up_quarter, _ = step(new_state)
   np.testing.assert_allclose(up_quarter["w"], 0.25 * up_full["w"], rtol=1e-6)
   assert len(traces) == 1  # lr_scale is state, not a static argument
-  assert optim.current_lr(optim.make_schedule(cfg, steps_per_epoch=1, total_steps=10), 2,
-                          new_state) == pytest.approx(0.25 * 0.1 * 0.25)
+  assert optim.current_lr(
+    optim.make_schedule(cfg, steps_per_epoch=1, total_steps=10), 2, new_state
+  ) == pytest.approx(0.25 * 0.1 * 0.25)
   assert optim.get_lr_scale(state1) == 1.0
 
 

@@ -45,10 +45,21 @@ print(json.dumps(out))
 
 def test_four_devices_match_one_device(tmp_path):
   # Keeps conftest's compile-time flags: without them this test takes half again as long.
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": " ".join(
-      [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=4"]).strip()}
-  proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(tmp_path)], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
+  env = {
+    **os.environ,
+    "JAX_PLATFORMS": "cpu",
+    "XLA_FLAGS": " ".join(
+      [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=4"]
+    ).strip(),
+  }
+  proc = subprocess.run(
+    [sys.executable, "-c", _SCRIPT, str(tmp_path)],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   one, four = out["false"], out["true"]

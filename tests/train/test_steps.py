@@ -7,24 +7,27 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxmm.models.fusion import ConcatFusionClassifier
-from jaxmm.models.text import BagOfWordsTower
 from jaxmm import config as config_lib
 from jaxmm import tasks
+from jaxmm.models.fusion import ConcatFusionClassifier
+from jaxmm.models.text import BagOfWordsTower
 from jaxmm.train import state as state_lib
 from jaxmm.train import steps
 
 
 def _setup():
-  model = ConcatFusionClassifier(None, BagOfWordsTower(20, 8, rngs=nnx.Rngs(0)), 18,
-                                 hidden=(16,), dropout=0.5, rngs=nnx.Rngs(0))
+  model = ConcatFusionClassifier(
+    None, BagOfWordsTower(20, 8, rngs=nnx.Rngs(0)), 18, hidden=(16,), dropout=0.5, rngs=nnx.Rngs(0)
+  )
   state = state_lib.from_model(model, optax.adam(1e-2))
   task = tasks.make(config_lib.default_config())
   rng = np.random.default_rng(0)
-  batch = {"tokens": rng.integers(1, 20, (4, 6)).astype(np.int32),
-           "length": np.array([6, 3, 1, 5], np.int32),
-           "labels": (rng.random((4, 18)) < 0.2).astype(np.float32),
-           "mask": np.ones(4, np.float32)}
+  batch = {
+    "tokens": rng.integers(1, 20, (4, 6)).astype(np.int32),
+    "length": np.array([6, 3, 1, 5], np.int32),
+    "labels": (rng.random((4, 18)) < 0.2).astype(np.float32),
+    "mask": np.ones(4, np.float32),
+  }
   return state, task, batch
 
 
@@ -71,6 +74,7 @@ def _fused_setup(dtype: str):
   from configs import tiny
   from jaxmm.models import registry
   from jaxmm.train import optim
+
   c = tiny.get_config()
   c.model.dtype = dtype
   # One basic block after the ImageNet stem (conv, BN, max-pool): every layer kind, compiled fast.
@@ -79,10 +83,12 @@ def _fused_setup(dtype: str):
   tx = optim.make_optimizer(c.optim, steps_per_epoch=10, total_steps=100)
   state = state_lib.from_model(model, tx)
   rng = np.random.default_rng(0)
-  batch = {"image": rng.integers(0, 256, (8, 16, 16, 3), np.uint8),
-           "tokens": rng.integers(1, 30, (8, 12)).astype(np.int32),
-           "length": rng.integers(1, 13, 8).astype(np.int32),
-           "labels": (rng.random((8, 18)) < 0.2).astype(np.float32)}
+  batch = {
+    "image": rng.integers(0, 256, (8, 16, 16, 3), np.uint8),
+    "tokens": rng.integers(1, 30, (8, 12)).astype(np.int32),
+    "length": rng.integers(1, 13, 8).astype(np.int32),
+    "labels": (rng.random((8, 18)) < 0.2).astype(np.float32),
+  }
   return state, batch
 
 
@@ -106,5 +112,6 @@ def test_bfloat16_step_keeps_float32_params_and_matches_float32_loss():
 
 def test_unknown_dtype_is_rejected():
   import pytest
+
   with pytest.raises(ValueError, match="model.dtype"):
     _fused_setup("float16")

@@ -69,8 +69,11 @@ def test_column_scores_match_brute_force(at_least_one):
     for t in grid:
       trial = thr_L.copy()
       trial[col] = t
-      slow.append(metrics.samples_f1(
-          labels, thresholds.apply_thresholds(probs, trial, at_least_one=at_least_one)))
+      slow.append(
+        metrics.samples_f1(
+          labels, thresholds.apply_thresholds(probs, trial, at_least_one=at_least_one)
+        )
+      )
     np.testing.assert_allclose(fast, slow, atol=1e-12)
 
 
@@ -92,11 +95,13 @@ def test_binary_threshold_known_best():
   thr, acc = thresholds.tune_binary_threshold([0.3, 0.8, 0.1, 0.25], [1, 1, 0, 0])
   assert (thr, acc) == (pytest.approx(0.25), 1.0)
   # An unseparable case: the best threshold keeps 3 of 4 right.
-  thr, acc = thresholds.tune_binary_threshold([0.9, 0.6, 0.7, 0.2], [1, 0, 1, 0],
-                                              grid=[0.1, 0.5, 0.65, 0.8])
+  thr, acc = thresholds.tune_binary_threshold(
+    [0.9, 0.6, 0.7, 0.2], [1, 0, 1, 0], grid=[0.1, 0.5, 0.65, 0.8]
+  )
   assert (thr, acc) == (pytest.approx(0.65), 1.0)
-  thr, acc = thresholds.tune_binary_threshold([0.9, 0.7, 0.6, 0.2], [1, 0, 1, 0],
-                                              grid=[0.1, 0.5, 0.65, 0.8])
+  thr, acc = thresholds.tune_binary_threshold(
+    [0.9, 0.7, 0.6, 0.2], [1, 0, 1, 0], grid=[0.1, 0.5, 0.65, 0.8]
+  )
   assert (thr, acc) == (pytest.approx(0.5), 0.75)
   with pytest.raises(ValueError):
     thresholds.tune_binary_threshold([0.5], [1, 0])
@@ -125,16 +130,23 @@ def test_expected_f1_predictions_match_brute_force_over_all_label_sets():
 
 
 def test_expected_f1_predictions_adapt_the_number_of_labels():
-  preds = thresholds.expected_f1_predictions(np.array([
-      [0.95, 0.30, 0.30, 0.05],  # one confident label: 0.30s would cost more than they add
-      [0.45, 0.40, 0.40, 0.05],  # nothing above 0.5, three near-even labels: take all three
-      [0.60, 0.50, 0.45, 0.40]]))  # four near-even labels: all four (0.5 would keep one)
+  preds = thresholds.expected_f1_predictions(
+    np.array(
+      [
+        [0.95, 0.30, 0.30, 0.05],  # one confident label: 0.30s would cost more than they add
+        [0.45, 0.40, 0.40, 0.05],  # nothing above 0.5, three near-even labels: take all three
+        [0.60, 0.50, 0.45, 0.40],
+      ]
+    )
+  )  # four near-even labels: all four (0.5 would keep one)
   np.testing.assert_array_equal(preds, [[1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]])
 
 
 def test_expected_f1_is_a_thresholds_value_everywhere_thresholds_go():
   probs = np.random.default_rng(1).uniform(size=(20, 4))
-  np.testing.assert_array_equal(thresholds.apply_thresholds(probs, thresholds.EXPECTED_F1),
-                                thresholds.expected_f1_predictions(probs))
+  np.testing.assert_array_equal(
+    thresholds.apply_thresholds(probs, thresholds.EXPECTED_F1),
+    thresholds.expected_f1_predictions(probs),
+  )
   with pytest.raises(ValueError, match="'expected_f1'; got 'expected-f1'"):
     thresholds.apply_thresholds(probs, "expected-f1")

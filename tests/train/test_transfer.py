@@ -13,8 +13,8 @@ from ml_collections import config_dict
 from jaxmm.models import fusion, pretext, text
 from jaxmm.models.resnet import BasicBlock, ResNet
 from jaxmm.train import checkpoint as ckpt_lib
+from jaxmm.train import optim, transfer
 from jaxmm.train import state as state_lib
-from jaxmm.train import optim, steps, transfer
 
 VOCAB = 20
 
@@ -28,8 +28,9 @@ def _filled(ctor, seed):
 
 
 def _image_tower(width=4):
-  return ResNet(stage_sizes=(1, 1), block=BasicBlock, num_filters=width, stem="small",
-                rngs=nnx.Rngs(0))
+  return ResNet(
+    stage_sizes=(1, 1), block=BasicBlock, num_filters=width, stem="small", rngs=nnx.Rngs(0)
+  )
 
 
 def _lstm(hidden=6):
@@ -37,8 +38,12 @@ def _lstm(hidden=6):
 
 
 def _classifier(seed, *, width=4, hidden=6):
-  return _filled(lambda: fusion.ConcatFusionClassifier(_image_tower(width), _lstm(hidden), 18,
-                                                       hidden=(8,), rngs=nnx.Rngs(0)), seed)
+  return _filled(
+    lambda: fusion.ConcatFusionClassifier(
+      _image_tower(width), _lstm(hidden), 18, hidden=(8,), rngs=nnx.Rngs(0)
+    ),
+    seed,
+  )
 
 
 def _save(workdir, model, which=ckpt_lib.BEST, step=3):
@@ -49,8 +54,10 @@ def _save(workdir, model, which=ckpt_lib.BEST, step=3):
 
 
 def _arrays(module):
-  return {".".join(map(str, p)): np.asarray(v.get_value())
-          for p, v in nnx.to_flat_state(nnx.state(module))}
+  return {
+    ".".join(map(str, p)): np.asarray(v.get_value())
+    for p, v in nnx.to_flat_state(nnx.state(module))
+  }
 
 
 def _assert_equal(a, b):
@@ -68,8 +75,9 @@ def _differs(a, b):
 def _config(**init):
   c = config_dict.ConfigDict()
   c.model = config_dict.ConfigDict(dict(image=dict(name="resnet18", weights="")))
-  c.init = config_dict.ConfigDict(dict(image_from="", text_from="", which="best", image_key="",
-                                       text_key=""))
+  c.init = config_dict.ConfigDict(
+    dict(image_from="", text_from="", which="best", image_key="", text_key="")
+  )
   c.init.update(init)
   return c
 
@@ -110,18 +118,34 @@ def test_mismatch_names_the_path_both_shapes_and_the_source(tmp_path):
     transfer.init_from_config(model, _config(image_from=str(tmp_path / "wide")))
   msg = str(err.value)
   assert str(tmp_path / "wide") in msg and "best step 3" in msg
-  assert "image.conv1.kernel: image.conv1.kernel has shape (3, 3, 3, 8), the model needs " \
-         "(3, 3, 3, 4)" in msg
+  assert (
+    "image.conv1.kernel: image.conv1.kernel has shape (3, 3, 3, 8), the model needs "
+    "(3, 3, 3, 4)" in msg
+  )
   after = _arrays(model.image)
   assert all(np.array_equal(before[k], after[k]) for k in before)  # nothing half-loaded
   with pytest.raises(ValueError, match=r"text\.layers\.0\.w_hh.*\(2, 7, 28\).*\(2, 6, 24\)"):
     transfer.init_from_config(model, _config(text_from=str(tmp_path / "wide")))
   # An image tower with another structure: missing and surplus variables are both named.
-  _save(tmp_path / "deep", _filled(lambda: fusion.ConcatFusionClassifier(
-      ResNet(stage_sizes=(1, 1, 1), block=BasicBlock, num_filters=4, stem="small",
-             rngs=nnx.Rngs(0)), None, 18, rngs=nnx.Rngs(0)), seed=0))
-  with pytest.raises(ValueError, match=r"image\.layer3\.0\.conv1\.kernel \(3, 3, 8, 16\): not in "
-                                       r"the model's image"):
+  _save(
+    tmp_path / "deep",
+    _filled(
+      lambda: fusion.ConcatFusionClassifier(
+        ResNet(
+          stage_sizes=(1, 1, 1), block=BasicBlock, num_filters=4, stem="small", rngs=nnx.Rngs(0)
+        ),
+        None,
+        18,
+        rngs=nnx.Rngs(0),
+      ),
+      seed=0,
+    ),
+  )
+  with pytest.raises(
+    ValueError,
+    match=r"image\.layer3\.0\.conv1\.kernel \(3, 3, 8, 16\): not in "
+    r"the model's image",
+  ):
     transfer.init_from_config(model, _config(image_from=str(tmp_path / "deep")))
   with pytest.raises(FileNotFoundError, match="no checkpoints"):
     transfer.init_from_config(model, _config(image_from=str(tmp_path / "nowhere")))
@@ -140,8 +164,10 @@ def test_freeze_a_tower_but_train_its_last_stage():
   for path, label in flat.items():
     frozen = path.startswith("image.") and not path.startswith("image.layer2.")
     assert label == (optim.FROZEN if frozen else optim.TRAINABLE), path
-  assert transfer.resolve_freeze(config_dict.ConfigDict(dict(freeze=("image",), unfreeze=())),
-                                 model).freeze == ("image",)  # no unfreeze: unchanged
+  assert transfer.resolve_freeze(
+    config_dict.ConfigDict(dict(freeze=("image",), unfreeze=())), model
+  ).freeze == ("image",)  # no unfreeze: unchanged
   with pytest.raises(ValueError, match="match no parameter frozen"):
-    transfer.resolve_freeze(config_dict.ConfigDict(dict(freeze=("image",),
-                                                        unfreeze=("text.embed",))), model)
+    transfer.resolve_freeze(
+      config_dict.ConfigDict(dict(freeze=("image",), unfreeze=("text.embed",))), model
+    )

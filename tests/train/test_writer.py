@@ -23,8 +23,10 @@ def test_rows_appended(tmp_path):
   w.write(2, {"loss": np.float32(0.25), "acc": np.float64(0.75), "n": 3, "flag": True})
   w.close()
   rows = read_metrics(_path(tmp_path))
-  assert rows == [{"step": 1, "split": "train", "loss": 0.5},
-                  {"step": 2, "loss": 0.25, "acc": 0.75, "n": 3, "flag": True}]
+  assert rows == [
+    {"step": 1, "split": "train", "loss": 0.5},
+    {"step": 2, "loss": 0.25, "acc": 0.75, "n": 3, "flag": True},
+  ]
   assert type(rows[1]["n"]) is int and rows[1]["flag"] is True
 
 
