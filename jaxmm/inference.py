@@ -46,12 +46,14 @@ class Restored:
     return probs
 
 
-def parse_thresholds(value: str, task: str):
-  """A --thresholds flag: one number for every label, or 'expected_f1' (multi-label only)."""
+def parse_thresholds(value: str, task):
+  """A --thresholds flag: one number for every label, or a decision rule of the task
+  (`task.decision_rules`: 'expected_f1' for multi-label)."""
   if value == thresholds_lib.EXPECTED_F1:
-    if task != "multilabel":
+    if value not in task.decision_rules:
       raise ValueError(
-        f"--thresholds={value!r} needs a multi-label workdir; this one is {task!r}: pass a number"
+        f"--thresholds={value!r} needs a multi-label workdir; this one is {task.name!r}: pass a "
+        "number"
       )
     return value
   try:
@@ -77,7 +79,7 @@ def restore(workdir: str, *, which: str = ckpt_lib.BEST, thresholds: str | None 
   override = (
     None
     if thresholds is None  # checked before the checkpoint is read
-    else parse_thresholds(thresholds, task.name)
+    else parse_thresholds(thresholds, task)
   )
   encoder = TextEncoder.load(workdir_lib.path(workdir, workdir_lib.VOCAB_FILE))
   state = state_lib.build(config, task, vocab_size=len(encoder.vocab))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxmm import inference
+from jaxmm import inference, tasks
 
 
 @pytest.mark.parametrize(
@@ -29,13 +29,13 @@ def test_parse_rows_errors_name_the_problem(spec, match):
 
 
 def test_parse_thresholds():
-  assert inference.parse_thresholds("0.35", "multilabel") == 0.35
-  assert inference.parse_thresholds("expected_f1", "multilabel") == "expected_f1"
+  assert inference.parse_thresholds("0.35", tasks.TASKS["multilabel"]) == 0.35
+  assert inference.parse_thresholds("expected_f1", tasks.TASKS["multilabel"]) == "expected_f1"
   with pytest.raises(ValueError, match="needs a multi-label workdir; this one is 'matching'"):
-    inference.parse_thresholds("expected_f1", "matching")
+    inference.parse_thresholds("expected_f1", tasks.TASKS["matching"])
   for bad in ("1.5", "high", ""):
     with pytest.raises(ValueError, match=r"expected a number in \[0, 1\) or 'expected_f1'"):
-      inference.parse_thresholds(bad, "multilabel")
+      inference.parse_thresholds(bad, tasks.TASKS["multilabel"])
 
 
 def test_write_with_skipped_keeps_input_order(tmp_path):

@@ -65,7 +65,7 @@ def train_on(config, workdir: str, task: Task, data) -> loop.FitResult:
     embedding_init=embedding_init,
     pretrained=checkpointer.latest_step() is None,
   )
-  state, progress = loop.resume(state_lib.place_on_default_device(state), checkpointer)
+  state, progress = loop.resume(ckpt_lib.place_like_restored(state), checkpointer)
   task = task.with_train_data(data.train)
   result = loop.fit(
     plan,

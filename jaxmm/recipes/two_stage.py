@@ -33,6 +33,7 @@ from jaxmm.data import pipeline
 from jaxmm.data.pipeline import PreparedSplit
 from jaxmm.models.fusion import MLPHead
 from jaxmm.recipes import late_fusion, standard
+from jaxmm.tasks.multilabel import MultilabelTask
 from jaxmm.train import checkpoint as ckpt_lib
 from jaxmm.train import loop, setup, steps
 from jaxmm.train import state as state_lib
@@ -82,7 +83,7 @@ def check_config(config) -> None:
       "train.two_stage needs model.name='concat_fusion' or 'late_fusion' and "
       f"model.mode='fused' (got {config.model.name!r}, {config.model.mode!r})"
     )
-  if config.model.name == "late_fusion" and config.task != "multilabel":
+  if config.model.name == "late_fusion" and not isinstance(tasks.make(config), MultilabelTask):
     raise ValueError(
       "train.two_stage with model.name='late_fusion' fits per-label sigmoid "
       f"mixings: it needs task='multilabel' (got {config.task!r}); use "
@@ -242,7 +243,7 @@ def _train_head(config, workdir, task, data, model, **kw) -> dict:
   head_model = FeatureHead(
     feats["train"].shape[1], head_cfg.model.head, task.num_outputs(), rngs=nnx.Rngs(head_cfg.seed)
   )
-  state = state_lib.place_on_default_device(
+  state = ckpt_lib.place_like_restored(
     state_lib.with_optimizer(
       head_model, head_cfg, steps_per_epoch=plan.steps_per_epoch, total_steps=plan.schedule_steps
     )

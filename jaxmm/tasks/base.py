@@ -28,6 +28,7 @@ class Task:
   lower_is_better: tuple[str, ...] = ("val_loss",)  # selection metrics that improve downwards
   tunes_thresholds = True  # the run writes thresholds.json after training
   predicts = True  # predict.py writes predictions (pretext tasks only have a val metric)
+  decision_rules: tuple[str, ...] = ()  # rules that replace a threshold (--thresholds=RULE)
 
   def __init__(self, config):
     self.config = config

@@ -28,6 +28,7 @@ class MultilabelTask(Task):
     "samples_recall",
   )
   label_key = target_key = "labels"
+  decision_rules = (thresholds_lib.EXPECTED_F1,)
 
   def __init__(self, config):
     super().__init__(config)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 from flax import nnx, struct
 
 from jaxmm.models import registry
@@ -79,15 +78,6 @@ def with_optimizer(
     params=nnx.state(model, nnx.Param),
   )
   return from_model(model, tx)
-
-
-def place_on_default_device(state: TrainState) -> TrainState:
-  """`state` committed to this process's first device, as a checkpoint restore returns it.
-
-  jit compiles uncommitted and committed arguments into different programs: placed alike, a fresh
-  run and its resumption (or evaluate.py) share one persistent-cache entry.
-  """
-  return jax.device_put(state, jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
 
 
 def restore(
