@@ -106,7 +106,10 @@ def get_config() -> config_dict.ConfigDict:
   c.optim = o = config_dict.ConfigDict()
   o.name = "adam"
   o.lr = 1e-3
+  # weight_decay: decoupled (AdamW's; the same meaning for every optimizer name); l2: a coupled
+  # L2 term added to the gradient (torch's Adam/SGD weight_decay), normalised by Adam with it.
   o.weight_decay = 0.0
+  o.l2 = 0.0
   o.b1 = 0.9
   o.b2 = 0.999
   o.eps = 1e-8

@@ -31,7 +31,8 @@ def get_config():
   c.optim.update(
     name="adam",
     lr=1e-3,
-    weight_decay=1e-5,
+    weight_decay=0.0,
+    l2=1e-5,  # S1's torch Adam(weight_decay=1e-5): the coupled L2 term
     clip_norm=0.5,
     schedule="step",
     step_gamma=0.95,

@@ -36,6 +36,7 @@ def get_config():
   c.optim.update(
     name="adam",
     lr=5e-4,
+    weight_decay=0.0,  # S3 reports none (comp5329_dev's AdamW decay is not S3's)
     schedule="constant",
     warmup_epochs=0.0,
     plateau_patience=1,

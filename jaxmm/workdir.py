@@ -42,7 +42,7 @@ _RESUMABLE_PREFIXES = (
 
 # Config keys added after workdirs already existed, with the value that reproduces the behaviour
 # from before: a workdir whose config.json lacks one resumes when the new config keeps that value.
-ADDED_KEYS = {"data.augment.color_jitter": 0.0, "data.augment.word_swap": 0.0}
+ADDED_KEYS = {"data.augment.color_jitter": 0.0, "data.augment.word_swap": 0.0, "optim.l2": 0.0}
 
 
 def path(workdir: str, name: str) -> str:

@@ -19,6 +19,8 @@ from typing import Any
 
 import jax
 import numpy as np
+import optax
+from flax import nnx
 from tqdm.auto import tqdm
 
 from jaxmm.data import pipeline
@@ -165,6 +167,8 @@ def fit(
     dynamic_ncols=True,
   )
   pending: list[dict] = list(p.pending)
+  l2_checked: list[bool] = []  # the L2 term is compared with the first logged gradients only
+  param_norm = float(optax.tree.norm(nnx.state(state.merged_model(), nnx.Param))) if plan.l2 else 0
 
   def save(which=ckpt_lib.LATEST):
     p.elapsed_s = time.time() - t_start
@@ -177,6 +181,11 @@ def fit(
   def log_train():
     lr = float(plan.lr_schedule(p.step)) * p.lr_scale
     row = _train_row(pending, p, lr)
+    if plan.l2 and not l2_checked:
+      l2_checked.append(True)
+      warning = optim.l2_dominance_warning(plan.l2, param_norm, row["grad_norm"])
+      if warning:
+        log.warning(warning)
     writer.write(p.step, row, epoch=p.epoch, elapsed_s=round(time.time() - t_start, 2))
     pbar.set_postfix(loss=f"{row['train_loss']:.4f}")
     if not show_bar:

@@ -1,8 +1,10 @@
 """The optimizer factory built from `config.optim`, plus plateau and early-stopping logic.
 
 `config.optim` keys (configs/default.py documents their defaults):
-  name 'adam'|'adamw'|'sgd'; lr; weight_decay (adam/sgd: L2 added to the gradient, as torch's
-  Adam/SGD; adamw: decoupled); b1, b2, eps; momentum, nesterov (sgd); clip_norm (global-norm
+  name 'adam'|'adamw'|'sgd' ('adamw' is 'adam': the decay is its own key); lr; weight_decay
+  (decoupled, as AdamW: params shrink by lr * weight_decay per step, whatever the optimizer);
+  l2 (a coupled L2 term l2 * params added to the gradient before the optimizer scales it, as
+  torch's Adam/SGD weight_decay); b1, b2, eps; momentum, nesterov (sgd); clip_norm (global-norm
   clipping of the trainable gradients, 0 = off); schedule 'constant'|'cosine'|'warmup_cosine'|
   'step'; warmup_steps, or warmup_epochs when warmup_steps is 0; warmup_init_ratio; step_gamma and
   step_epochs (StepLR: lr * gamma**(epoch // step_epochs)); min_lr_ratio (floor of cosine/step
@@ -125,27 +127,46 @@ def param_labels(params_state, freeze_prefixes) -> Any:
 
 def _base_optimizer(optim_cfg, schedule: optax.Schedule) -> optax.GradientTransformation:
   name = str(optim_cfg.name)
-  wd = float(optim_cfg.weight_decay)
+  if name not in ("adam", "adamw", "sgd"):
+    raise ValueError(f"unknown optimizer {name!r}; expected 'adam', 'adamw' or 'sgd'")
+  wd, l2 = float(optim_cfg.weight_decay), float(optim_cfg.l2)
   b1, b2, eps = float(optim_cfg.b1), float(optim_cfg.b2), float(optim_cfg.eps)
   parts = []
   clip_norm = float(optim_cfg.clip_norm)
   if clip_norm > 0:
     parts.append(optax.clip_by_global_norm(clip_norm))
-  if name == "adamw":
-    parts.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=wd))
-  elif name in ("adam", "sgd"):
-    if wd > 0:  # torch's Adam/SGD weight_decay: an L2 term added to the (clipped) gradient.
-      parts.append(optax.add_decayed_weights(wd))
-    if name == "adam":
-      parts += [optax.scale_by_adam(b1=b1, b2=b2, eps=eps), optax.scale_by_learning_rate(schedule)]
-    else:
-      momentum = float(optim_cfg.momentum)
-      parts.append(
-        optax.sgd(schedule, momentum=momentum or None, nesterov=bool(optim_cfg.nesterov))
-      )
+  if l2 > 0:  # coupled: part of the gradient the optimizer normalises (torch's weight_decay)
+    parts.append(optax.add_decayed_weights(l2))
+  if name == "sgd":
+    momentum = float(optim_cfg.momentum)
+    parts.append(
+      optax.trace(decay=momentum, nesterov=bool(optim_cfg.nesterov))
+      if momentum
+      else optax.identity()
+    )
   else:
-    raise ValueError(f"unknown optimizer {name!r}; expected 'adam', 'adamw' or 'sgd'")
+    parts.append(optax.scale_by_adam(b1=b1, b2=b2, eps=eps))
+  if wd > 0:  # decoupled: added after the optimizer's scaling, as optax.adamw does
+    parts.append(optax.add_decayed_weights(wd))
+  parts.append(optax.scale_by_learning_rate(schedule))
   return optax.chain(*parts)
+
+
+def l2_dominance_warning(
+  l2: float, param_norm: float, grad_norm: float, *, factor: float = 10.0
+) -> str | None:
+  """A warning when the coupled L2 term's gradient (l2 * ||params||) is over `factor` times the
+  loss gradient's norm: Adam normalises their sum, so the updates would mostly shrink the weights
+  instead of fitting the data (a focal loss averaged over labels has small gradients)."""
+  term = l2 * param_norm
+  if l2 <= 0 or term <= factor * grad_norm:
+    return None
+  ratio = term / max(grad_norm, 1e-30)
+  return (
+    f"optim.l2={l2:g} adds a gradient of norm {term:.3g}, {ratio:.0f}x the loss gradient's "
+    f"{grad_norm:.3g}: Adam normalises their sum, so the updates mostly shrink the weights. "
+    "Lower optim.l2, or use optim.weight_decay (decoupled) instead."
+  )
 
 
 def make_optimizer(

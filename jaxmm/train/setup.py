@@ -39,6 +39,7 @@ class RunPlan:
   early_stopping_patience: int  # 0 = off
   plateau_factor: float
   plateau_patience: int  # 0 = off
+  l2: float  # optim.l2, checked against the first logged gradient norms
   num_threads: int
   num_workers: int
   progress_bar: bool
@@ -97,6 +98,7 @@ def plan(config, task, num_train: int) -> RunPlan:
     early_stopping_patience=tc.early_stopping_patience,
     plateau_factor=config.optim.plateau_factor,
     plateau_patience=config.optim.plateau_patience,
+    l2=config.optim.l2,
     num_threads=config.data.num_threads,
     num_workers=config.data.num_workers,
     progress_bar=tc.progress_bar,

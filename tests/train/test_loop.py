@@ -252,3 +252,14 @@ def test_a_run_that_failed_before_its_first_checkpoint_takes_the_corrected_confi
   config.data.root = data_root
   config.model.mode = "text"  # compiles fast
   assert train_and_evaluate(config, workdir)["step"] == 1
+
+
+def test_a_dominating_l2_term_is_named_at_the_first_log(tmp_path, data_root, caplog):
+  config, workdir = _tiny(tmp_path, data_root, max_steps=2, log_every=1)
+  config.model.mode = "text"
+  config.data.val_size = 0
+  config.optim.l2 = 100.0
+  with caplog.at_level("WARNING", logger="jaxmm"):
+    train_and_evaluate(config, workdir)
+  warned = [r.getMessage() for r in caplog.records if "optim.l2=100" in r.getMessage()]
+  assert len(warned) == 1 and "shrink the weights" in warned[0]

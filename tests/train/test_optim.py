@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -73,15 +74,30 @@ def test_clipping_applies():
   np.testing.assert_allclose(clipped, [-0.6, -0.8], rtol=1e-6)
 
 
-def test_adam_l2_vs_adamw_decoupled():
+def test_coupled_l2_vs_decoupled_weight_decay():
   params = {"a": jnp.ones(1)}
   grads = {"a": jnp.zeros(1)}
-  # torch Adam's weight_decay enters the gradient, so Adam normalises it to a full lr step.
-  adam = _one_update(_cfg(name="adam", lr=0.1, weight_decay=0.01), grads, params)["a"]
-  np.testing.assert_allclose(adam, [-0.1], rtol=1e-4)
-  # AdamW decays the weights directly: lr * wd * w.
-  adamw = _one_update(_cfg(name="adamw", lr=0.1, weight_decay=0.01), grads, params)["a"]
-  np.testing.assert_allclose(adamw, [-0.001], rtol=1e-4)
+  # A coupled L2 term enters the gradient, so Adam normalises it to a full lr step.
+  coupled = _one_update(_cfg(name="adam", lr=0.1, l2=0.01), grads, params)["a"]
+  np.testing.assert_allclose(coupled, [-0.1], rtol=1e-4)
+  # Decoupled decay shrinks the weights directly: lr * wd * w, for 'adam' and 'adamw' alike:
+  # switching the optimizer's name does not change what weight_decay means.
+  for name in ("adam", "adamw"):
+    decoupled = _one_update(_cfg(name=name, lr=0.1, weight_decay=0.01), grads, params)["a"]
+    np.testing.assert_allclose(decoupled, [-0.001], rtol=1e-4)
+  # SGD: the same two meanings (no normalisation, so the coupled step is lr * l2 * w here).
+  sgd = _one_update(_cfg(name="sgd", lr=0.1, l2=0.01), grads, params)["a"]
+  np.testing.assert_allclose(sgd, [-0.001], rtol=1e-4)
+
+
+def test_adam_matches_optax_adamw():
+  params = {"a": jnp.array([1.0, -2.0])}
+  grads = {"a": jnp.array([0.3, 0.1])}
+  got = _one_update(_cfg(name="adam", lr=0.1, weight_decay=0.01), grads, params)["a"]
+  want, _ = optax.adamw(0.1, weight_decay=0.01).update(
+    grads, optax.adamw(0.1, weight_decay=0.01).init(params), params
+  )
+  np.testing.assert_allclose(got, want["a"], rtol=1e-6)
 
 
 class _Text(nnx.Module):
@@ -237,3 +253,10 @@ def test_lr_scale_on_split_optimizer_state():
   assert optim.get_lr_scale(nnx.merge(graphdef, state)) == 0.5
   with pytest.raises(ValueError, match="lr_scale"):
     optim.get_lr_scale({"count": jnp.zeros(())})
+
+
+def test_l2_dominance_warning():
+  assert optim.l2_dominance_warning(0.0, 100.0, 1e-6) is None
+  assert optim.l2_dominance_warning(1e-4, 10.0, 1e-2) is None  # 1e-3 vs 1e-2: the loss leads
+  msg = optim.l2_dominance_warning(1e-4, 100.0, 1e-4)  # 1e-2 vs 1e-4: the L2 term leads
+  assert "100x" in msg and "optim.weight_decay" in msg
