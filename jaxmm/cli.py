@@ -30,10 +30,26 @@ def run(main) -> None:
     except EXPECTED as e:
       if FLAGS.verbose:
         log.error("%s failed", os.path.basename(sys.argv[0]), exc_info=True)
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(1)
+      _exit_with_one_line(f"error: {e}")
 
   app.run(wrapped)
+
+
+def _exit_with_one_line(message: str) -> None:
+  """Prints `message` on stderr and exits 1 at once, with nothing after it.
+
+  A failed orbax / TensorStore restore leaves reads in flight whose threads print "Event loop is
+  closed" tracebacks while the interpreter shuts down: file descriptor 2 goes to /dev/null first,
+  and the process ends without that teardown. Nothing of jaxmm's is in flight (checkpoint saves
+  wait until they are complete).
+  """
+  logging.shutdown()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  real_stderr = os.dup(2)
+  os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+  os.write(real_stderr, (message + "\n").encode())
+  os._exit(1)
 
 
 def check_writable(path: str, flag: str) -> None:

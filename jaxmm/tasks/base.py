@@ -144,6 +144,22 @@ class Task:
   ):
     raise NotImplementedError
 
+  def encode_options(self, csv_path: str, images_dir: str, labelled: bool, skip_bad: bool) -> dict:
+    """How split_from_csv encodes another CSV's records: this run's image size, pixel limit and
+    cache, images only when the model has an image tower."""
+    data = self.config.data
+    return dict(
+      images_dir=images_dir,
+      image_size=data.image_size,
+      cache_dir=data.cache_dir or None,
+      skip_bad=skip_bad,
+      skipped=[],
+      labelled=labelled,
+      with_images=self.config.model.mode != "text",
+      max_image_pixels=data.max_image_pixels,
+      csv_path=csv_path,
+    )
+
   def csv_is_labelled(self, csv_path: str) -> bool:
     raise NotImplementedError
 

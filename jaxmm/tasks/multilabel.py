@@ -97,17 +97,7 @@ class MultilabelTask(Task):
     if labelled and any(not r.labels for r in records):
       raise comp5329.CsvFormatError(f"{csv_path}: evaluation needs labels on every row")
     return datasets.encode_records(
-      records,
-      encoder,
-      images_dir=images_dir,
-      image_size=self.config.data.image_size,
-      cache_dir=self.config.data.cache_dir or None,
-      skip_bad=skip_bad,
-      skipped=[],
-      labelled=labelled,
-      with_images=self.config.model.mode != "text",
-      max_image_pixels=self.config.data.max_image_pixels,
-      csv_path=csv_path,
+      records, encoder, **self.encode_options(csv_path, images_dir, labelled, skip_bad)
     )
 
   def csv_is_labelled(self, csv_path):

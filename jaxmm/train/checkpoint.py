@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 from typing import Any
 
 import jax
@@ -159,11 +160,13 @@ class Checkpointer:
     )
     failed = []
     for s in candidates:
-      try:
-        out = mgr.restore(s, args=args)
-      except Exception as e:  # orbax/tensorstore raise many types for a damaged or foreign folder
-        failed.append((s, e))
-        continue
+      with _StderrCapture() as captured:
+        try:
+          out = mgr.restore(s, args=args)
+        except Exception as e:  # orbax/tensorstore raise many types for a damaged or foreign folder
+          failed.append((s, e))
+          captured.settle()
+          continue
       if failed:
         log.warning(
           "checkpoint step(s) %s in %s could not be restored (%s); using step %d",
@@ -195,6 +198,45 @@ class Checkpointer:
   def close(self) -> None:
     for mgr in self._managers.values():
       mgr.close()
+
+
+class _StderrCapture:
+  """File descriptor 2 into a temporary file for the duration of a restore.
+
+  orbax runs a restore's TensorStore reads in an asyncio loop that it closes at the first error;
+  the reads still in flight then complete on TensorStore's threads and print "Event loop is closed"
+  tracebacks straight to file descriptor 2, around the one-line message a reader should see. A
+  restore that works gives back what it printed; a failed one's output goes to the debug log.
+  """
+
+  def __enter__(self):
+    import tempfile
+
+    sys.stderr.flush()
+    self._sink = tempfile.TemporaryFile()
+    self._saved = os.dup(2)
+    os.dup2(self._sink.fileno(), 2)
+    self._failed = False
+    return self
+
+  def settle(self, wait_s: float = 1.0) -> None:
+    """A failed restore: waits for its reads still in flight, still capturing."""
+    import time
+
+    self._failed = True
+    time.sleep(wait_s)
+
+  def __exit__(self, *exc):
+    sys.stderr.flush()
+    os.dup2(self._saved, 2)
+    os.close(self._saved)
+    self._sink.seek(0)
+    text = self._sink.read().decode("utf-8", "replace")
+    self._sink.close()
+    if text and self._failed:
+      log.debug("output of the failed restore: %s", text[-2000:])
+    elif text:
+      sys.stderr.write(text)
 
 
 def _short(e: Exception, n: int = 300) -> str:
