@@ -29,8 +29,9 @@ class AutoencoderTask(PretextTask):
     return 0  # the image
 
   def build_model(self, vocab_size, rngs, *, embedding_init=None):
+    model = self.config.model
     return pretext_models.ReconstructionModel(
-      registry.build_image_tower(self.config.model.image, rngs=rngs)
+      registry.build_image_tower(model.image, rngs=rngs, dtype=registry.compute_dtype(model))
     )
 
   def loss(self, recon, batch):

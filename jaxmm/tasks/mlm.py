@@ -32,7 +32,11 @@ class MaskedTokenTask(PretextTask):
 
   def build_model(self, vocab_size, rngs, *, embedding_init=None):
     tower = registry.build_text_tower(
-      self.config.model.text, vocab_size=vocab_size, rngs=rngs, embedding_init=embedding_init
+      self.config.model.text,
+      vocab_size=vocab_size,
+      rngs=rngs,
+      embedding_init=embedding_init,
+      dtype=registry.compute_dtype(self.config.model),
     )
     return pretext_models.MaskedTokenModel(tower, vocab_size, rngs=rngs)
 

@@ -28,7 +28,7 @@ class RotationTask(PretextTask):
   def build_model(self, vocab_size, rngs, *, embedding_init=None):
     model = self.config.model
     return pretext_models.RotationClassifier(
-      registry.build_image_tower(model.image, rngs=rngs),
+      registry.build_image_tower(model.image, rngs=rngs, dtype=registry.compute_dtype(model)),
       max(self.num_outputs(), 2),
       hidden=tuple(model.head.hidden),
       dropout=model.head.dropout,

@@ -69,3 +69,35 @@ def test_each_pretext_task_builds_its_model_from_the_config():
     model = nnx.eval_shape(lambda: tasks.make(c).build_model(12, nnx.Rngs(0)))
     assert isinstance(model, kind)
   assert model.head.out.out_features == 4 and isinstance(model.image, ConvAutoencoder)
+
+
+@pytest.mark.parametrize("name", ["rotation", "mlm", "autoencoder"])
+def test_model_dtype_reaches_the_pretext_towers(name):
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  rng = np.random.default_rng(0)
+  tokens = jnp.asarray(rng.integers(1, 12, (2, 5)), jnp.int32)
+  length = jnp.array([5, 3], jnp.int32)
+  images = jnp.asarray(rng.random((2, 16, 16, 3)), jnp.float32)
+  outputs = {}
+  for dtype in ("float32", "bfloat16"):
+    c = config_lib.default_config()
+    c.task, c.model.dtype = name, dtype
+    c.model.image.update(num_filters=4, stem="small")
+    c.model.text.update(embed_dim=8, hidden_size=8)
+    if name == "autoencoder":
+      c.model.image = dict(name="conv_autoencoder", channels=(4, 8), latent_dim=8, weights="")
+    model = tasks.make(c).build_model(12, nnx.Rngs(0))
+    model.eval()
+    tower = model.text if name == "mlm" else model.image
+    if hasattr(tower, "dtype"):  # the CNN towers keep it; the LSTM hands it to its layers
+      assert tower.dtype == (jnp.bfloat16 if dtype == "bfloat16" else None), (name, dtype)
+    params = jax.tree.leaves(nnx.state(model, nnx.Param))
+    assert all(p.dtype == jnp.float32 for p in params)  # only the compute follows model.dtype
+    outputs[dtype] = np.asarray(
+      tower.sequence(tokens, length) if name == "mlm" else tower.encode(images), np.float32
+    )
+  assert not np.array_equal(outputs["float32"], outputs["bfloat16"])  # the compute changed
+  np.testing.assert_allclose(outputs["bfloat16"], outputs["float32"], atol=0.1)
