@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxmm.models import import_weights
 from jaxmm.models.text import length_mask
 
 Array = jax.Array
@@ -333,22 +334,11 @@ class LoadReport:
     return not (self.missing or self.unexpected or self.mismatched)
 
   def summary(self, limit: int = 10) -> str:
-    lines = [
+    first = (
       f"loaded {len(self.loaded)} arrays; ignored {len(self.ignored)} non-encoder "
       f"array(s) {self.ignored[:limit]}"
-    ]
-    for name, items in (
-      ("missing from the file", self.missing),
-      ("unexpected (not in the encoder)", self.unexpected),
-    ):
-      if items:
-        more = f" ... (+{len(items) - limit})" if len(items) > limit else ""
-        lines.append(f"{len(items)} key(s) {name}: {', '.join(items[:limit])}{more}")
-    for key, got, want in self.mismatched[:limit]:
-      lines.append(
-        f"shape mismatch: {key} is {got} in the file, the encoder needs {want} (torch layout)"
-      )
-    return "\n".join(lines)
+    )
+    return "\n".join([first, *import_weights.problem_lines(self, "encoder", limit)])
 
 
 def _strip_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -422,11 +412,10 @@ def load_hf_checkpoint(
   encoder: BertEncoder, path: str | os.PathLike, *, strict: bool = True
 ) -> LoadReport:
   """Loads a HF checkpoint (directory or weights file) into `encoder`; errors name the file."""
-  from jaxmm.models.import_weights import read_state_dict  # safetensors, or torch for .bin
 
   weights = hf_weights_file(path)
   try:
-    return load_hf_state_dict(encoder, read_state_dict(weights), strict=strict)
+    return load_hf_state_dict(encoder, import_weights.read_state_dict(weights), strict=strict)
   except ValueError as e:
     raise ValueError(f"{weights}: {e}{_size_hint(encoder, path)}") from None
 

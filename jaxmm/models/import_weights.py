@@ -58,22 +58,29 @@ class Report:
 
   def summary(self, limit: int = 10) -> str:
     head = sorted(k for k in self.ignored if not k.endswith(_IGNORED_SUFFIXES))
-    lines = [
+    first = (
       f"loaded {len(self.loaded)} arrays; ignored {len(head)} head array(s) "
       f"({', '.join(head)}) and {len(self.ignored) - len(head)} BatchNorm counter(s)"
-    ]
-    for name, items in (
-      ("missing from the file", self.missing),
-      ("unexpected (not in the tower)", self.unexpected),
-    ):
-      if items:
-        more = f" ... (+{len(items) - limit})" if len(items) > limit else ""
-        lines.append(f"{len(items)} key(s) {name}: {', '.join(items[:limit])}{more}")
-    for key, got, want in self.mismatched[:limit]:
-      lines.append(
-        f"shape mismatch: {key} is {got} in the file (torch layout), the tower needs {want}"
-      )
-    return "\n".join(lines)
+    )
+    return "\n".join([first, *problem_lines(self, "tower", limit)])
+
+
+def problem_lines(report, target: str, limit: int = 10) -> list[str]:
+  """The missing, unexpected and mismatched keys of a load report (`target`: what was loaded
+  into, 'tower' or 'encoder'), at most `limit` of each."""
+  lines = []
+  for name, items in (
+    ("missing from the file", report.missing),
+    (f"unexpected (not in the {target})", report.unexpected),
+  ):
+    if items:
+      more = f" ... (+{len(items) - limit})" if len(items) > limit else ""
+      lines.append(f"{len(items)} key(s) {name}: {', '.join(items[:limit])}{more}")
+  for key, got, want in report.mismatched[:limit]:
+    lines.append(
+      f"shape mismatch: {key} is {got} in the file (torch layout), the {target} needs {want}"
+    )
+  return lines
 
 
 _ARCHS = {
