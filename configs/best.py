@@ -9,7 +9,7 @@ the late-fusion weights) and is evaluated on the never-seen records 10000..11999
 a text-only classifier (Bi-LSTM over FastText vectors trained on the captions) and an image-only
 classifier (half-width ResNet-18 at 64 px) apart, each for as long as it needs; stage 2 fits a
 per-class logistic mixing of their logits on val (model.name 'late_fusion',
-jaxmm.train.two_stage). Joint training of the same towers (0.853 held-out) peaks at epoch 12 and
+jaxmm.recipes.two_stage). Joint training of the same towers (0.853 held-out) peaks at epoch 12 and
 then overfits (val 0.852 -> 0.839 at epoch 21) long before the image tower alone stops improving
 (its best epoch is 19 of 24).
 Each example's labels are the set of highest expected F1 under the fused probabilities

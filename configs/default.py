@@ -165,7 +165,7 @@ def get_config() -> config_dict.ConfigDict:
   # each row's label set of highest expected F1 under the predicted probabilities)
   t.tune_thresholds = "global"
   t.max_bad_steps = 20
-  # S1's recipe (jaxmm.train.two_stage): towers trained alone, then the head on extracted features.
+  # S1's recipe (jaxmm.recipes.two_stage): towers trained alone, then the head on features.
   t.two_stage = False
   # Matching only: weight of an in-batch contrastive (InfoNCE) loss on the interaction projections.
   t.contrastive_weight = 0.0

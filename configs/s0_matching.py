@@ -26,7 +26,7 @@ def get_config():
   c.data.image_size = 64
   c.data.max_len = 32
   c.data.stem = True
-  c.data.synthetic.update(n_train=2000, n_test=400)  # used only with generate=True
+  c.data.synthetic.update(n_train=2000, n_test=400)  # where data.synthetic.root is data.root
   # ImageNet stem (4x downsampling first): the same ResNet-18 at a CPU-friendly cost at 64 px.
   c.model.image.update(name="resnet18", stem="imagenet", num_filters=32)
   c.model.text.update(

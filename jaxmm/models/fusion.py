@@ -141,7 +141,7 @@ class LateFusionClassifier(nnx.Module):
   Two complete unimodal classifiers (each a tower plus its own head) whose logits are mixed by a
   per-class linear layer. Trained in two stages (`train.two_stage`), each branch learns alone for
   as long as it needs, so the fast-learning text tower cannot drown out the slow image tower; the
-  mixing weights are then fitted on val logits (jaxmm.train.two_stage). `.image` / `.text` are the
+  mixing weights are then fitted on val logits (jaxmm.recipes.two_stage). `.image` / `.text` are the
   branches' towers, so pretrained weights and tower transfer work as for concat fusion.
   """
 
