@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from jax import lax
 
 ConvFn = Callable[..., jax.Array]
@@ -329,3 +330,34 @@ def make_conv_fn(impl: str = "auto", *, max_hw: int | None = None) -> ConvFn:
       return auto_conv
     return functools.partial(auto_conv, max_hw=int(max_hw))
   raise ValueError(f"conv impl must be one of {IMPLS}, got {impl!r}")
+
+
+def torch_conv(
+  in_features: int,
+  out_features: int,
+  kernel: int,
+  stride: int = 1,
+  *,
+  groups: int = 1,
+  kernel_init: Callable,
+  conv_impl: str,
+  dtype: Any,
+  rngs: nnx.Rngs,
+) -> nnx.Conv:
+  """A bias-free square conv padded as torchvision pads it (kernel // 2 on each side, not
+  'SAME'), on the conv path `conv_impl`: the conv of the ResNet, DenseNet and EfficientNet towers,
+  so torchvision weights give torchvision's activations."""
+  pad = kernel // 2
+  return nnx.Conv(
+    in_features,
+    out_features,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding=((pad, pad), (pad, pad)),
+    feature_group_count=groups,
+    use_bias=False,
+    kernel_init=kernel_init,
+    dtype=dtype,
+    conv_general_dilated=make_conv_fn(conv_impl),
+    rngs=rngs,
+  )

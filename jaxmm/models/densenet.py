@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxmm.models import pool
-from jaxmm.models.conv import make_conv_fn
+from jaxmm.models.conv import make_conv_fn, torch_conv
 
 # torchvision DenseNet: nn.init.kaiming_normal_ defaults (fan_in, gain sqrt(2)), untruncated.
 _KAIMING = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -35,29 +35,8 @@ _BN_EPS = 1e-5
 STEMS = ("imagenet", "small")
 
 
-def _conv(
-  in_features: int,
-  out_features: int,
-  kernel: int,
-  stride: int = 1,
-  *,
-  conv_impl: str,
-  dtype: Any,
-  rngs: nnx.Rngs,
-) -> nnx.Conv:
-  pad = kernel // 2  # torchvision's explicit padding, not 'SAME'
-  return nnx.Conv(
-    in_features,
-    out_features,
-    (kernel, kernel),
-    strides=(stride, stride),
-    padding=((pad, pad), (pad, pad)),
-    use_bias=False,
-    kernel_init=_KAIMING,
-    dtype=dtype,
-    conv_general_dilated=make_conv_fn(conv_impl),
-    rngs=rngs,
-  )
+def _conv(in_features: int, out_features: int, kernel: int, stride: int = 1, **kw) -> nnx.Conv:
+  return torch_conv(in_features, out_features, kernel, stride, kernel_init=_KAIMING, **kw)
 
 
 def _bn(features: int, *, dtype: Any, rngs: nnx.Rngs) -> nnx.BatchNorm:

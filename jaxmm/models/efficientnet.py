@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxmm.models.conv import make_conv_fn
+from jaxmm.models.conv import make_conv_fn, torch_conv
 
 # torchvision EfficientNet: kaiming_normal_(mode='fan_out'), gain sqrt(2), untruncated.
 _KAIMING = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -71,19 +71,16 @@ class ConvBNAct(nnx.Module):
     dtype: Any = None,
     rngs: nnx.Rngs,
   ):
-    pad = (kernel - 1) // 2
     self.activation = activation
-    self.conv = nnx.Conv(
+    self.conv = torch_conv(
       in_features,
       out_features,
-      (kernel, kernel),
-      strides=(stride, stride),
-      padding=((pad, pad), (pad, pad)),
-      feature_group_count=groups,
-      use_bias=False,
+      kernel,
+      stride,
+      groups=groups,
       kernel_init=_KAIMING,
+      conv_impl=conv_impl,
       dtype=dtype,
-      conv_general_dilated=make_conv_fn(conv_impl),
       rngs=rngs,
     )
     # use_running_average set explicitly: Flax's default has changed before.

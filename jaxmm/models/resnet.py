@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxmm.models import pool
-from jaxmm.models.conv import make_conv_fn
+from jaxmm.models.conv import make_conv_fn, torch_conv
 
 # torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'), untruncated.
 _KAIMING = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -40,31 +40,8 @@ def _activate(x: jax.Array, activation: str) -> jax.Array:
   return nnx.leaky_relu(x, negative_slope=0.01)
 
 
-def _conv(
-  in_features: int,
-  out_features: int,
-  kernel: int,
-  stride: int = 1,
-  *,
-  groups: int = 1,
-  conv_impl: str,
-  dtype: Any,
-  rngs: nnx.Rngs,
-) -> nnx.Conv:
-  pad = kernel // 2
-  return nnx.Conv(
-    in_features,
-    out_features,
-    (kernel, kernel),
-    strides=(stride, stride),
-    padding=((pad, pad), (pad, pad)),
-    feature_group_count=groups,
-    use_bias=False,
-    kernel_init=_KAIMING,
-    dtype=dtype,
-    conv_general_dilated=make_conv_fn(conv_impl),
-    rngs=rngs,
-  )
+def _conv(in_features: int, out_features: int, kernel: int, stride: int = 1, **kw) -> nnx.Conv:
+  return torch_conv(in_features, out_features, kernel, stride, kernel_init=_KAIMING, **kw)
 
 
 def _bn(features: int, *, zero_scale: bool = False, dtype: Any, rngs: nnx.Rngs) -> nnx.BatchNorm:
