@@ -28,6 +28,7 @@ TENSORBOARD_DIR = "tensorboard"
 CHECKPOINTS_DIR = "checkpoints"
 RECONSTRUCTIONS_FILE = "reconstructions.png"  # the autoencoder's val reconstructions
 TWO_STAGE_FILE = "two_stage.json"  # the stage results of a two-stage run
+LABELS_FILE = "labels.json"  # the label names of a multi-label run, in head order
 
 # Keys that may change between a run and its resumption (how long, how fast, how verbose).
 _RESUMABLE_PREFIXES = (
@@ -47,6 +48,14 @@ ADDED_KEYS = {"data.augment.color_jitter": 0.0, "data.augment.word_swap": 0.0, "
 
 def path(workdir: str, name: str) -> str:
   return os.path.join(workdir, name)
+
+
+def writes_files() -> bool:
+  """Whether this process writes workdir files: process 0 of a run on several hosts (all
+  processes still take part in orbax saves and restores, as orbax requires)."""
+  import jax  # deferred: reading a workdir's files needs no jax
+
+  return jax.process_index() == 0
 
 
 def config_differences(config, workdir: str) -> list[str]:
