@@ -107,13 +107,19 @@ def load_image(path: str, size: int, *, max_image_pixels: int = MAX_IMAGE_PIXELS
     if im.width * im.height > max_image_pixels:
       raise ImageTooLargeError(
           path, _too_large_detail(im.width * im.height, im.size, max_image_pixels))
-    # draft() lets libjpeg decode at a reduced scale: several times faster for big-to-small resizes.
-    if im.format == "JPEG":
-      im.draft("RGB", (size, size))
-    im = _to_8bit(im).convert("RGB")
-    if im.size != (size, size):
-      im = im.resize((size, size), Image.BILINEAR)
-    return np.asarray(im, dtype=np.uint8)
+    return to_array(im, size)
+
+
+def to_array(im: Image.Image, size: int) -> np.ndarray:
+  """A PIL image as load_image gives it: uint8 (size, size, 3), RGB, bilinear resize."""
+  # draft() lets libjpeg decode at a reduced scale: several times faster for big-to-small resizes
+  # (a JPEG opened but not yet decoded; an image already in memory is resized as it is).
+  if im.format == "JPEG":
+    im.draft("RGB", (size, size))
+  im = _to_8bit(im).convert("RGB")
+  if im.size != (size, size):
+    im = im.resize((size, size), Image.BILINEAR)
+  return np.asarray(im, dtype=np.uint8)
 
 
 def _classify(path: str, e: Exception) -> tuple[str, str]:
