@@ -137,8 +137,10 @@ def train_dataset(split: PreparedSplit, *, batch_size: int, seed: int, epoch: in
 
   `extra_map(example, rng) -> example` adds task-specific random transforms (pretext tasks).
   shard=(index, count): multi-host data parallelism, `batch_size` rows per process. Process
-  `index` reads every count-th example of the shuffled, augmented epoch, so global batch k is the
-  same examples with the same augmentation as batch k of a one-process run with batch_size*count.
+  `index` reads rows [index*batch_size, (index+1)*batch_size) of each global batch of the shuffled,
+  augmented epoch, so the global batch k that the processes' shards make up (in process order) is
+  batch k of a one-process run with batch_size*count, row for row: what depends on a row's
+  position (dropout masks) is the same too.
   """
   ds = grain.MapDataset.source(SplitSource(split)).shuffle(seed=_epoch_seed(seed, epoch))
   if augment.any:
@@ -148,7 +150,8 @@ def train_dataset(split: PreparedSplit, *, batch_size: int, seed: int, epoch: in
   index, count = shard
   if count > 1:  # whole global batches only, so every process has the same number of steps
     full = len(ds) // (batch_size * count) * batch_size * count
-    ds = ds[:full][index::count]
+    # Batches of batch_size rows; global batch k is batches k*count .. k*count+count-1.
+    return ds[:full].batch(batch_size, drop_remainder=True)[index::count]
   return ds.batch(batch_size, drop_remainder=True)
 
 
