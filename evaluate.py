@@ -4,7 +4,9 @@
 
 
 Restores the best checkpoint and runs a jitted eval over the workdir's val split, or over any
-labelled CSV in the layout of the workdir's task (COMP5329 or S0 matching); every example counts
+labelled file of the workdir's task: a table (.jsonl / .csv with image, text and labels or match;
+images found from the file's folder) or a CSV in the COMP5329 or S0 matching layout; every example
+counts
 (the last batch is padded, not dropped). Prints the metrics (with a per-class table or a confusion
 matrix) and writes them as JSON. `--report_dir D` also writes
 D/report.md with plots for that split. A pretext workdir (configs/pretrain_*.py) reports its
@@ -20,11 +22,15 @@ from absl import app, flags
 from jaxmm import cli
 
 flags.DEFINE_string("workdir", None, "A trained jaxmm workdir.")
-flags.DEFINE_string("csv", None, "A labelled CSV (default: the workdir's val split).")
+flags.DEFINE_string(
+  "csv",
+  None,
+  "A labelled table (.jsonl / .csv) or COMP5329 / S0 CSV (default: the workdir's val split).",
+)
 flags.DEFINE_string(
   "images",
   None,
-  "Folder of the CSV's images (default: <csv dir>/data, or "
+  "Folder the images are found in (default: a table's own folder; <csv dir>/data for COMP5329, "
   "<csv dir>/<csv name>_images for matching).",
 )
 flags.DEFINE_string(

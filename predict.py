@@ -1,10 +1,18 @@
-"""Predict for a CSV: `python predict.py --workdir W --csv test.csv --images D --out sub.csv`.
+"""Predict for a file: `python predict.py --workdir W --csv FILE --out OUT [--probs]`.
 
-COMP5329 workdirs write `ImageID,Labels` (space-separated label ids, at least one per row);
-matching workdirs write `id,label` (1 = the caption matches the image). One row per input row, in
-input order, using the workdir's best checkpoint (or --which latest) and tuned threshold(s).
-`--skip_bad` predicts the rows whose image is usable and writes the others with no label, listed
-in <out>.skipped.json. A CSV with no records gives a file with the header line alone.
+FILE is in the layout of the workdir's task:
+- a table (`.jsonl` or `.csv` with columns image, text; the names are the run's data.columns):
+  OUT keeps each row's image and text and adds the decision: multi-label runs write the label
+  names joined by data.label_sep ('|') in a `labels` column, matching runs 0/1 in `match`. Image
+  paths are resolved against the file's folder (or --images). An OUT ending in .jsonl is written
+  as JSONL, anything else as CSV;
+- COMP5329's CSV: `ImageID,Labels` (space-separated label ids, at least one per row), the Kaggle
+  format; S0's matching CSV: `id,label` (1 = the caption matches the image).
+`--probs` adds one probability column per label, named `p:<label name>` (`p:match` / `p:label`
+for matching), so no label name can collide with an input column.
+One row per input row, in input order, using the workdir's best checkpoint (or --which latest) and
+tuned threshold(s). `--skip_bad` predicts the rows whose image is usable and writes the others with
+no label, listed in <out>.skipped.json. A file with no records gives a file with the header alone.
 """
 
 import json
@@ -15,11 +23,15 @@ from absl import flags
 from jaxmm import cli
 
 flags.DEFINE_string("workdir", None, "A trained jaxmm workdir.")
-flags.DEFINE_string("csv", None, "A CSV in the workdir's task layout (labels optional).")
+flags.DEFINE_string(
+  "csv",
+  None,
+  "A table (.jsonl / .csv: image, text) or a CSV in the workdir's older layout (labels optional).",
+)
 flags.DEFINE_string(
   "images",
   None,
-  "Folder of the CSV's images (default: <csv dir>/data, or "
+  "Folder the images are found in (default: a table's own folder; <csv dir>/data for COMP5329, "
   "<csv dir>/<csv name>_images for matching).",
 )
 flags.DEFINE_string(
@@ -29,7 +41,8 @@ flags.DEFINE_string(
   "for every label (e.g. 0.5), or 'expected_f1' (multi-label: each row's label "
   "set of highest expected F1 under the predicted probabilities).",
 )
-flags.DEFINE_string("out", "submission.csv", "Where the submission goes.")
+flags.DEFINE_string("out", "submission.csv", "Where the predictions go (.jsonl: JSON lines).")
+flags.DEFINE_bool("probs", False, "Add one probability column per label: p:<label name>.")
 flags.DEFINE_enum(
   "which",
   "best",
@@ -74,12 +87,10 @@ def main(argv):
     skip_hint="pass --skip_bad to predict the other rows (these get no label and are listed in "
     f"{skipped_file})",
   )
-  if len(split):
-    task.write_predictions(FLAGS.out, split, restored.predict(split), restored.thresholds)
-  else:
-    inference.write_empty_predictions(restored, FLAGS.out)
+  inference.write_predictions(
+    restored, FLAGS.out, FLAGS.csv, split, skipped, with_probs=FLAGS.probs
+  )
   if skipped:
-    inference.write_with_skipped(FLAGS.out, skipped)
     with open(skipped_file, "w") as f:
       json.dump(skipped.to_json(), f, indent=1)
     print(

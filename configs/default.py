@@ -14,12 +14,24 @@ def get_config() -> config_dict.ConfigDict:
   c.task = "multilabel"
 
   c.data = d = config_dict.ConfigDict()
-  d.root = "data/synthetic"  # a folder with train.csv, test.csv and data/*.jpg
-  d.train_csv = "train.csv"
+  # A dataset folder: a table (train.jsonl or train.csv with columns image, text, labels; optional
+  # val.* and test.*), COMP5329's layout (train.csv, test.csv, data/*.jpg) or S0's (matching).
+  d.root = "data/synthetic"
+  # 'auto' (told from the training file), 'table', 'comp5329' or 'matching'
+  d.layout = "auto"
+  # Tables: the column names; labels holds label names joined by label_sep (JSONL: or a list);
+  # matching data has a 0/1 match column instead. Image paths are relative to the table's folder.
+  d.columns = config_dict.ConfigDict(
+    dict(image="image", text="text", labels="labels", match="match")
+  )
+  d.label_sep = "|"
+  # Tables: the label set in head order; () = the training file's label names, sorted.
+  d.labels = ()
+  d.train_csv = "train.csv"  # the training file ('train.csv' also finds a table's train.jsonl)
   d.test_csv = "test.csv"
   d.images_dir = "data"
-  # Matching only: a separate labelled val CSV and its images ('' = cut val from train_csv by
-  # image).
+  # A separate labelled val file ('' = a table's val.jsonl / val.csv when there is one, else val
+  # is cut from the training file: by image for matching) and, for S0's layout, its images.
   d.val_csv = ""
   d.val_images_dir = ""
   d.image_size = 64

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import collections
-import csv
+import copy
 import dataclasses
 import json
 import logging
@@ -34,6 +34,12 @@ class Restored:
   predict_step: object
   thresholds: float | list[float] | str  # str: thresholds.EXPECTED_F1
   step: int
+
+  @property
+  def label_names(self) -> tuple[str, ...]:
+    """The columns of `predict`'s probabilities: a multi-label workdir's label names (labels.json;
+    COMP5329's 18 for a workdir without one), ('match',) for matching."""
+    return self.task.output_names()
 
   def predict(self, split: PreparedSplit) -> np.ndarray:
     probs, _ = evaluation.predict_split(
@@ -76,6 +82,7 @@ def restore(workdir: str, *, which: str = ckpt_lib.BEST, thresholds: str | None 
   """
   config = workdir_lib.read_config(workdir)
   task = tasks.make(config)
+  task.read_workdir(workdir)  # its label set (labels.json) sizes the head
   override = (
     None
     if thresholds is None  # checked before the checkpoint is read
@@ -198,9 +205,9 @@ def read_split(
   # Every row's id, in CSV order: the same reader with the images left out.
   config = ml_collections.ConfigDict(restored.config.to_dict())
   config.model.mode = "text"
-  every = (
-    tasks.make(config).split_from_csv(restored.encoder, csv_path, images_dir, labelled=labelled).ids
-  )
+  text_only = copy.copy(restored.task)  # the workdir's task, label set included
+  text_only.config = config
+  every = text_only.split_from_csv(restored.encoder, csv_path, images_dir, labelled=labelled).ids
   kept = collections.Counter(split.ids)
   ids, records = [], []
   for k, i in enumerate(every):
@@ -222,21 +229,26 @@ def _without_training_hint(message: str) -> str:
   )
 
 
-def write_with_skipped(path: str, skipped: Skipped) -> None:
-  """Rewrites the predictions CSV at `path` (one row per kept example, in input order) with a row
-  of no label at each skipped record's place."""
-  with open(path, newline="") as f:
-    header, *kept = list(csv.reader(f))
-  at = dict(zip(skipped.records, skipped.ids))
-  kept_rows = iter(kept)
-  out = [header] + [
-    [at[k]] + [""] * (len(header) - 1) if k in at else next(kept_rows)
-    for k in range(len(kept) + len(at))
-  ]
-  tmp = f"{path}.{os.getpid()}.tmp"
-  with open(tmp, "w", newline="") as f:
-    csv.writer(f).writerows(out)
-  os.replace(tmp, path)
+def write_predictions(
+  restored: Restored,
+  path: str,
+  csv_path: str,
+  split: PreparedSplit,
+  skipped: Skipped | None = None,
+  *,
+  with_probs: bool = False,
+) -> None:
+  """The predictions file of `csv_path` in its task's format: one row per record, in input
+  order (skipped records with no decision; a file without records gives the header alone)."""
+  restored.task.write_predictions(
+    path,
+    split,
+    restored.predict(split) if len(split) else None,
+    restored.thresholds,
+    source=csv_path,
+    skipped=dict(zip(skipped.records, skipped.ids)) if skipped else None,
+    with_probs=with_probs,
+  )
 
 
 def parse_rows(spec: str, n: int, *, source: str = "the CSV") -> np.ndarray:
@@ -252,15 +264,3 @@ def parse_rows(spec: str, n: int, *, source: str = "the CSV") -> np.ndarray:
   if not len(rows):
     raise ValueError(f"--rows={spec!r} selects no row of {source} ({n} records)")
   return rows
-
-
-def write_empty_predictions(restored: Restored, path: str) -> None:
-  """The predictions file of a CSV without records: the task's header line alone."""
-  placeholder = PreparedSplit(ids=["-"], image_cache=None, image_index=None, arrays={})
-  restored.task.write_predictions(
-    path, placeholder, np.zeros((1, restored.task.num_outputs()), np.float32), restored.thresholds
-  )
-  with open(path, newline="") as f:
-    header = next(csv.reader(f))
-  with open(path, "w", newline="") as f:
-    csv.writer(f).writerow(header)

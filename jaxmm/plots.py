@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxmm.data.comp5329 import LABEL_NAMES
 from jaxmm.train import metrics as metrics_lib
 from jaxmm.train import thresholds as thresholds_lib
 
@@ -150,10 +149,7 @@ def plot_per_class_f1(per_class: Sequence[dict], path: str, *, title: str = "Per
   fig, ax = _figure(7.5, 0.32 * len(per_class) + 1.6)
   y = np.arange(len(per_class))[::-1]
   f1 = np.array([r["f1"] for r in per_class])
-  names = [
-    f"{r['label_id']} {LABEL_NAMES.get(r['label_id'], '')}".strip() + f"  (n={r['support']})"
-    for r in per_class
-  ]
+  names = [f"{metrics_lib.label_text(r)}  (n={r['support']})" for r in per_class]
   ax.barh(y, f1, color="#4a8fc4", zorder=2)  # opaque: the macro line stays behind
   for yi, v in zip(y, f1):  # the value inside the bar's end, or just right of a short bar
     inside = v > 0.15

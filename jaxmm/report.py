@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxmm import plots
-from jaxmm.data.comp5329 import LABEL_NAMES
+from jaxmm.data import labels as labels_lib
 from jaxmm.train import metrics as metrics_lib
 from jaxmm.train import thresholds as thresholds_lib
 from jaxmm.train.writer import read_metrics
@@ -110,8 +110,9 @@ def write_report(
 ) -> str:
   """Writes `out_dir/report.md` and `out_dir/plots/*.png` (out_dir defaults to workdir).
 
-  probs/labels: (N, 18) multi-label or (N,) binary predictions of a labelled split; by default the
-  workdir's val_predictions.npz. thresholds: scalar or (18,); by default thresholds.json's.
+  probs/labels: (N, L) multi-label or (N,) binary predictions of a labelled split; by default the
+  workdir's val_predictions.npz; per-class rows are named by the workdir's labels.json (COMP5329's
+  18 labels for a workdir without one). thresholds: scalar or (L,); by default thresholds.json's.
   confusion: [[tn, fp], [fn, tp]] of the matching task, drawn when given (or computed from
   binary probs). Returns the report's path.
   """
@@ -173,7 +174,8 @@ def write_report(
     probs, labels = np.asarray(probs), np.asarray(labels)
     if probs.ndim == 2:  # multi-label
       preds = thresholds_lib.apply_thresholds(probs, thresholds, at_least_one=True)
-      per_class = metrics_lib.per_class_metrics(labels, preds)
+      label_set = labels_lib.for_outputs(probs.shape[1], workdir)
+      per_class = metrics_lib.per_class_metrics(labels, preds, label_set=label_set)
       at_thresholds = metrics_lib.multilabel_metrics(labels, preds)
       add(
         "per_class_f1.png",
@@ -254,6 +256,11 @@ def _thresholds_text(thresholds) -> str:
   if thr.ndim == 0:
     return f"{float(thr):.2f}"
   return f"per class, {thr.min():.2f}-{thr.max():.2f}"
+
+
+def _cell(text: str) -> str:
+  """Text for a Markdown table cell (a label name may hold a '|')."""
+  return text.replace("|", "\\|")
 
 
 def _fmt(v) -> str:
@@ -354,7 +361,7 @@ def _markdown(
       "|---:|---|---:|---:|---:|---:|---:|",
     ]
     out += [
-      f"| {r['label_id']} | {LABEL_NAMES.get(r['label_id'], '')} | {r['support']} | "
+      f"| {r['label_id']} | {_cell(r['name'])} | {r['support']} | "
       f"{r['predicted']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} |"
       for r in per_class
     ]

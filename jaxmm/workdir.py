@@ -43,7 +43,19 @@ _RESUMABLE_PREFIXES = (
 
 # Config keys added after workdirs already existed, with the value that reproduces the behaviour
 # from before: a workdir whose config.json lacks one resumes when the new config keeps that value.
-ADDED_KEYS = {"data.augment.color_jitter": 0.0, "data.augment.word_swap": 0.0, "optim.l2": 0.0}
+ADDED_KEYS = {
+  "data.augment.color_jitter": 0.0,
+  "data.augment.word_swap": 0.0,
+  "optim.l2": 0.0,
+  # the layouts before tables: told from the files, as 'auto' does
+  "data.layout": "auto",
+  "data.columns.image": "image",
+  "data.columns.text": "text",
+  "data.columns.labels": "labels",
+  "data.columns.match": "match",
+  "data.label_sep": "|",
+  "data.labels": [],
+}
 
 
 def path(workdir: str, name: str) -> str:

@@ -67,6 +67,7 @@ def test_every_config_is_covered():
     "pretrain_autoencoder",
     "best",
     "best_gpu",
+    "own_data",
   ):
     assert name in CONFIGS
 
@@ -92,10 +93,12 @@ def test_best_gpu_is_best_with_only_its_sizes_changed():
   assert (best["model.image.conv_impl"], gpu["model.image.conv_impl"]) == ("im2col", "auto")
 
 
-# tiny, demo and comp5329_dev train in tests/test_end_to_end.py-style runs of the same model family.
-@pytest.mark.parametrize(
-  "name", [n for n in CONFIGS if n not in ("default", "tiny", "demo", "comp5329_dev", "best_gpu")]
-)  # best_gpu: the test above
+# tiny, demo and comp5329_dev train in tests/test_end_to_end.py-style runs of the same model family;
+# own_data (comp5329_dev's model on a table) in tests/test_own_data.py; best_gpu: the test above.
+_ELSEWHERE = ("default", "tiny", "demo", "comp5329_dev", "best_gpu", "own_data")
+
+
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n not in _ELSEWHERE])
 def test_config_trains_two_steps(name, tmp_path):
   config = config_lib.load_config_file(os.path.join(ROOT, "configs", f"{name}.py"))
   config = _shrink(config, str(tmp_path / "data"))

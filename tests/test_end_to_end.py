@@ -10,6 +10,7 @@ import sys
 
 from configs import tiny
 from jaxmm.data import comp5329
+from jaxmm.data import labels as labels_lib
 from jaxmm.recipes import train_and_evaluate
 from jaxmm.train.writer import read_metrics
 from tests.conftest import ROOT
@@ -50,6 +51,10 @@ def test_train_evaluate_predict_resume(tmp_path):
     "plots/threshold_sweep.png",
   ):
     assert os.path.exists(os.path.join(workdir, name)), name
+  assert labels_lib.load(os.path.join(workdir, "labels.json")) == labels_lib.COMP5329
+  # A workdir from before labels.json existed is a COMP5329 run: evaluate.py and predict.py below
+  # read it so (18 outputs, label ids), and write nothing into it.
+  os.remove(os.path.join(workdir, "labels.json"))
   rows = read_metrics(os.path.join(workdir, "metrics.jsonl"))
   evals = [r for r in rows if "val_samples_f1" in r]
   assert len(evals) == 1 and evals[0]["step"] == result["step"] == 4  # 64 train / batch 16
@@ -122,6 +127,8 @@ def test_train_evaluate_predict_resume(tmp_path):
   for _, labels in got[1:]:
     ids = [int(t) for t in labels.split()]
     assert ids and all(i in comp5329.LABEL_IDS for i in ids)
+
+  assert not os.path.exists(os.path.join(workdir, "labels.json"))
 
   # The same workdir with more epochs resumes from step 4 instead of starting over.
   config.train.epochs = 2

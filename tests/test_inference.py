@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from jaxmm import inference, tasks
+from jaxmm.tasks import base
 
 
 @pytest.mark.parametrize(
@@ -38,17 +39,22 @@ def test_parse_thresholds():
       inference.parse_thresholds(bad, tasks.TASKS["multilabel"])
 
 
-def test_write_with_skipped_keeps_input_order(tmp_path):
+def test_skipped_rows_keep_their_place_in_the_predictions(tmp_path):
   out = tmp_path / "sub.csv"
-  out.write_text("ImageID,Labels\na.jpg,1\nc.jpg,2 3\n")
-  skipped = inference.Skipped(csv="t.csv", ids=["b.jpg", "d.jpg"], records=[1, 3], reasons=[])
-  inference.write_with_skipped(str(out), skipped)
+  base.write_id_predictions(
+    str(out),
+    ["ImageID", "Labels"],
+    ["a.jpg", "c.jpg"],
+    ["1", "2 3"],
+    {"p:person": [0.9, 0.25]},
+    skipped={1: "b.jpg", 3: "d.jpg"},
+  )
   assert out.read_text().splitlines() == [
-    "ImageID,Labels",
-    "a.jpg,1",
-    "b.jpg,",
-    "c.jpg,2 3",
-    "d.jpg,",
+    "ImageID,Labels,p:person",
+    "a.jpg,1,0.9",
+    "b.jpg,,",
+    "c.jpg,2 3,0.25",
+    "d.jpg,,",
   ]
 
 

@@ -14,11 +14,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxmm.data import comp5329
+from jaxmm.data import comp5329, table
 from jaxmm.data import images as images_lib
+from jaxmm.data import labels as labels_lib
+from jaxmm.data.labels import LabelSet
 from jaxmm.data.pipeline import PreparedSplit
 from jaxmm.data.text import TextEncoder
-from jaxmm.workdir import SKIPPED_FILE, VOCAB_FILE
+from jaxmm.workdir import LABELS_FILE, SKIPPED_FILE, VOCAB_FILE
 
 log = logging.getLogger("jaxmm")
 
@@ -30,9 +32,14 @@ class PreparedData:
   encoder: TextEncoder
   skipped: list[dict]
   train_captions: list[str] | None = None  # raw, for word vectors trained on them
+  labels: LabelSet | None = None  # multi-label data: the label set, in head order
 
 
 def check_root(root: str) -> None:
+  if not root:
+    raise FileNotFoundError(
+        "data.root is not set: pass --config.data.root=DIR, a folder with train.jsonl or train.csv "
+        "(columns image, text, labels) and the images they name")
   if not os.path.isdir(root):
     raise FileNotFoundError(
         f"data.root {root!r} does not exist. Point --config.data.root at a dataset folder "
@@ -324,7 +331,6 @@ def prepare_matching(cfg_data, workdir: str | None, *, with_images: bool = True)
   if unlabelled:
     raise comp5329.CsvFormatError(f"{train_csv}: training needs the label column "
                                   "(header id,caption,image_id,label)")
-  skipped: list[dict] = []
   val_images_dir = cfg_data.get("val_images_dir") or cfg_data.images_dir
   val_csv = train_csv
   if cfg_data.get("val_csv"):
@@ -336,33 +342,49 @@ def prepare_matching(cfg_data, workdir: str | None, *, with_images: bool = True)
   else:
     train_recs, val_recs = _split_matching_by_image(train_recs, cfg_data, train_csv)
     val_images_dir = cfg_data.images_dir
-  csv_of = {"train": train_csv, "val": val_csv}
-  for name, recs in (("train", train_recs), ("val", val_recs)):
+  dirs = {"train": cfg_data.images_dir, "val": val_images_dir}
+
+  def images_of(name, recs):
+    return _matching_images(recs, os.path.join(cfg_data.root, dirs[name]), cfg_data.image_size,
+                            cfg_data.get("cache_dir") or None, _max_image_pixels(cfg_data))
+
+  return _prepare_pairs(cfg_data, workdir, {"train": train_recs, "val": val_recs},
+                        {"train": train_csv, "val": val_csv}, images_of, with_images)
+
+
+def _pair_id(record) -> str:
+  """A pair's id: S0's id column; a table row's image (a table has no id column)."""
+  return getattr(record, "id", record.image_id)
+
+
+def _prepare_pairs(cfg_data, workdir: str | None, recs_of: dict, csv_of: dict, images_of,
+                   with_images: bool) -> PreparedData:
+  """Matching pairs of both splits -> PreparedData: empty captions and bad images of both splits
+  reported together; `images_of(split name, records)` decodes a split's images."""
+  skipped: list[dict] = []
+  for name, recs in recs_of.items():
     empty = [r for r in recs if not r.caption.strip()]
     if empty and not cfg_data.skip_bad:
-      first = ", ".join(f"{r.id} (line {r.line})" for r in empty[:5])
+      first = ", ".join(f"{_pair_id(r)} (line {r.line})" for r in empty[:5])
       raise comp5329.CsvFormatError(
           f"{csv_of[name]}: {name} split: {len(empty)} pair(s) have an empty caption (first: "
           f"{first}). Fill them in or set --config.data.skip_bad=True to train without them.")
     skipped.extend(_entry(r, "empty caption", csv=csv_of[name], split=name) for r in empty)
-  train_recs = [r for r in train_recs if r.caption.strip()]
-  val_recs = [r for r in val_recs if r.caption.strip()]
+  train_recs = [r for r in recs_of["train"] if r.caption.strip()]
+  val_recs = [r for r in recs_of["val"] if r.caption.strip()]
   if not train_recs:
-    raise comp5329.CsvFormatError(f"{train_csv}: every pair has an empty caption; nothing to "
-                                  "train on")
-  dirs = {"train": cfg_data.images_dir, "val": val_images_dir}
+    raise comp5329.CsvFormatError(f"{csv_of['train']}: every pair has an empty caption; nothing "
+                                  "to train on")
   decoded = {"train": None, "val": None}
   if with_images:
     for name, recs in (("train", train_recs), ("val", val_recs)):
       if recs:
-        decoded[name] = _matching_images(recs, os.path.join(cfg_data.root, dirs[name]),
-                                         cfg_data.image_size, cfg_data.get("cache_dir") or None,
-                                         _max_image_pixels(cfg_data))
+        decoded[name] = images_of(name, recs)
   _check_images([(name, csv_of[name], im) for name, im in decoded.items()], cfg_data.skip_bad,
                 skipped)
   encoder = text_encoder_for(cfg_data, workdir, [r.caption for r in train_recs])
   train, val = (
-      _to_split(recs, decoded[name], encoder, [r.id for r in recs], _match_labels(recs))
+      _to_split(recs, decoded[name], encoder, [_pair_id(r) for r in recs], _match_labels(recs))
       if recs else None for name, recs in (("train", train_recs), ("val", val_recs)))
   _report_skipped(skipped, workdir)
   return PreparedData(train=train, val=val, encoder=encoder, skipped=skipped,
@@ -384,3 +406,160 @@ def _report_skipped(skipped: list[dict], workdir: str | None) -> None:
   more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
   log.warning("skipped %d example(s) (data.skip_bad=True): %s%s\n%s%s", len(skipped),
               images_lib.reason_counts([s["reason"] for s in skipped]), where, shown, more)
+
+
+# --- the layouts of each task: COMP5329 / S0, or a plain table --------------------------------
+
+
+def prepare_multilabel(cfg_data, workdir: str | None, *, with_images: bool = True,
+                       labels: LabelSet | None = None, save_labels: bool = True,
+                       task_key: str = "task") -> PreparedData:
+  """The train and val splits of a multi-label folder (COMP5329's layout or a table).
+
+  labels: the label set when it is known already (a restored workdir's); otherwise data.labels,
+  the workdir's labels.json or the training file's names, saved as labels.json in `workdir`
+  (when `save_labels`). task_key: the key named when the folder holds matching data.
+  """
+  check_root(cfg_data.root)
+  layout = table.find_layout(cfg_data, "multilabel", task_key=task_key)
+  if layout.name == "table":
+    data = _prepare_table_multilabel(cfg_data, workdir, layout.train_path,
+                                     with_images=with_images, labels=labels)
+  else:
+    if cfg_data.get("labels"):
+      raise ValueError(
+          f"data.labels fixes the label set of a table; {cfg_data.root} holds COMP5329 data, whose "
+          "labels are its 18 ids: set --config.data.labels=()")
+    if labels is not None and labels.ids is None:
+      raise ValueError(
+          f"{layout.train_path} is a COMP5329-layout file (label ids) but the run's labels are "
+          f"names ({labels.describe()}): give a table (image, text, labels) instead")
+    data = prepare_comp5329(cfg_data, workdir, with_images=with_images)
+    data.labels = labels or labels_lib.COMP5329
+  if save_labels and workdir and labels is None:
+    _save_labels(data.labels, workdir)
+  return data
+
+
+def label_set_of(cfg_data) -> LabelSet:
+  """The label set of a multi-label folder without preparing it: data.labels, else COMP5329's,
+  else the sorted names of the table's training file."""
+  check_root(cfg_data.root)
+  layout = table.find_layout(cfg_data, "multilabel")
+  if layout.name == "comp5329":
+    return labels_lib.COMP5329
+  records = table.read_table(layout.train_path, table.Columns.from_config(cfg_data),
+                             _label_sep(cfg_data), need="labels")
+  return labels_lib.for_training(cfg_data, None, records, layout.train_path)[0]
+
+
+def _save_labels(label_set: LabelSet, workdir: str) -> None:
+  """labels.json beside vocab.json, for evaluation and prediction (process 0 of several writes)."""
+  from jaxmm.workdir import writes_files  # deferred: it imports jax
+
+  path = os.path.join(workdir, LABELS_FILE)
+  if not os.path.exists(path) and writes_files():
+    labels_lib.save(label_set, path)
+
+
+def prepare_pairs(cfg_data, workdir: str | None, *, with_images: bool = True,
+                  task_key: str = "task") -> PreparedData:
+  """The train and val splits of a matching folder (S0's layout or a table with `match`)."""
+  check_root(cfg_data.root)
+  layout = table.find_layout(cfg_data, "matching", task_key=task_key)
+  if layout.name == "matching":
+    return prepare_matching(cfg_data, workdir, with_images=with_images)
+  columns, sep = table.Columns.from_config(cfg_data), _label_sep(cfg_data)
+  train_path = layout.train_path
+  train_recs = table.read_table(train_path, columns, sep, need="match")
+  _check_nonempty(train_recs, train_path, "pairs")
+  if cfg_data.get("limit"):
+    train_recs = train_recs[:cfg_data.limit]
+  val_path = table.val_file(cfg_data)
+  if val_path:
+    val_recs = table.read_table(val_path, columns, sep, need="match")
+    _check_nonempty(val_recs, val_path, "pairs")
+  else:
+    train_recs, val_recs = _split_matching_by_image(train_recs, cfg_data, train_path)
+    val_path = train_path
+  return _prepare_pairs(cfg_data, workdir, {"train": train_recs, "val": val_recs},
+                        {"train": train_path, "val": val_path},
+                        lambda name, recs: _table_images(recs, cfg_data), with_images)
+
+
+def _label_sep(cfg_data) -> str:
+  return cfg_data.get("label_sep") or "|"
+
+
+def _table_images(records, cfg_data=None, *, image_size: int | None = None,
+                  cache_dir: str | None = None,
+                  max_image_pixels: int = images_lib.MAX_IMAGE_PIXELS) -> _Images:
+  """Each distinct image file of a table decoded once (rows may share an image)."""
+  if cfg_data is not None:
+    image_size, cache_dir = cfg_data.image_size, cfg_data.get("cache_dir") or None
+    max_image_pixels = _max_image_pixels(cfg_data)
+  position: dict[str, int] = {}
+  for r in records:
+    position.setdefault(r.path, len(position))
+  return _decode_images(records, list(position), [position[r.path] for r in records],
+                        image_size=image_size, cache_dir=cache_dir,
+                        max_image_pixels=max_image_pixels)
+
+
+def _prepare_table_multilabel(cfg_data, workdir: str | None, train_path: str, *,
+                              with_images: bool, labels: LabelSet | None) -> PreparedData:
+  columns, sep = table.Columns.from_config(cfg_data), _label_sep(cfg_data)
+  records = table.read_table(train_path, columns, sep, need="labels")
+  _check_nonempty(records, train_path)
+  origin = "the workdir's labels"
+  if labels is None:
+    labels, origin = labels_lib.for_training(cfg_data, workdir, records, train_path)
+  labels_lib.check_known(records, labels, train_path, origin)
+  if cfg_data.get("limit"):
+    records = records[:cfg_data.limit]
+  skipped: list[dict] = []
+  records = _check_captions(records, train_path, cfg_data.skip_bad, skipped)
+  val_path = table.val_file(cfg_data)
+  if val_path:
+    val_recs = table.read_table(val_path, columns, sep, need="labels")
+    _check_nonempty(val_recs, val_path)
+    labels_lib.check_known(val_recs, labels, val_path, origin)
+    train_recs, val_recs = records, _check_captions(val_recs, val_path, cfg_data.skip_bad, skipped)
+  else:
+    train_recs, val_recs = split_records(records, cfg_data, train_path)
+  path_of = {"train": train_path, "val": val_path or train_path}
+  decoded = {"train": None, "val": None}
+  if with_images:
+    for name, recs in (("train", train_recs), ("val", val_recs)):
+      if recs:
+        decoded[name] = _table_images(recs, cfg_data)
+  _check_images([(name, path_of[name], im) for name, im in decoded.items()], cfg_data.skip_bad,
+                skipped)
+  encoder = text_encoder_for(cfg_data, workdir, [r.caption for r in train_recs])
+  train, val = (
+      _to_split(recs, decoded[name], encoder, [r.image_id for r in recs],
+                {"labels": labels.multihot_batch([r.labels for r in recs])}) if recs else None
+      for name, recs in (("train", train_recs), ("val", val_recs)))
+  _report_skipped(skipped, workdir)
+  return PreparedData(train=train, val=val, encoder=encoder, skipped=skipped,
+                      train_captions=[r.caption for r in train_recs], labels=labels)
+
+
+def encode_table_records(records, encoder: TextEncoder, *, labels: LabelSet | None,
+                         image_size: int, cache_dir: str | None, skip_bad: bool,
+                         skipped: list[dict], labelled: bool = True, with_images: bool = True,
+                         max_image_pixels: int = images_lib.MAX_IMAGE_PIXELS,
+                         csv_path: str | None = None, images_dir: str | None = None
+                         ) -> PreparedSplit:
+  """Table rows -> a PreparedSplit: multi-hot `labels` over `labels` (multi-label data), or the
+  `label` of each pair when `labels` is None (matching). Ids are the image column as written.
+  `images_dir` is unused: a table's rows name their image files."""
+  del images_dir
+  images = (_table_images(records, image_size=image_size, cache_dir=cache_dir,
+                          max_image_pixels=max_image_pixels) if with_images else None)
+  _check_images([(None, csv_path, images)], skip_bad, skipped)
+  targets = {}
+  if labelled:
+    targets = ({"labels": labels.multihot_batch([r.labels for r in records])} if labels
+               else _match_labels(records))
+  return _to_split(records, images, encoder, [r.image_id for r in records], targets)

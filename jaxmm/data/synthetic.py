@@ -38,7 +38,8 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from jaxmm.data.comp5329 import LABEL_IDS, Record, write_comp5329
+from jaxmm.data import table
+from jaxmm.data.comp5329 import LABEL_IDS, LABEL_NAMES, Record, write_comp5329
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,13 +302,13 @@ def _save_jpeg(image: Image.Image, path: pathlib.Path) -> None:
 
 
 def _readme(task: str, seed: int, image_size: int, counts: dict[str, int],
-            d: Difficulty) -> str:
+            d: Difficulty, extra: str = "") -> str:
   lines = [f"jaxmm synthetic data ({task}), made by jaxmm.data.synthetic",
            f"seed={seed} image_size={image_size} " + " ".join(f"{k}={v}" for k, v in counts.items()),
            f"difficulty: p_clear={d.p_clear} p_mention={d.p_mention} p_decoy={d.p_decoy}",
            f"Regenerate: python -m jaxmm.data.synthetic --root DIR --task {task} --seed {seed} "
            f"--image_size {image_size} --p_clear {d.p_clear} --p_mention {d.p_mention} "
-           f"--p_decoy {d.p_decoy}", "",
+           f"--p_decoy {d.p_decoy}{extra}", "",
            "Each label is a coloured shape named by a few nouns:"]
   lines += [f"  {c.label:2d}  {c.colour:7s} {c.shape:8s} {', '.join(c.nouns)}" for c in CLASSES]
   lines += ["", f"Labels per image 1-4 (P={N_LABELS_P}); label 1 on ~{P_PERSON:.0%} of images.",
@@ -337,6 +338,33 @@ def make_comp5329_synthetic(root: str | pathlib.Path, *, n_train: int = 5000, n_
   counts = {"n_train": n_train, "n_test": n_test}
   (root / "README.txt").write_text(_readme("comp5329", seed, image_size, counts, difficulty),
                                    encoding="utf-8")
+  return root
+
+
+def make_table_synthetic(root: str | pathlib.Path, *, n_train: int = 5000, n_test: int = 500,
+                         image_size: int = 64, seed: int = 0, difficulty: Difficulty | None = None,
+                         fmt: str = "jsonl") -> pathlib.Path:
+  """The examples of `make_comp5329_synthetic` in the plain table layout: train.<fmt> (image, text,
+  labels: COCO names joined by '|'), test.<fmt> (image, text) and images/<i>.jpg."""
+  if fmt not in ("jsonl", "csv"):
+    raise ValueError(f"fmt={fmt!r}: 'jsonl' or 'csv'")
+  root = pathlib.Path(root)
+  difficulty = difficulty or Difficulty()
+  (root / "images").mkdir(parents=True, exist_ok=True)
+  rows: dict[str, list[dict]] = {"train": [], "test": []}
+  stream = synth_examples(n_train + n_test, image_size=image_size, seed=seed, difficulty=difficulty)
+  for i, (ex, image) in enumerate(stream):
+    _save_jpeg(image, root / "images" / f"{i}.jpg")
+    row = {"image": f"images/{i}.jpg", "text": ex.caption}
+    if i < n_train:
+      row["labels"] = "|".join(LABEL_NAMES[label] for label in ex.labels)
+    rows["train" if i < n_train else "test"].append(row)
+  table.write_table(root / f"train.{fmt}", rows["train"], ("image", "text", "labels"))
+  table.write_table(root / f"test.{fmt}", rows["test"], ("image", "text"))
+  counts = {"n_train": n_train, "n_test": n_test}
+  (root / "README.txt").write_text(
+      _readme("table", seed, image_size, counts, difficulty, extra=f" --format {fmt}"),
+      encoding="utf-8")
   return root
 
 
@@ -386,7 +414,9 @@ def main(argv: list[str] | None = None) -> int:
                               description=__doc__.split("\n")[0])
   d = Difficulty()
   p.add_argument("--root", required=True, help="output folder (created if missing)")
-  p.add_argument("--task", choices=("comp5329", "matching"), default="comp5329")
+  p.add_argument("--task", choices=("comp5329", "matching", "table"), default="comp5329",
+                 help="table: the comp5329 examples as a table (train.jsonl, label names)")
+  p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="--task table only")
   p.add_argument("--n_train", type=int, default=None, help="default 5000 (comp5329) / 2000 (matching)")
   p.add_argument("--n_test", type=int, default=500, help="comp5329 test examples")
   p.add_argument("--n_val", type=int, default=400, help="matching validation pairs")
@@ -401,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
   if a.task == "comp5329":
     out = make_comp5329_synthetic(a.root, n_train=5000 if a.n_train is None else a.n_train,
                                   n_test=a.n_test, **common)
+  elif a.task == "table":
+    out = make_table_synthetic(a.root, n_train=5000 if a.n_train is None else a.n_train,
+                               n_test=a.n_test, fmt=a.format, **common)
   else:
     out = make_matching_synthetic(a.root, n_train=2000 if a.n_train is None else a.n_train,
                                   n_val=a.n_val, **common)

@@ -8,16 +8,21 @@ what it adds to evaluation output. The loop, the recipes, evaluate.py and predic
 
 from __future__ import annotations
 
+import csv
 import os
+from collections.abc import Mapping, Sequence
 
 import jax
 
-from jaxmm.data import datasets
+from jaxmm.data import datasets, table
 from jaxmm.models import registry
 from jaxmm.train import evaluation
 
 # train.tune_thresholds: '' keeps train.threshold; 'expected_f1' (multi-label) is a decision rule.
 TUNE_MODES = ("", "global", "per_class", "expected_f1")
+# predict.py --probs: the column of label NAME's probability is 'p:NAME' (never an input column's
+# name, whatever the labels are called).
+PROB_PREFIX = "p:"
 
 
 class Task:
@@ -48,6 +53,7 @@ class Task:
       raise ValueError(
         f"train.select_metric={select!r} is not reported by task {self.name!r}; use one of {known}"
       )
+    check_data_config(config.data)
 
   @property
   def layout(self) -> str:
@@ -60,6 +66,16 @@ class Task:
     """train/val of the configured dataset (vocab.json is read from or written to `workdir`);
     images are decoded unless the model is text-only (or `with_images` says otherwise)."""
     raise NotImplementedError
+
+  @property
+  def task_key(self) -> str:
+    """The config key that chose this task's data: 'task', or 'pretext.data' when a pretext task
+    reads its images and captions through this one."""
+    return "task" if self.config.task == self.name else "pretext.data"
+
+  def read_workdir(self, workdir: str) -> None:
+    """Takes what a trained workdir fixes beyond its config (multi-label: its label set), before
+    its model is built for evaluation or prediction."""
 
   def _with_images(self, with_images: bool | None) -> bool:
     return self.config.model.mode != "text" if with_images is None else with_images
@@ -80,6 +96,10 @@ class Task:
 
   def num_outputs(self) -> int:
     raise NotImplementedError
+
+  def output_names(self) -> tuple[str, ...]:
+    """What each column of `probs` is (multi-label: the label names); () when it has none."""
+    return ()
 
   def build_model(self, vocab_size: int, rngs, *, embedding_init=None):
     return registry.build_model(
@@ -167,5 +187,95 @@ class Task:
     """Where a CSV's images are when --images is not given."""
     return os.path.join(os.path.dirname(os.path.abspath(csv_path)), "data")
 
-  def write_predictions(self, path: str, split, probs, thresholds) -> None:
+  def write_predictions(
+    self,
+    path: str,
+    split,
+    probs,
+    thresholds,
+    *,
+    source: str | None = None,
+    skipped: Mapping[int, str] | None = None,
+    with_probs: bool = False,
+  ) -> None:
+    """Writes one row per record of `source` (the predicted file), in its order: the decisions
+    for the examples of `split` and no decision for the `skipped` records (record -> id).
+    `with_probs` adds the probability columns (PROB_PREFIX + name)."""
     raise ValueError(f"prediction is not defined for the task {self.name!r}")
+
+
+def check_data_config(data) -> None:
+  """The data keys every task reads: the layout, the table's columns and label separator."""
+  if data.get("layout", "auto") not in table.LAYOUTS:
+    raise ValueError(f"data.layout={data.layout!r} is not one of {table.LAYOUTS}")
+  sep = data.get("label_sep", "|")
+  if not sep.strip():
+    raise ValueError(
+      f"data.label_sep={sep!r}: label names need a separator that is not empty and not a space "
+      "(a name may hold spaces), e.g. '|' or ';'"
+    )
+  columns = table.Columns.from_config(data)
+  names = [getattr(columns, role) for role in ("image", "text", "labels", "match")]
+  if any(not n for n in names) or len(set(names)) != len(names):
+    raise ValueError(
+      f"data.columns={dict(data.get('columns', {}))}: each role needs its own column"
+    )
+
+
+def read_table_file(cfg_data, path: str, images_dir: str, *, need: str | None):
+  """A table file (--csv) read with the run's columns and separator; its images are found from
+  `images_dir` (by default the file's folder)."""
+  return table.read_table(
+    path,
+    table.Columns.from_config(cfg_data),
+    cfg_data.get("label_sep") or "|",
+    need=need,
+    base_dir=images_dir,
+  )
+
+
+def write_table_predictions(
+  path: str,
+  source: str,
+  cfg_data,
+  decisions: Mapping[str, Sequence[str]],
+  probs: Mapping[str, Sequence[float]],
+  *,
+  skipped: Mapping[int, str] | None = None,
+) -> None:
+  """A table of predictions for the table `source`: each row's image and text as there, then the
+  decision columns and the probability columns; skipped records get empty decisions. A `.jsonl`
+  path is written as JSONL, anything else as CSV."""
+  columns = table.Columns.from_config(cfg_data)
+  rows = table.read_table(source, columns, cfg_data.get("label_sep") or "|")
+  kept = [k for k in range(len(rows)) if k not in (skipped or {})]
+  out = [{columns.image: r.image_id, columns.text: r.caption} for r in rows]
+  for name, values in (*decisions.items(), *probs.items()):
+    for k, value in zip(kept, values):
+      out[k][name] = value if isinstance(value, str) else f"{float(value):.6g}"
+  fields = [columns.image, columns.text, *decisions, *probs]
+  table.write_table(path, out, fields)
+
+
+def write_id_predictions(
+  path: str,
+  header: Sequence[str],
+  ids: Sequence[str],
+  decisions: Sequence[str],
+  probs: Mapping[str, Sequence[float]],
+  *,
+  skipped: Mapping[int, str] | None = None,
+) -> None:
+  """A CSV of `header` (id column, decision column) and the probability columns: one row per
+  example of `ids`, with a row of no decision at each skipped record's place."""
+  kept = iter(zip(ids, decisions, *probs.values()))
+  total = len(ids) + len(skipped or {})
+  with open(path, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow([*header, *probs])
+    for k in range(total):
+      if skipped and k in skipped:
+        w.writerow([skipped[k], ""] + [""] * len(probs))
+        continue
+      row_id, decision, *p = next(kept)
+      w.writerow([row_id, decision, *(f"{float(x):.6g}" for x in p)])

@@ -1,5 +1,9 @@
 """Image-caption matching (S0): does the caption describe the image? 2-way softmax CE, or one
-logit + BCE; probabilities are P(match) per pair, a match predicted above the threshold."""
+logit + BCE; probabilities are P(match) per pair, a match predicted above the threshold.
+
+Data: S0's layout (`id,caption,image_id,label` CSVs + `<split>_images/`) or a table with a
+`match` column; predictions `id,label`, or for a table its image and text and `match`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ import os
 import jax
 import numpy as np
 
-from jaxmm.data import comp5329, datasets, matching
+from jaxmm.data import comp5329, datasets, matching, table
+from jaxmm.tasks import base
 from jaxmm.tasks.base import Task
 from jaxmm.train import losses
 from jaxmm.train import metrics as metrics_lib
@@ -49,12 +54,18 @@ class MatchingTask(Task):
     super().check_config()
 
   def load_data(self, workdir, *, with_images=None):
-    return datasets.prepare_matching(
-      self.config.data, workdir, with_images=self._with_images(with_images)
+    return datasets.prepare_pairs(
+      self.config.data,
+      workdir,
+      with_images=self._with_images(with_images),
+      task_key=self.task_key,
     )
 
   def num_outputs(self):
     return 2 if self.config.train.loss == "ce" else 1
+
+  def output_names(self):
+    return ("match",)  # probs: P(match) of each pair
 
   def forward(self, model, batch, rngs):
     weight = self.config.train.contrastive_weight
@@ -94,26 +105,47 @@ class MatchingTask(Task):
     )
 
   def split_from_csv(self, encoder, csv_path, images_dir, *, labelled, skip_bad=False):
+    options = self.encode_options(csv_path, images_dir, labelled, skip_bad)
+    if table.layout_of_file(csv_path) == "table":
+      records = base.read_table_file(
+        self.config.data, csv_path, images_dir, need="match" if labelled else None
+      )
+      return datasets.encode_table_records(records, encoder, labels=None, **options)
     records = matching.read_matching(csv_path)
     if labelled and any(r.label is None for r in records):
       raise comp5329.CsvFormatError(f"{csv_path}: evaluation needs the label column")
-    return datasets.encode_matching_records(
-      records, encoder, **self.encode_options(csv_path, images_dir, labelled, skip_bad)
-    )
+    return datasets.encode_matching_records(records, encoder, **options)
 
   def csv_is_labelled(self, csv_path):
+    if table.layout_of_file(csv_path) == "table":
+      return table.Columns.from_config(self.config.data).match in table.file_columns(csv_path)
     header = comp5329.read_utf8(csv_path).partition("\n")[0]
     return tuple(next(csv.reader([header]), ())) == matching.HEADER_LABELLED
 
   def default_images_dir(self, csv_path):
-    """S0's layout: `<csv dir>/<csv stem>_images`."""
+    """S0's layout: `<csv dir>/<csv stem>_images`; a table's rows name their images from the
+    file's folder."""
+    folder = os.path.dirname(os.path.abspath(csv_path))
+    if table.layout_of_file(csv_path) == "table":
+      return folder
     stem = os.path.splitext(os.path.basename(csv_path))[0]
-    return os.path.join(os.path.dirname(os.path.abspath(csv_path)), f"{stem}_images")
+    return os.path.join(folder, f"{stem}_images")
 
-  def write_predictions(self, path, split, probs, thresholds):
-    preds = np.asarray(probs).reshape(-1) > float(thresholds)
-    with open(path, "w", newline="") as f:
-      w = csv.writer(f)
-      w.writerow(["id", "label"])
-      for pair_id, p in zip(split.ids, preds):
-        w.writerow([pair_id, int(p)])
+  def write_predictions(
+    self, path, split, probs, thresholds, *, source=None, skipped=None, with_probs=False
+  ):
+    """S0 data (or no `source`): `id,label`; a table `source`: its image and text and `match`.
+    --probs adds `p:label` / `p:match`, the probability of a match."""
+    p_N = np.asarray(probs if probs is not None else np.zeros(0), np.float32).reshape(-1)
+    decisions = [str(int(p)) for p in p_N > float(thresholds)]
+    if source is not None and table.layout_of_file(source) == "table":
+      column = table.Columns.from_config(self.config.data).match
+      prob_columns = {base.PROB_PREFIX + column: p_N} if with_probs else {}
+      base.write_table_predictions(
+        path, source, self.config.data, {column: decisions}, prob_columns, skipped=skipped
+      )
+      return
+    prob_columns = {base.PROB_PREFIX + "label": p_N} if with_probs else {}
+    base.write_id_predictions(
+      path, ["id", "label"], split.ids, decisions, prob_columns, skipped=skipped
+    )

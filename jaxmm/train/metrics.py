@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxmm.data.comp5329 import LABEL_IDS
+from jaxmm.data import labels as labels_lib
 
 MULTILABEL_KEYS: tuple[str, ...] = (
   "samples_f1",
@@ -114,15 +114,26 @@ def multilabel_metrics(labels_NxL, preds_NxL) -> dict[str, float]:
   }
 
 
-def per_class_metrics(labels_NxL, preds_NxL, label_ids: Sequence[int] | None = None) -> list[dict]:
-  """One dict per column: label_id, support, predicted (count), precision, recall, f1.
+def per_class_metrics(
+  labels_NxL,
+  preds_NxL,
+  label_ids: Sequence[int] | None = None,
+  *,
+  label_set: labels_lib.LabelSet | None = None,
+) -> list[dict]:
+  """One dict per column: label_id, name, support, predicted (count), precision, recall, f1.
 
-  label_ids defaults to the task's COCO ids when L == 18, else 0..L-1.
+  label_set: the run's labels (names; COMP5329's COCO ids as label_id, else the column index).
+  Without it, COMP5329's 18 labels when L == 18, else names and ids 0..L-1; `label_ids` replaces
+  the ids.
   """
   labels, preds = _check_pair(labels_NxL, preds_NxL)
   num_labels = labels.shape[1]
+  label_set = label_set or labels_lib.for_outputs(num_labels)
+  if len(label_set) != num_labels:
+    raise ValueError(f"{len(label_set)} labels for {num_labels} columns")
   if label_ids is None:
-    label_ids = LABEL_IDS if num_labels == len(LABEL_IDS) else tuple(range(num_labels))
+    label_ids = label_set.ids or tuple(range(num_labels))
   if len(label_ids) != num_labels:
     raise ValueError(f"{len(label_ids)} label ids for {num_labels} columns")
   tp_L, n_pred_L, n_true_L = _counts(labels, preds, axis=0)
@@ -130,6 +141,7 @@ def per_class_metrics(labels_NxL, preds_NxL, label_ids: Sequence[int] | None = N
   return [
     dict(
       label_id=int(label_ids[i]),
+      name=label_set.names[i],
       support=int(n_true_L[i]),
       precision=float(p_L[i]),
       recall=float(r_L[i]),
@@ -140,13 +152,26 @@ def per_class_metrics(labels_NxL, preds_NxL, label_ids: Sequence[int] | None = N
   ]
 
 
+def label_text(row: dict) -> str:
+  """How a per-class row's label is shown: 'id name' ('3 car', '0 red car': a table's id is its
+  column), or the id alone when the name is the id."""
+  name, label_id = row.get("name", ""), row["label_id"]
+  if not name or name == str(label_id):
+    return str(label_id)
+  return f"{label_id} {name}"
+
+
 def format_per_class_table(rows: Sequence[dict]) -> str:
   """Fixed-width text table of `per_class_metrics` rows (one line per label, plus a header)."""
-  header = f"{'label':>5} {'support':>8} {'predicted':>9} {'precision':>9} {'recall':>7} {'f1':>7}"
+  width = max([5] + [len(r.get("name", "")) for r in rows])
+  header = (
+    f"{'id':>5} {'label':<{width}} {'support':>8} {'predicted':>9} {'precision':>9} "
+    f"{'recall':>7} {'f1':>7}"
+  )
   lines = [header, "-" * len(header)]
   for r in rows:
     lines.append(
-      f"{r['label_id']:>5d} {r['support']:>8d} {r['predicted']:>9d} "
+      f"{r['label_id']:>5d} {r.get('name', ''):<{width}} {r['support']:>8d} {r['predicted']:>9d} "
       f"{r['precision']:>9.4f} {r['recall']:>7.4f} {r['f1']:>7.4f}"
     )
   return "\n".join(lines)

@@ -7,6 +7,7 @@ import pytest
 from sklearn import metrics as skm
 
 from jaxmm.data.comp5329 import LABEL_IDS
+from jaxmm.data.labels import LabelSet
 from jaxmm.train import metrics
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.UndefinedMetricWarning")
@@ -95,7 +96,9 @@ def test_shape_mismatch_and_empty_raise():
 def test_per_class_metrics_and_table():
   rows = metrics.per_class_metrics(LABELS, PREDS)
   assert [r["label_id"] for r in rows] == [0, 1, 2]
-  assert rows[0] == dict(label_id=0, support=2, precision=0.5, recall=0.5, f1=0.5, predicted=2)
+  assert rows[0] == dict(
+    label_id=0, name="0", support=2, precision=0.5, recall=0.5, f1=0.5, predicted=2
+  )
   assert rows[1]["support"] == 1 and rows[1]["predicted"] == 0 and rows[1]["f1"] == 0.0
   assert rows[2]["support"] == 0 and rows[2]["f1"] == 0.0
   rng = np.random.default_rng(0)
@@ -111,7 +114,19 @@ def test_per_class_metrics_and_table():
   table = metrics.format_per_class_table(rows).splitlines()
   assert len(table) == 18 + 2
   assert len({len(line) for line in table}) == 1  # fixed width
-  assert table[2].split()[0] == "1" and table[-1].split()[0] == "19"
+  assert table[2].split()[:2] == ["1", "person"] and table[-1].split()[:2] == ["19", "horse"]
+  assert [r["name"] for r in rows][9:11] == ["traffic light", "fire hydrant"]
+
+
+def test_per_class_rows_carry_the_label_names():
+  named = LabelSet(names=("red car", "cat", "a|b"))
+  rows = metrics.per_class_metrics(LABELS, PREDS, label_set=named)
+  assert [(r["label_id"], r["name"]) for r in rows] == [(0, "red car"), (1, "cat"), (2, "a|b")]
+  table = metrics.format_per_class_table(rows).splitlines()
+  assert len({len(line) for line in table}) == 1 and "red car" in table[2]
+  assert [metrics.label_text(r) for r in rows][:1] == ["0 red car"]
+  with pytest.raises(ValueError, match="3 labels for 2 columns"):
+    metrics.per_class_metrics(LABELS[:, :2], PREDS[:, :2], label_set=named)
 
 
 @pytest.mark.parametrize("seed", range(6))
