@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxmm.data import synthetic
-from jaxmm.data.comp5329 import LABEL_IDS, labels_to_multihot, read_comp5329
+from jaxmm.data import synthetic, table
+from jaxmm.data.comp5329 import LABEL_IDS, LABEL_NAMES, labels_to_multihot, read_comp5329
 
 N_TRAIN, N_TEST, SIZE = 60, 10, 32
 
@@ -131,6 +131,19 @@ def test_cli(tmp_path):
                          "--image_size", "16", "--seed", "5"]) == 0
   assert len(read_comp5329(tmp_path / "train.csv")) == 4
   assert len(list((tmp_path / "data").iterdir())) == 6
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_cli_table_layout_has_the_comp5329_examples_with_label_names(tmp_path, fmt):
+  assert synthetic.main(["--root", str(tmp_path / "t"), "--task", "table", "--format", fmt,
+                         "--n_train", "4", "--n_test", "2", "--image_size", "16"]) == 0
+  synthetic.make_comp5329_synthetic(tmp_path / "c", n_train=4, n_test=2, image_size=16)
+  train = table.read_table(tmp_path / "t" / f"train.{fmt}", need="labels")
+  comp = read_comp5329(tmp_path / "c" / "train.csv")
+  assert [r.caption for r in train] == [r.caption for r in comp]
+  assert [r.labels for r in train] == [tuple(LABEL_NAMES[i] for i in r.labels) for r in comp]
+  assert all(pathlib.Path(r.path).is_file() for r in train)
+  assert [r.labels for r in table.read_table(tmp_path / "t" / f"test.{fmt}")] == [(), ()]
 
 
 def _samples_f1(y: np.ndarray, pred: np.ndarray) -> float:

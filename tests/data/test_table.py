@@ -17,6 +17,7 @@ from jaxmm.data.synthetic import (
   make_matching_synthetic,
   make_table_synthetic,
 )
+from tests.conftest import COMP5329_DEV, requires
 
 CSV_TEXT = (
   "image,text,labels\n"
@@ -285,3 +286,21 @@ def test_labels_json_is_kept_for_a_resumed_run(tmp_path, folders):
   tasks.make(_cfg(folders["comp"])).load_data(str(comp_dir), with_images=False)
   assert labels.load(str(comp_dir / "labels.json")) == labels.COMP5329
   assert labels.for_workdir(str(tmp_path)) == labels.COMP5329
+
+
+@pytest.mark.realdata
+@requires(os.path.join(COMP5329_DEV, "train.csv"))
+def test_real_comp5329_folder_is_read_as_before(tmp_path):
+  config = _cfg(COMP5329_DEV, limit=24, val_size=4, split="last")
+  assert table.find_layout(config.data, "multilabel").name == "comp5329"
+  before = datasets.prepare_comp5329(config.data, None)
+  task = tasks.make(config)
+  now = task.load_data(None)
+  assert now.labels == labels.COMP5329 and task.num_outputs() == 18
+  for a, b in ((before.train, now.train), (before.val, now.val)):
+    assert a.ids == b.ids and a.image_cache == b.image_cache
+    for key in a.arrays:
+      np.testing.assert_array_equal(a.arrays[key], b.arrays[key], err_msg=key)
+  test_csv = os.path.join(COMP5329_DEV, "test.csv")
+  assert task.default_images_dir(test_csv) == os.path.join(COMP5329_DEV, "data")
+  assert not task.csv_is_labelled(test_csv)
