@@ -148,10 +148,11 @@ def test_own_data_trains_evaluates_and_predicts_label_names(tmp_path):
     skip_hint="",
   )
   jsonl = str(tmp_path / "pred.jsonl")
-  inference.write_predictions(restored, jsonl, test_jsonl, split, skipped)
+  inference.write_predictions(restored, jsonl, test_jsonl, split, skipped, with_probs=True)
   lines = [json.loads(x) for x in open(jsonl)]
   assert [x["labels"] for x in lines] == [r["labels"] for r in got]
-  assert list(lines[0]) == ["image", "text", "labels"]
+  assert list(lines[0]) == list(got[0])
+  np.testing.assert_array_equal([[x[f"p:{n}"] for n in want] for x in lines], probs)
 
   # A test label outside the workdir's set names the file, row and label.
   bad = [dict(rows["test"][0]), dict(rows["test"][1], labels="cat|zebra")]

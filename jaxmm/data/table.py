@@ -89,7 +89,7 @@ def find_split_file(root: str, stem: str) -> str | None:
   if len(found) > 1:
     raise TableFormatError(
         f"{root} holds both {stem}.jsonl and {stem}.csv; keep one of them, or name the one to read "
-        f"with --config.data.{'train' if stem == 'train' else stem}_csv=FILE")
+        f"with --config.data.{stem}_csv=FILE")
   return found[0] if found else None
 
 

@@ -244,15 +244,15 @@ def write_table_predictions(
   skipped: Mapping[int, str] | None = None,
 ) -> None:
   """A table of predictions for the table `source`: each row's image and text as there, then the
-  decision columns and the probability columns; skipped records get empty decisions. A `.jsonl`
-  path is written as JSONL, anything else as CSV."""
+  decision columns and the probability columns (6 significant digits; numbers in JSONL); skipped
+  records get empty decisions. A `.jsonl` path is written as JSONL, anything else as CSV."""
   columns = table.Columns.from_config(cfg_data)
   rows = table.read_table(source, columns, cfg_data.get("label_sep") or "|")
   kept = [k for k in range(len(rows)) if k not in (skipped or {})]
   out = [{columns.image: r.image_id, columns.text: r.caption} for r in rows]
   for name, values in (*decisions.items(), *probs.items()):
     for k, value in zip(kept, values):
-      out[k][name] = value if isinstance(value, str) else f"{float(value):.6g}"
+      out[k][name] = value if isinstance(value, str) else float(f"{float(value):.6g}")
   fields = [columns.image, columns.text, *decisions, *probs]
   table.write_table(path, out, fields)
 
