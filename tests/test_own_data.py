@@ -203,6 +203,10 @@ def test_matching_table_predictions_write_match_and_its_probability(tmp_path):
   unlabelled = [{"image": p["image"], "text": p["text"]} for p in pairs[:4]]
   table.write_table(source, unlabelled, ("image", "text"))
   split = task.split_from_csv(data.encoder, source, str(root), labelled=False)
+  assert not task.csv_is_labelled(source) and task.csv_is_labelled(str(root / "train.csv"))
+  labelled = task.split_from_csv(data.encoder, str(root / "train.csv"), str(root), labelled=True)
+  assert labelled.arrays["label"].tolist() == [p["match"] for p in pairs]
+  assert task.default_images_dir(source) == str(root) and task.output_names() == ("match",)
   out = str(tmp_path / "pairs.csv")
   task.write_predictions(
     out, split, np.array([0.9, 0.2, 0.6, 0.4]), 0.5, source=source, with_probs=True, skipped=None

@@ -1,7 +1,9 @@
 """From a dataset folder to PreparedSplits: read records, split, fit/load the text encoder, cache images.
 
 Everything that can be wrong with the input is found here, before the first train step: unreadable
-CSV rows, empty captions, missing or undecodable images.
+CSV rows, empty captions, missing or undecodable images, labels outside the run's label set.
+A folder is in COMP5329's layout, S0's matching layout or the plain table layout (jaxmm/data/
+table.py tells which); `prepare_multilabel` and `prepare_pairs` read any layout of their task.
 """
 
 from __future__ import annotations
