@@ -100,9 +100,9 @@ def _entry(record, reason: str, *, detail: str = "", path: str | None = None,
 
 @dataclasses.dataclass
 class _Images:
-  """A split's decoded image cache, before its bad files are reported or dropped."""
+  """A split's prepared image store, before its bad files are reported or dropped."""
 
-  cache: np.ndarray
+  cache: images_lib.store_lib.ImageStore
   row: list[int | None]  # per record: its row in the cache, None when its image is bad
   # (bad file, the records that use it): several matching pairs can share one image.
   bad: list[tuple[images_lib.BadImage, list]]
@@ -162,7 +162,7 @@ def _to_split(records: Sequence, images: _Images | None, encoder: TextEncoder, i
   keep = np.arange(len(records))
   if images is not None:
     keep = np.asarray([k for k, row in enumerate(images.row) if row is not None], np.int64)
-    image_cache = images.cache.filename
+    image_cache = images.cache.folder
     image_index = np.asarray([images.row[k] for k in keep], np.int64)
   tokens, length = encoder.encode_batch([records[k].caption for k in keep])
   arrays = {"tokens": tokens, "length": length}

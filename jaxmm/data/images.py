@@ -10,17 +10,20 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
-import json
+import logging
 import os
 import re
-import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-CACHE_VERSION = 2  # 2: 16-bit and float images rescaled, no longer clipped
+from jaxmm.data import store as store_lib
+
+log = logging.getLogger("jaxmm")
+
+# 2: 16-bit and float images rescaled, no longer clipped; 3: a TFDS ArrayRecord store (not .npy)
+CACHE_VERSION = 3
 # ImageNet statistics: the usual choice, and what imported ImageNet weights expect.
 MEAN_RGB = (0.485, 0.456, 0.406)
 STD_RGB = (0.229, 0.224, 0.225)
@@ -191,32 +194,38 @@ def default_cache_dir() -> str:
   return os.environ.get("JAXMM_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "jaxmm"))
 
 
+def open_cache(cache) -> np.ndarray | store_lib.ImageStore:
+  """A split's images (PreparedSplit.image_cache): a prepared store's folder, or an in-memory
+  uint8 array (N, S, S, 3), e.g. images handed to jaxmm.load(...).predict."""
+  return store_lib.ImageStore(cache) if isinstance(cache, (str, os.PathLike)) else cache
+
+
 def decode_images(paths: Sequence[str], size: int, *, cache_dir: str | None = None,
                   num_threads: int | None = None, desc: str = "images",
                   max_image_pixels: int = MAX_IMAGE_PIXELS
-                  ) -> tuple[np.ndarray, np.ndarray, list[BadImage]]:
-  """(images_NxSxSx3 uint8 memmap, ok_N bool, bad files), decoding every file once per fingerprint.
+                  ) -> tuple[store_lib.ImageStore, np.ndarray, list[BadImage]]:
+  """(the files' ImageStore, ok_N bool, bad files), decoding every file once per fingerprint.
 
-  Never raises for a bad file: every one is checked and returned with its reason, so a caller can
-  report all of them (of all its splits) at once. The cache is kept even when some files are bad:
-  a rerun with data.skip_bad=True then decodes nothing. It rebuilds whenever a file's size or mtime,
-  the file list or the size change.
+  The store is a TFDS ArrayRecord dataset in `cache_dir` (jaxmm.data.store), shared by every run
+  and config with the same files and size. Never raises for a bad file: every one is checked and
+  returned with its reason, so a caller can report all of them (of all its splits) at once. The
+  store is kept even when some files are bad: a rerun with data.skip_bad=True then decodes nothing.
+  A new one is made whenever a file's size or mtime, the file list or the size change.
   """
   _check_limit(max_image_pixels)  # here, not per file: a bad setting is not a bad image
   cache_dir = cache_dir or default_cache_dir()
-  os.makedirs(cache_dir, exist_ok=True)
   key = _fingerprint(paths, size)
-  arr_path = os.path.join(cache_dir, f"{key}.npy")
-  meta_path = os.path.join(cache_dir, f"{key}.json")
-  if os.path.exists(arr_path) and os.path.exists(meta_path):
-    with open(meta_path) as f:
-      meta = json.load(f)
+  load = lambda i: _try_load(paths[i], size, max_image_pixels)
+  threads = num_threads or os.cpu_count() or 1
+  for attempt in range(2):
+    folder = store_lib.prepare(cache_dir, key, size=size, n=len(paths), load=load,
+                               num_threads=threads, log=log.info if len(paths) >= 2000 else None)
+    images = store_lib.ImageStore(folder)
     # Bad files are looked at again (there are few): one that decodes now (a raised
-    # max_image_pixels, a fixed permission: neither changes size or mtime) needs a rebuild, and the
-    # others get their reason as this version words it.
+    # max_image_pixels, a fixed permission: neither changes size or mtime) needs a new store, and
+    # the others get their reason as this version words it.
     bad = []
-    for entry in meta["bad"]:
-      i = int(entry[0])
+    for i, _, _ in images.bad():
       img, why = _try_load(paths[i], size, max_image_pixels)
       if img is not None:
         break
@@ -224,46 +233,17 @@ def decode_images(paths: Sequence[str], size: int, *, cache_dir: str | None = No
     else:
       ok = np.ones(len(paths), bool)
       ok[[b.index for b in bad]] = False
-      return np.load(arr_path, mmap_mode="r"), ok, bad
-
-  # Per-process temporary names: two runs opening the same new dataset at once each build a
-  # complete file, and whichever renames last wins.
-  tmp = f"{arr_path}.{os.getpid()}.tmp"
-  out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                  shape=(len(paths), size, size, 3))
-  bad: list[BadImage] = []
-  from tqdm.auto import tqdm  # noqa: local import keeps `import jaxmm.data` light
-
-  def work(i: int):
-    img, why = _try_load(paths[i], size, max_image_pixels)
-    if img is None:
-      bad.append(BadImage(i, paths[i], *why))
-    else:
-      out[i] = img
-
-  # PIL releases the GIL while decoding, so threads scale across cores.
-  with ThreadPoolExecutor(num_threads or os.cpu_count() or 1) as pool:
-    list(tqdm(pool.map(work, range(len(paths)), chunksize=64), total=len(paths),
-              desc=f"decoding {desc}", disable=len(paths) < 2000 or not sys.stderr.isatty(),
-              leave=False))
-  bad.sort(key=lambda b: b.index)
-  out.flush()
-  del out
-  os.replace(tmp, arr_path)  # atomic: a killed build never leaves a half cache
-  with open(f"{meta_path}.{os.getpid()}.tmp", "w") as f:
-    json.dump({"n": len(paths), "size": size,
-               "bad": [[b.index, b.path, b.reason, b.detail] for b in bad]}, f)
-  os.replace(f"{meta_path}.{os.getpid()}.tmp", meta_path)
-  ok = np.ones(len(paths), bool)
-  ok[[b.index for b in bad]] = False
-  return np.load(arr_path, mmap_mode="r"), ok, bad
+      return images, ok, bad
+    if attempt == 0:
+      store_lib.remove(cache_dir, key)
+  raise RuntimeError(f"the image store {folder} keeps a file as bad that now decodes")
 
 
 def cached_images(paths: Sequence[str], size: int, *, cache_dir: str | None = None,
                   skip_bad: bool = False, num_threads: int | None = None,
                   desc: str = "images", max_image_pixels: int = MAX_IMAGE_PIXELS
                   ) -> tuple[np.ndarray, np.ndarray]:
-  """Returns (images_NxSxSx3 uint8 memmap, ok_N bool), decoding every file once per fingerprint.
+  """Returns (the files' ImageStore, ok_N bool), decoding every file once per fingerprint.
 
   Every file is checked here, when the dataset is opened: missing or undecodable files raise
   ImageDataError listing every one with its reason, unless `skip_bad`, where they get ok=False.

@@ -9,7 +9,6 @@ resumed run sees exactly the batches an uninterrupted one would, whatever the wo
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Iterator
 
 import grain
@@ -22,13 +21,14 @@ from jaxmm.data import images as images_lib
 class PreparedSplit:
   """Everything the model needs for one split, indexable by example.
 
-  image_cache: path of the (M,S,S,3) uint8 .npy cache; image_index_N picks this split's rows.
+  image_cache: the folder of the prepared image store (jaxmm.data.store: M images (S,S,3) uint8),
+    or those images as an in-memory array; image_index_N picks this split's rows.
   arrays: per-example arrays with leading dim N, e.g. tokens (N,T) int32, length (N,) int32,
     labels (N,18) float32 or label (N,) int32.
   """
 
   ids: list[str]
-  image_cache: str | None
+  image_cache: str | np.ndarray | None
   image_index: np.ndarray | None
   arrays: dict[str, np.ndarray]
 
@@ -43,14 +43,8 @@ class PreparedSplit:
                          arrays={k: v[rows] for k, v in self.arrays.items()})
 
 
-# np.load parses the .npy header with ast.literal_eval, which CPython 3.11 cannot run in two
-# threads at once: grain's reader threads opening the memmap together raised, rarely, "SystemError:
-# AST constructor recursion depth mismatch" (cpython gh-106905; seen once in a full test run).
-_OPEN_LOCK = threading.Lock()
-
-
 class SplitSource(grain.sources.RandomAccessDataSource):
-  """grain source over a PreparedSplit; opens the image memmap lazily so it pickles cheaply."""
+  """grain source over a PreparedSplit; opens the image store lazily so it pickles cheaply."""
 
   def __init__(self, split: PreparedSplit):
     self._split = split
@@ -64,10 +58,8 @@ class SplitSource(grain.sources.RandomAccessDataSource):
     ex = {k: v[i] for k, v in self._split.arrays.items()}
     if self._split.image_cache is not None:
       if self._images is None:
-        with _OPEN_LOCK:  # one thread opens it; the others then find it open
-          if self._images is None:
-            self._images = np.load(self._split.image_cache, mmap_mode="r")
-      ex["image"] = np.asarray(self._images[self._split.image_index[i]])
+        self._images = images_lib.open_cache(self._split.image_cache)
+      ex["image"] = np.asarray(self._images[int(self._split.image_index[i])])
     ex["index"] = np.int32(i)
     return ex
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import sys
 import threading
@@ -141,28 +142,44 @@ def prepare(
     if not os.path.exists(os.path.join(folder, "dataset_info.json")):
       if log:
         log(f"preparing {n} images at {size} px into {folder}")
-      builder = _builder_class()(
-        size=size,
-        load=load,
-        n=n,
-        num_threads=num_threads,
-        data_dir=cache_dir,
-        config=tfds.core.BuilderConfig(name=key),
-        file_format="array_record",
-      )
       from tensorflow_datasets.core.utils import tqdm_utils
 
-      shown = tqdm_utils._active  # TFDS's own bars: only where jaxmm would show one
-      tfds.display_progress_bar(n >= 2000 and sys.stderr.isatty())
+      # TFDS warns "Using custom data configuration" for every store: one per fingerprint is the
+      # design here. Its progress bars show only where jaxmm would show one.
+      absl_log, level, shown = logging.getLogger("absl"), logging.getLogger("absl").level, None
+      absl_log.setLevel(logging.ERROR)
       try:
+        builder = _builder_class()(
+          size=size,
+          load=load,
+          n=n,
+          num_threads=num_threads,
+          data_dir=cache_dir,
+          config=tfds.core.BuilderConfig(name=key),
+          file_format="array_record",
+        )
+        shown = tqdm_utils._active
+        tfds.display_progress_bar(n >= 2000 and sys.stderr.isatty())
         builder.download_and_prepare()
       finally:
-        tfds.display_progress_bar(shown)
+        absl_log.setLevel(level)
+        if shown is not None:
+          tfds.display_progress_bar(shown)
   return folder
+
+
+def remove(cache_dir: str, key: str) -> None:
+  """Deletes the store of `key` (e.g. to rebuild it), under its lock."""
+  import shutil
+
+  with _locked(os.path.join(cache_dir, NAME, f"{key}.lock")):
+    shutil.rmtree(os.path.join(cache_dir, NAME, key), ignore_errors=True)
 
 
 class ImageStore:
   """Random access to a prepared store's images; pickles as its folder (grain workers reopen it)."""
+
+  dtype = np.dtype(np.uint8)
 
   def __init__(self, folder: str):
     self.folder = folder

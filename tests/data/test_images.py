@@ -110,7 +110,9 @@ def test_16bit_grayscale_is_rescaled_not_clipped(tmp_path):
 
 
 def _cache_files(cache_dir) -> list[str]:
-  return sorted(f for f in os.listdir(cache_dir) if f.endswith(".npy"))
+  """The image stores in a cache folder (one per fingerprint)."""
+  stores = os.path.join(cache_dir, "jaxmm_images")
+  return sorted(f for f in os.listdir(stores) if not f.endswith(".lock"))
 
 
 def test_cache_build_then_hit(tmp_path):
@@ -120,13 +122,14 @@ def test_cache_build_then_hit(tmp_path):
   assert arr.shape == (5, S, S, 3) and arr.dtype == np.uint8 and ok.all()
   for i, p in enumerate(paths):
     np.testing.assert_array_equal(arr[i], load_image(p, S))
-  (npy,) = _cache_files(cache_dir)
-  assert not [f for f in os.listdir(cache_dir) if f.endswith(".tmp")]
-  mtime = os.stat(os.path.join(cache_dir, npy)).st_mtime_ns
+  (key,) = _cache_files(cache_dir)
+  info = os.path.join(arr.folder, "dataset_info.json")
+  assert arr.folder.startswith(os.path.join(cache_dir, "jaxmm_images", key))
+  mtime = os.stat(info).st_mtime_ns
 
   arr2, ok2 = cached_images(paths, S, cache_dir=cache_dir)
-  assert _cache_files(cache_dir) == [npy]
-  assert os.stat(os.path.join(cache_dir, npy)).st_mtime_ns == mtime  # not rewritten: a cache hit
+  assert _cache_files(cache_dir) == [key]
+  assert os.stat(info).st_mtime_ns == mtime  # not rewritten: a cache hit
   np.testing.assert_array_equal(np.asarray(arr2), np.asarray(arr))
   assert ok2.all()
 
@@ -142,7 +145,7 @@ def test_cache_hit_does_not_decode(tmp_path, monkeypatch):
 def test_cache_default_dir_is_env(tmp_path, monkeypatch):
   monkeypatch.setenv("JAXMM_CACHE", str(tmp_path / "envcache"))
   arr, _ = cached_images(_jpegs(tmp_path, 2), S)
-  assert os.path.dirname(arr.filename) == str(tmp_path / "envcache")
+  assert arr.folder.startswith(str(tmp_path / "envcache") + os.sep)
 
 
 def test_cache_key_depends_on_size_and_list(tmp_path):
@@ -152,7 +155,7 @@ def test_cache_key_depends_on_size_and_list(tmp_path):
   b, _ = cached_images(paths, 8, cache_dir=cache_dir)
   c, _ = cached_images(paths[:2], S, cache_dir=cache_dir)
   assert b.shape == (3, 8, 8, 3) and c.shape == (2, S, S, 3)
-  assert len({a.filename, b.filename, c.filename}) == 3
+  assert len({a.folder, b.folder, c.folder}) == 3
   np.testing.assert_array_equal(np.asarray(c), np.asarray(a[:2]))
 
 
@@ -167,7 +170,7 @@ def test_cache_rebuilds_when_file_changes(tmp_path):
   st = os.stat(paths[1])
   os.utime(paths[1], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
   arr2, ok2 = cached_images(paths, S, cache_dir=cache_dir)
-  assert ok2.all() and arr2.filename != arr.filename
+  assert ok2.all() and arr2.folder != arr.folder
   np.testing.assert_array_equal(arr2[1], load_image(paths[1], S))
   assert not np.array_equal(arr2[1], old[1])
   np.testing.assert_array_equal(arr2[0], old[0])
@@ -175,7 +178,7 @@ def test_cache_rebuilds_when_file_changes(tmp_path):
   # A touch alone (same bytes, new mtime) also makes a fresh cache.
   os.utime(paths[0], ns=(st.st_atime_ns, st.st_mtime_ns + 5 * 10**9))
   arr3, _ = cached_images(paths, S, cache_dir=cache_dir)
-  assert arr3.filename not in (arr.filename, arr2.filename)
+  assert arr3.folder not in (arr.folder, arr2.folder)
   np.testing.assert_array_equal(np.asarray(arr3), np.asarray(arr2))
 
 

@@ -10,6 +10,7 @@ from jaxmm.data import pretext
 from jaxmm.data.images import cached_images
 from jaxmm.data.pipeline import PreparedSplit, eval_dataset, iterate, train_dataset
 from jaxmm.data.text import MASK_ID, PAD_ID
+from jaxmm.data.images import open_cache
 
 N, S, T = 24, 16, 10
 
@@ -26,7 +27,7 @@ def split(tmp_path_factory) -> PreparedSplit:
   length = (np.arange(N) % T + 1).astype(np.int32)
   tokens = np.where(np.arange(T)[None] < length[:, None],
                     rng.integers(3, 50, (N, T)), PAD_ID).astype(np.int32)
-  return PreparedSplit(ids=[str(i) for i in range(N)], image_cache=cache.filename,
+  return PreparedSplit(ids=[str(i) for i in range(N)], image_cache=cache.folder,
                        image_index=np.arange(N), arrays={"tokens": tokens, "length": length})
 
 
@@ -61,7 +62,7 @@ def test_rotate_is_counter_clockwise_and_fills_corners():
 @pytest.mark.parametrize("angles", [pretext.S0_ANGLES, pretext.RIGHT_ANGLES])
 def test_rotation_label_names_the_applied_angle(split, angles):
   rot = pretext.Rotation(angles, fill=0)
-  originals = np.load(split.image_cache)
+  originals = np.asarray(open_cache(split.image_cache))
   seen = set()
   ds = train_dataset(split, batch_size=8, seed=0, epoch=0, extra_map=rot)
   for batch in iterate(ds, num_threads=1):

@@ -14,7 +14,7 @@ from PIL import Image
 from jaxmm import config as config_lib
 from jaxmm import tasks
 from jaxmm.data import pretext as pretext_data
-from jaxmm.data.images import cached_images
+from jaxmm.data.images import cached_images, open_cache
 from jaxmm.data.pipeline import PreparedSplit, eval_dataset, iterate, train_dataset
 from jaxmm.models import pretext as pretext_models
 from jaxmm.models.autoencoder import ConvAutoencoder
@@ -94,7 +94,7 @@ def image_split(tmp_path_factory):
   cache, _ = cached_images(paths, S, cache_dir=str(d / "cache"), num_threads=1)
   return PreparedSplit(
     ids=paths,
-    image_cache=cache.filename,
+    image_cache=cache.folder,
     image_index=np.arange(N),
     arrays={"length": np.ones(N, np.int32)},
   )
@@ -144,7 +144,7 @@ def test_rotation_accuracy_and_autoencoder_mae_and_grid(image_split, tmp_path):
   metrics, samples = task.evaluate_with_samples(
     predict, state, image_split, vocab_size=VOCAB, num_samples=10
   )
-  images = np.load(image_split.image_cache)
+  images = np.asarray(open_cache(image_split.image_cache))
   np.testing.assert_array_equal(samples["image"], images[:10])
   want = np.abs(samples["output"] - images[:10] / 255.0).mean()
   assert metrics["val_mae"] == metrics["val_loss"]
