@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 from configs import own_data
 from jaxmm import inference, tasks
 from jaxmm.data import datasets, labels, table
+from jaxmm.data.images import open_cache
 from jaxmm.data.pipeline import PreparedSplit
 from jaxmm.recipes import train_and_evaluate
 from jaxmm.train import thresholds as thresholds_lib
@@ -176,7 +177,7 @@ def test_csv_and_jsonl_tables_prepare_the_same_arrays(tmp_path):
     for key in x.arrays:
       np.testing.assert_array_equal(x.arrays[key], y.arrays[key], err_msg=key)
     np.testing.assert_array_equal(
-      np.load(x.image_cache)[x.image_index], np.load(y.image_cache)[y.image_index]
+      open_cache(x.image_cache)[x.image_index], open_cache(y.image_cache)[y.image_index]
     )
 
 

@@ -12,6 +12,7 @@ import pytest
 from configs import default
 from jaxmm import tasks
 from jaxmm.data import comp5329, datasets, labels, table
+from jaxmm.data.images import open_cache
 from jaxmm.data.synthetic import (
   make_comp5329_synthetic,
   make_matching_synthetic,
@@ -156,7 +157,7 @@ def test_table_layout_prepares_what_the_comp5329_layout_does(folders, tmp_path):
     for key in a.arrays:
       np.testing.assert_array_equal(a.arrays[key], b.arrays[key], err_msg=key)
     np.testing.assert_array_equal(
-      np.load(a.image_cache)[a.image_index], np.load(b.image_cache)[b.image_index]
+      open_cache(a.image_cache)[a.image_index], open_cache(b.image_cache)[b.image_index]
     )
   # Without data.labels, the set is the training file's names, sorted.
   sorted_set = datasets.label_set_of(_cfg(folders["table"]).data)
