@@ -1,0 +1,89 @@
+"""jaxmm.load(workdir): in-memory images and captions get predict.py's probabilities."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import jaxmm
+from jaxmm.data import images as images_lib
+from jaxmm.recipes import train_and_evaluate
+from jaxmm.train import thresholds as thresholds_lib
+from tests.test_own_data import NAMES, SIZES, _config, _run, make_own_data
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("api")
+  root = tmp / "mine"
+  rows = make_own_data(str(root))
+  workdir = str(tmp / "run")
+  train_and_evaluate(_config(root), workdir)
+  pred = tmp / "pred.csv"
+  _run(
+    [
+      "predict.py",
+      "--workdir",
+      workdir,
+      "--csv",
+      str(root / "test.csv"),
+      "--out",
+      str(pred),
+      "--probs",
+    ]
+  )
+  with open(pred, newline="") as f:
+    written = list(csv.DictReader(f))
+  paths = [
+    r["image"] if os.path.isabs(r["image"]) else str(root / r["image"]) for r in rows["test"]
+  ]
+  return workdir, paths, [r["text"] for r in rows["test"]], written
+
+
+def test_predict_in_memory_matches_predict_py(trained):
+  workdir, paths, texts, written = trained
+  model = jaxmm.load(workdir)
+  assert model.label_names == sorted(NAMES)
+  want = np.array([[float(r[f"p:{n}"]) for n in model.label_names] for r in written])
+  by_path = model.predict(paths, texts)
+  assert by_path.shape == (SIZES["test"], len(NAMES))
+  np.testing.assert_allclose(by_path, want, atol=1e-6)  # predict.py writes 6 decimals
+  # The same files as PIL images (opened, not yet decoded) and as uint8 arrays of their pixels.
+  np.testing.assert_allclose(
+    model.predict([Image.open(p) for p in paths], texts), by_path, atol=1e-6
+  )
+  arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+  assert arrays[0].shape != (32, 32, 3)  # resized here, as training resized them
+  size = model.config.data.image_size
+  resized = [images_lib.to_array(Image.fromarray(a), size) for a in arrays]
+  np.testing.assert_allclose(model.predict(arrays, texts), model.predict(resized, texts), atol=1e-6)
+
+
+def test_predict_labels_decides_as_the_workdir(trained):
+  workdir, paths, texts, written = trained
+  model = jaxmm.load(workdir)
+  assert model.thresholds == thresholds_lib.EXPECTED_F1  # own_data's rule
+  got = model.predict_labels(paths, texts)
+  assert got == [set(r["labels"].split("|")) for r in written]
+  # Another rule on request: a threshold every probability passes gives every label.
+  assert (
+    jaxmm.load(workdir, thresholds="0.0").predict_labels(paths[:2], texts[:2]) == [set(NAMES)] * 2
+  )
+
+
+def test_bad_calls_say_what_to_pass(trained):
+  workdir, paths, texts, _ = trained
+  model = jaxmm.load(workdir)
+  with pytest.raises(ValueError, match="2 images but 1 texts"):
+    model.predict(paths[:2], texts[:1])
+  with pytest.raises(ValueError, match="pass texts="):
+    model.predict(paths[:1])
+  with pytest.raises(ValueError, match=r"images\[0\]: expected a path, a PIL image or a uint8"):
+    model.predict([np.zeros((8, 8, 3), np.float32)], texts[:1])
+  with pytest.raises(TypeError, match=r"texts\[0\] is a int"):
+    model.predict(paths[:1], [3])
+  assert model.predict([], []).shape == (0, len(NAMES))
