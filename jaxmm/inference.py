@@ -17,6 +17,7 @@ from jaxmm import workdir as workdir_lib
 from jaxmm.data import images as images_lib
 from jaxmm.data.pipeline import PreparedSplit
 from jaxmm.data.text import TextEncoder
+from jaxmm.data.wordpiece import load_text_encoder
 from jaxmm.train import checkpoint as ckpt_lib
 from jaxmm.train import evaluation, steps
 from jaxmm.train import state as state_lib
@@ -88,7 +89,7 @@ def restore(workdir: str, *, which: str = ckpt_lib.BEST, thresholds: str | None 
     if thresholds is None  # checked before the checkpoint is read
     else parse_thresholds(thresholds, task)
   )
-  encoder = TextEncoder.load(workdir_lib.path(workdir, workdir_lib.VOCAB_FILE))
+  encoder = load_text_encoder(workdir_lib.path(workdir, workdir_lib.VOCAB_FILE))  # either kind
   state = state_lib.build(config, task, vocab_size=len(encoder.vocab))
   checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)
   try:

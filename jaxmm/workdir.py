@@ -130,9 +130,17 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(saved)
 
 
-def _fill_missing(values: dict, defaults: dict) -> None:
+def _fill_missing(values: dict, defaults: dict, prefix: str = "") -> None:
   for key, default in defaults.items():
     if key not in values:
       values[key] = default
     elif isinstance(default, dict) and isinstance(values[key], dict):
-      _fill_missing(values[key], default)
+      if _other_tower(prefix + key, values[key], default):
+        continue
+      _fill_missing(values[key], default, f"{prefix}{key}.")
+
+
+def _other_tower(key: str, section: dict, default: dict) -> bool:
+  """A tower section (model.image / model.text) of another tower than the default's: its keys
+  are that tower's options, and the default tower's (an LSTM's pooling) are not among them."""
+  return key in ("model.image", "model.text") and section.get("name") != default.get("name")

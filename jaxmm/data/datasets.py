@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxmm.data import comp5329, table
+from jaxmm.data import comp5329, encoders, table
 from jaxmm.data import images as images_lib
 from jaxmm.data import labels as labels_lib
 from jaxmm.data.labels import LabelSet
@@ -48,18 +48,11 @@ def check_root(root: str) -> None:
         "(train.csv + data/), or make the synthetic one: python -m jaxmm.data.synthetic --root DIR")
 
 
-def text_encoder_for(cfg_data, workdir: str | None, train_captions: Sequence[str]) -> TextEncoder:
-  """Loads the workdir's vocab.json (so resume/evaluate/predict reuse it) or fits one on train."""
-  path = os.path.join(workdir, VOCAB_FILE) if workdir else None
-  if path and os.path.exists(path):
-    return TextEncoder.load(path)
-  enc = TextEncoder.fit(list(train_captions), max_len=cfg_data.max_len, min_freq=cfg_data.min_freq,
-                        max_size=cfg_data.get("vocab_size") or None, stem=cfg_data.stem,
-                        remove_stopwords=cfg_data.get("remove_stopwords", False),
-                        lemmatize=cfg_data.get("lemmatize", False))
-  if path:
-    enc.save(path)
-  return enc
+def text_encoder_for(cfg_data, workdir: str | None, train_captions: Sequence[str],
+                     text_cfg=None) -> TextEncoder:
+  """Loads the workdir's vocab.json (so resume/evaluate/predict reuse it) or fits one on train:
+  word-level, or WordPiece for a BERT text tower `text_cfg` (model.text; jaxmm.data.encoders)."""
+  return encoders.text_encoder_for(cfg_data, text_cfg, workdir, train_captions)
 
 
 def _check_nonempty(records: Sequence, csv_path: str, what: str = "records") -> None:
@@ -221,7 +214,8 @@ def _max_image_pixels(cfg_data) -> int:
   return int(cfg_data.get("max_image_pixels") or images_lib.MAX_IMAGE_PIXELS)
 
 
-def prepare_comp5329(cfg_data, workdir: str | None, *, with_images: bool = True) -> PreparedData:
+def prepare_comp5329(cfg_data, workdir: str | None, *, with_images: bool = True,
+                     text_cfg=None) -> PreparedData:
   """The train and val splits of `data.root/train.csv`, ready for the pipelines.
 
   Every image of both splits is checked before anything is returned: bad ones raise a single
@@ -255,7 +249,7 @@ def prepare_comp5329(cfg_data, workdir: str | None, *, with_images: bool = True)
                                          _max_image_pixels(cfg_data))
   _check_images([(name, csv_path, im) for name, im in decoded.items()], cfg_data.skip_bad,
                 skipped)
-  encoder = text_encoder_for(cfg_data, workdir, [r.caption for r in train_recs])
+  encoder = text_encoder_for(cfg_data, workdir, [r.caption for r in train_recs], text_cfg)
   train, val = (
       _to_split(recs, decoded[name], encoder, [r.image_id for r in recs],
                 {"labels": _multihot(recs)}) if recs else None
@@ -316,7 +310,8 @@ def _split_matching_by_image(records, cfg_data, csv_path: str | None = None):
           [r for r in records if r.image_id in val_images])
 
 
-def prepare_matching(cfg_data, workdir: str | None, *, with_images: bool = True) -> PreparedData:
+def prepare_matching(cfg_data, workdir: str | None, *, with_images: bool = True,
+                     text_cfg=None) -> PreparedData:
   """train/val splits of an S0-layout folder: train.csv + train_images/, val.csv + val_images/.
 
   With `data.val_csv=''` the val split is cut from train.csv by image (data.val_size images).
@@ -351,7 +346,7 @@ def prepare_matching(cfg_data, workdir: str | None, *, with_images: bool = True)
                             cfg_data.get("cache_dir") or None, _max_image_pixels(cfg_data))
 
   return _prepare_pairs(cfg_data, workdir, {"train": train_recs, "val": val_recs},
-                        {"train": train_csv, "val": val_csv}, images_of, with_images)
+                        {"train": train_csv, "val": val_csv}, images_of, with_images, text_cfg)
 
 
 def _pair_id(record) -> str:
@@ -360,7 +355,7 @@ def _pair_id(record) -> str:
 
 
 def _prepare_pairs(cfg_data, workdir: str | None, recs_of: dict, csv_of: dict, images_of,
-                   with_images: bool) -> PreparedData:
+                   with_images: bool, text_cfg=None) -> PreparedData:
   """Matching pairs of both splits -> PreparedData: empty captions and bad images of both splits
   reported together; `images_of(split name, records)` decodes a split's images."""
   skipped: list[dict] = []
@@ -384,7 +379,7 @@ def _prepare_pairs(cfg_data, workdir: str | None, recs_of: dict, csv_of: dict, i
         decoded[name] = images_of(name, recs)
   _check_images([(name, csv_of[name], im) for name, im in decoded.items()], cfg_data.skip_bad,
                 skipped)
-  encoder = text_encoder_for(cfg_data, workdir, [r.caption for r in train_recs])
+  encoder = text_encoder_for(cfg_data, workdir, [r.caption for r in train_recs], text_cfg)
   train, val = (
       _to_split(recs, decoded[name], encoder, [_pair_id(r) for r in recs], _match_labels(recs))
       if recs else None for name, recs in (("train", train_recs), ("val", val_recs)))
@@ -415,18 +410,19 @@ def _report_skipped(skipped: list[dict], workdir: str | None) -> None:
 
 def prepare_multilabel(cfg_data, workdir: str | None, *, with_images: bool = True,
                        labels: LabelSet | None = None, save_labels: bool = True,
-                       task_key: str = "task") -> PreparedData:
+                       task_key: str = "task", text_cfg=None) -> PreparedData:
   """The train and val splits of a multi-label folder (COMP5329's layout or a table).
 
   labels: the label set when it is known already (a restored workdir's); otherwise data.labels,
   the workdir's labels.json or the training file's names, saved as labels.json in `workdir`
   (when `save_labels`). task_key: the key named when the folder holds matching data.
+  text_cfg: model.text, whose tower chooses the text encoder (jaxmm.data.encoders).
   """
   check_root(cfg_data.root)
   layout = table.find_layout(cfg_data, "multilabel", task_key=task_key)
   if layout.name == "table":
     data = _prepare_table_multilabel(cfg_data, workdir, layout.train_path,
-                                     with_images=with_images, labels=labels)
+                                     with_images=with_images, labels=labels, text_cfg=text_cfg)
   else:
     if cfg_data.get("labels"):
       raise ValueError(
@@ -436,7 +432,7 @@ def prepare_multilabel(cfg_data, workdir: str | None, *, with_images: bool = Tru
       raise ValueError(
           f"{layout.train_path} is a COMP5329-layout file (label ids) but the run's labels are "
           f"names ({labels.describe()}): give a table (image, text, labels) instead")
-    data = prepare_comp5329(cfg_data, workdir, with_images=with_images)
+    data = prepare_comp5329(cfg_data, workdir, with_images=with_images, text_cfg=text_cfg)
     data.labels = labels or labels_lib.COMP5329
   if save_labels and workdir and labels is None:
     _save_labels(data.labels, workdir)
@@ -465,12 +461,12 @@ def _save_labels(label_set: LabelSet, workdir: str) -> None:
 
 
 def prepare_pairs(cfg_data, workdir: str | None, *, with_images: bool = True,
-                  task_key: str = "task") -> PreparedData:
+                  task_key: str = "task", text_cfg=None) -> PreparedData:
   """The train and val splits of a matching folder (S0's layout or a table with `match`)."""
   check_root(cfg_data.root)
   layout = table.find_layout(cfg_data, "matching", task_key=task_key)
   if layout.name == "matching":
-    return prepare_matching(cfg_data, workdir, with_images=with_images)
+    return prepare_matching(cfg_data, workdir, with_images=with_images, text_cfg=text_cfg)
   columns, sep = table.Columns.from_config(cfg_data), _label_sep(cfg_data)
   train_path = layout.train_path
   train_recs = table.read_table(train_path, columns, sep, need="match")
@@ -486,7 +482,7 @@ def prepare_pairs(cfg_data, workdir: str | None, *, with_images: bool = True,
     val_path = train_path
   return _prepare_pairs(cfg_data, workdir, {"train": train_recs, "val": val_recs},
                         {"train": train_path, "val": val_path},
-                        lambda name, recs: _table_images(recs, cfg_data), with_images)
+                        lambda name, recs: _table_images(recs, cfg_data), with_images, text_cfg)
 
 
 def _label_sep(cfg_data) -> str:
@@ -509,7 +505,8 @@ def _table_images(records, cfg_data=None, *, image_size: int | None = None,
 
 
 def _prepare_table_multilabel(cfg_data, workdir: str | None, train_path: str, *,
-                              with_images: bool, labels: LabelSet | None) -> PreparedData:
+                              with_images: bool, labels: LabelSet | None,
+                              text_cfg=None) -> PreparedData:
   columns, sep = table.Columns.from_config(cfg_data), _label_sep(cfg_data)
   records = table.read_table(train_path, columns, sep, need="labels")
   _check_nonempty(records, train_path)
@@ -537,7 +534,7 @@ def _prepare_table_multilabel(cfg_data, workdir: str | None, train_path: str, *,
         decoded[name] = _table_images(recs, cfg_data)
   _check_images([(name, path_of[name], im) for name, im in decoded.items()], cfg_data.skip_bad,
                 skipped)
-  encoder = text_encoder_for(cfg_data, workdir, [r.caption for r in train_recs])
+  encoder = text_encoder_for(cfg_data, workdir, [r.caption for r in train_recs], text_cfg)
   train, val = (
       _to_split(recs, decoded[name], encoder, [r.image_id for r in recs],
                 {"labels": labels.multihot_batch([r.labels for r in recs])}) if recs else None

@@ -216,6 +216,25 @@ class TextEncoder:
                         max_size=max_size)
     return cls(vocab=vocab, max_len=max_len, **flags)
 
+  # What masked-token pretraining asks of an encoder (jaxmm.data.wordpiece.WordPieceEncoder has
+  # the same attributes): the id written at masked positions, the ids never masked (none: every
+  # real token is a word) and the first id a random replacement may take (after the specials).
+  @property
+  def pad_id(self) -> int:
+    return PAD_ID
+
+  @property
+  def mask_id(self) -> int:
+    return MASK_ID
+
+  @property
+  def boundary_ids(self) -> tuple[int, ...]:
+    return ()
+
+  @property
+  def first_word_id(self) -> int:
+    return len(SPECIAL_TOKENS)
+
   def tokenize(self, caption: str) -> list[str]:
     """`normalize` with this encoder's flags."""
     return normalize(caption, stem=self.stem, remove_stopwords=self.remove_stopwords,

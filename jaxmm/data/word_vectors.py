@@ -10,6 +10,10 @@ standard deviation; `<unk>` and `<mask>` always get a draw.
 
 `embedding_matrix_for(config, encoder, train_captions, workdir)` is the entry point of the loop; it
 caches the matrix in `workdir/word_vectors/` so a resumed run or an evaluation does not train again.
+
+A config can name a file source and leave its path to the user: `fallback` ('random',
+'word2vec' or 'fasttext') is what a run without the file does, said in the log (s1_bingi: GloVe
+100-d when given, else FastText trained on the captions).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from jaxmm.data import text as text_lib
 
 SOURCES = ("", "word2vec", "fasttext", "glove", "word2vec_file")
 TRAINED = ("word2vec", "fasttext")
+FALLBACKS = ("", "random", *TRAINED)  # '' = a file source without its path is an error
 CACHE_DIR = "word_vectors"
 _CACHE_VERSION = 1
 log = logging.getLogger("jaxmm")
@@ -48,14 +53,30 @@ class Settings:
   negative: int = 5
   bucket: int = 200_000  # FastText n-gram buckets; gensim's 2M take 1.2 GB at dim 150
   seed: int = 0
+  fallback: str = ""  # a file source without `path`: 'random' | 'word2vec' | 'fasttext'
 
   def __post_init__(self):
     if self.source not in SOURCES:
       raise ValueError(f"model.text.word_vectors.source must be one of {SOURCES}; "
                        f"got {self.source!r}")
-    if self.source and self.source not in TRAINED and not self.path:
+    if self.fallback not in FALLBACKS:
+      raise ValueError(f"model.text.word_vectors.fallback must be one of {FALLBACKS}; "
+                       f"got {self.fallback!r}")
+    if self.source and self.source not in TRAINED and not self.path and not self.fallback:
       raise ValueError(f"word_vectors.source={self.source!r} reads a file: set "
                        "model.text.word_vectors.path")
+
+  def resolved(self) -> Settings:
+    """The settings a run uses: a file source without its path becomes its `fallback` (source
+    '' for 'random'), with a log line saying so."""
+    if not self.source or self.source in TRAINED or self.path:
+      return self
+    source = "" if self.fallback == "random" else self.fallback
+    instead = ("random embeddings" if not source
+               else f"{source} vectors trained on the training captions")
+    log.info("word vectors: no %s file given (--config.model.text.word_vectors.path=FILE); "
+             "%s instead", self.source, instead)
+    return dataclasses.replace(self, source=source, fallback="")
 
   @classmethod
   def from_config(cls, cfg: Mapping | None, *, seed: int = 0) -> Settings:
@@ -293,6 +314,7 @@ def embedding_matrix_for(config, encoder: text_lib.TextEncoder,
   if text_cfg is None or config.model.get("mode") == "image":
     return None
   settings = Settings.from_config(text_cfg.get("word_vectors"), seed=config.get("seed", 0))
+  settings = settings.resolved()
   if not settings.source:
     return None
   cache_dir = os.path.join(workdir, CACHE_DIR) if workdir else None

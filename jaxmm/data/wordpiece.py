@@ -12,18 +12,23 @@ The same steps as transformers' BertTokenizer (checked against it in tests/data/
 Special tokens written in a caption ("[SEP]") are split as text: captions never inject them.
 
 `WordPieceEncoder` has the public shape of jaxmm.data.text.TextEncoder (vocab, max_len, tokenize,
-encode, encode_batch, save, load). It saves to the same `vocab.json` name with its own format
-tag; `load_text_encoder` reads either kind.
+encode, encode_batch, save, load, the masking ids). It saves to the same `vocab.json` name with its
+own format tag; `load_text_encoder` reads either kind.
+
+A BERT tower trained from scratch has no vocab.txt: `WordPieceEncoder.fit` builds one from the
+training captions (BERT's special tokens, every character alone and as a `##` continuation, then
+the whole words), so words it lacks split into known pieces and characters, not [UNK].
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import json
 import os
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -137,6 +142,15 @@ class WordPieceVocab:
   def __len__(self) -> int:
     return len(self._tokens)
 
+  @property
+  def first_word_id(self) -> int:
+    """The id after the leading run of bracketed tokens ([PAD], [unused0..98], [UNK], [CLS],
+    [SEP], [MASK], [unused99..] in BERT's vocab.txt): where the vocabulary's text begins."""
+    for i, token in enumerate(self._tokens):
+      if not (token.startswith("[") and token.endswith("]") and len(token) > 2):
+        return i
+    return len(self._tokens)
+
   def __contains__(self, token: str) -> bool:
     return token in self._ids
 
@@ -208,8 +222,39 @@ class WordPieceEncoder:
     """From a checkpoint's vocab.txt (or the directory holding it)."""
     path = os.fspath(path)
     path = os.path.join(path, "vocab.txt") if os.path.isdir(path) else path
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"{path}: no such BERT vocabulary (a vocab.txt, one token a line)")
     return cls(vocab=WordPieceVocab.from_file(path), max_len=max_len, **kwargs)
 
+  @classmethod
+  def fit(cls, captions: Iterable[str], *, max_len: int, min_freq: int = 1,
+          max_size: int | None = None, lower_case: bool = True) -> WordPieceEncoder:
+    """A vocabulary of the TRAINING captions for a BERT tower that starts from scratch.
+
+    Tokens: BERT's SPECIAL_TOKENS ([PAD] = 0); every character of the training words, alone and
+    as a `##` continuation; then the words seen >= `min_freq` times, most frequent first (ties
+    by the word). `max_size` caps the total, words being cut first. It learns no sub-word merges
+    (captions repeat a small vocabulary that whole words cover): a word it lacks is split by
+    WordPiece's greedy rule into a known word's prefix and characters ("frisbees" -> "frisbee",
+    "##s"), so only a character never seen in training gives [UNK].
+    """
+    if min_freq < 1:
+      raise ValueError(f"min_freq must be >= 1; got {min_freq}")
+    counts = collections.Counter(
+        w for c in captions for w in basic_tokenize(c, lower_case=lower_case))
+    chars = sorted({ch for w in counts for ch in w})
+    base = [*SPECIAL_TOKENS, *chars, *(f"##{ch}" for ch in chars)]
+    if max_size is not None and max_size < len(base):
+      raise ValueError(f"max_size {max_size} (data.vocab_size) is below the {len(base)} special "
+                       "tokens and characters every WordPiece vocabulary of these captions needs")
+    taken = set(base)
+    words = sorted((w for w, c in counts.items() if c >= min_freq and w not in taken),
+                   key=lambda w: (-counts[w], w))
+    if max_size is not None:
+      words = words[:max_size - len(base)]
+    return cls(vocab=WordPieceVocab(base + words), max_len=max_len, lower_case=lower_case)
+
+  # What masked-token pretraining asks of an encoder (as jaxmm.data.text.TextEncoder's).
   @property
   def pad_id(self) -> int:
     return PAD_ID
@@ -217,6 +262,15 @@ class WordPieceEncoder:
   @property
   def mask_id(self) -> int:
     return self.vocab.mask_id
+
+  @property
+  def boundary_ids(self) -> tuple[int, ...]:
+    """[CLS] and [SEP]: they frame every caption and are never masked, as in BERT."""
+    return (self.vocab.cls_id, self.vocab.sep_id)
+
+  @property
+  def first_word_id(self) -> int:
+    return self.vocab.first_word_id
 
   def tokenize(self, caption: str) -> list[str]:
     """The caption's word pieces, without [CLS] / [SEP]."""

@@ -70,9 +70,9 @@ class FusionBlock(nnx.Module):
 class AttentionFusionClassifier(nnx.Module):
   """logits = head([mean_q attended image tokens; mean_t text tokens]), both towers required.
 
-  The image tower needs `feature_map(images) -> (B, h, w, C)` (the ResNets) or `latent_map` (the
-  conv autoencoder); the text tower needs `sequence(tokens, length) -> states_BxTxD` (LSTM,
-  GRU-attention, bag-of-words towers).
+  The image tower needs `feature_map(images) -> (B, h, w, C)` (ResNet, DenseNet, EfficientNet)
+  or `latent_map` (the conv autoencoder); the text tower needs `sequence(tokens, length) ->
+  states_BxTxD` (LSTM, GRU-attention, bag-of-words and BERT towers).
   """
 
   def __init__(
@@ -98,7 +98,7 @@ class AttentionFusionClassifier(nnx.Module):
     if not hasattr(text_tower, "sequence"):
       raise ValueError(
         f"text tower {type(text_tower).__name__} has no per-token outputs; "
-        "attention fusion needs 'lstm', 'gru_attention' or 'bow'"
+        "attention fusion needs 'lstm', 'gru_attention', 'bow' or 'bert'"
       )
     self.image = image_tower
     self.text = text_tower

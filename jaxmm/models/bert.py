@@ -328,6 +328,7 @@ class LoadReport:
   unexpected: list[str] = dataclasses.field(default_factory=list)
   mismatched: list[tuple[str, tuple, tuple]] = dataclasses.field(default_factory=list)
   ignored: list[str] = dataclasses.field(default_factory=list)
+  kept: list[str] = dataclasses.field(default_factory=list)  # optional, absent: init kept
 
   @property
   def ok(self) -> bool:
@@ -356,12 +357,18 @@ def _legacy_names(key: str) -> str:
 
 
 def load_hf_state_dict(
-  encoder: BertEncoder, state_dict: Mapping[str, Any], *, strict: bool = True
+  encoder: BertEncoder,
+  state_dict: Mapping[str, Any],
+  *,
+  strict: bool = True,
+  optional: tuple[str, ...] = (),
 ) -> LoadReport:
   """Copies a BertModel / BertFor* state dict (numpy arrays) into `encoder` in place.
 
   Linear weights (out, in) are transposed to our (in, out) kernels. strict: raise ValueError
-  naming every missing / unexpected / mismatched key, changing nothing.
+  naming every missing / unexpected / mismatched key, changing nothing. optional: key prefixes
+  the checkpoint may lack (e.g. 'pooler.' for an encoder that pools [CLS]): those variables keep
+  their init and are listed in `report.kept`.
   """
   state_dict = {_legacy_names(k): v for k, v in _strip_prefix(state_dict).items()}
   report, updates, used = LoadReport(), [], set()
@@ -371,7 +378,7 @@ def load_hf_state_dict(
     linear = path[-1] == "kernel"
     want = tuple(current.shape[::-1]) if linear else tuple(current.shape)
     if key not in state_dict:
-      report.missing.append(key)
+      (report.kept if key.startswith(optional) else report.missing).append(key)
       continue
     used.add(key)
     array = np.asarray(state_dict[key], np.float32)
@@ -409,20 +416,32 @@ def hf_weights_file(path: str | os.PathLike) -> str:
 
 
 def load_hf_checkpoint(
-  encoder: BertEncoder, path: str | os.PathLike, *, strict: bool = True
+  encoder: BertEncoder,
+  path: str | os.PathLike,
+  *,
+  strict: bool = True,
+  optional: tuple[str, ...] = (),
 ) -> LoadReport:
-  """Loads a HF checkpoint (directory or weights file) into `encoder`; errors name the file."""
-
+  """Loads a HF checkpoint (directory or weights file) into `encoder`; errors name the file and
+  the sizes where the checkpoint's config.json (beside a weights file, or in the directory)
+  differs from the encoder."""
   weights = hf_weights_file(path)
+  if not os.path.isfile(weights):
+    raise FileNotFoundError(
+      f"{weights}: no such BERT checkpoint (a .safetensors / .bin file or a "
+      "directory holding one and its config.json)"
+    )
   try:
-    return load_hf_state_dict(encoder, import_weights.read_state_dict(weights), strict=strict)
+    return load_hf_state_dict(
+      encoder, import_weights.read_state_dict(weights), strict=strict, optional=optional
+    )
   except ValueError as e:
-    raise ValueError(f"{weights}: {e}{_size_hint(encoder, path)}") from None
+    raise ValueError(f"{weights}: {e}{_size_hint(encoder, weights)}") from None
 
 
-def _size_hint(encoder: BertEncoder, path: str | os.PathLike) -> str:
+def _size_hint(encoder: BertEncoder, weights: str) -> str:
   """The sizes where the encoder and the checkpoint's config.json differ, as options to set."""
-  config = os.path.join(os.fspath(path), HF_CONFIG)
+  config = os.path.join(os.path.dirname(os.path.abspath(weights)), HF_CONFIG)
   if not os.path.isfile(config):
     return ""
   try:
@@ -430,9 +449,18 @@ def _size_hint(encoder: BertEncoder, path: str | os.PathLike) -> str:
   except (ValueError, KeyError) as e:
     return f"\n{config}: {e!r}"
   diff = [
-    f"{k}={theirs[k]} (the encoder has {v})" for k, v in encoder.sizes.items() if theirs[k] != v
+    f"{k}={theirs[k]} (the encoder has {v})"
+    for k, v in encoder.sizes.items()
+    if theirs[k] != v and k != "vocab_size"
   ]
-  return f"\n{config} says {', '.join(diff)}: set them in model.text" if diff else ""
+  hints = [f"{config} says {', '.join(diff)}: set them in model.text"] if diff else []
+  if theirs["vocab_size"] != encoder.sizes["vocab_size"]:
+    hints.append(
+      f"{config} says vocab_size={theirs['vocab_size']} but the text encoder has "
+      f"{encoder.sizes['vocab_size']} tokens: use the checkpoint's vocab.txt "
+      "(model.text.vocab) in a new workdir"
+    )
+  return "".join(f"\n{h}" for h in hints)
 
 
 def bert_from_hf(

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxmm.data import encoders
 from jaxmm.models import fusion
 from jaxmm.models.attention_fusion import AttentionFusionClassifier
 from jaxmm.models.autoencoder import ConvAutoencoder
@@ -24,7 +25,8 @@ from jaxmm.models.text import TEXT_TOWERS, text_tower_class
 MODELS = ("concat_fusion", "attention_fusion", "late_fusion")
 DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 # Tower config keys that are not constructor arguments (pretrained weights, applied after building).
-_NOT_ARGS = ("name", "weights", "word_vectors")
+# vocab: the BERT tower's vocab.txt, read by the text encoder (jaxmm.data.encoders).
+_NOT_ARGS = ("name", "weights", "word_vectors", "vocab")
 
 
 # Parameter init is run once: XLA's backend optimisations only cost compile time there (on the CPU
@@ -138,6 +140,27 @@ def check_model_config(model_cfg) -> None:
     _tower_kwargs(model_cfg.image, _image_constructor(model_cfg.image.name), "model.image")
   if model_cfg.get("text") is not None and model_cfg.get("mode", "fused") != "image":
     _tower_kwargs(model_cfg.text, _text_constructor(model_cfg.text.name), "model.text")
+    _check_bert(model_cfg.text)
+
+
+def _check_bert(text_cfg) -> None:
+  """Text weights only for BERT; the BERT tower's files exist, and it is not given word vectors
+  (its embedding rows are WordPiece ids, which pretrained weights fill)."""
+  if text_cfg.name != "bert":
+    if text_cfg.get("weights"):
+      raise ValueError(
+        f"model.text.weights={text_cfg.weights!r}: pretrained text weights are read by the BERT "
+        f"tower only (model.text.name='bert'), not by {text_cfg.name!r}"
+      )
+    return
+  encoders.check_text_config(text_cfg)
+  vectors = text_cfg.get("word_vectors")
+  if vectors is not None and vectors.get("source"):
+    raise ValueError(
+      f"model.text.word_vectors.source={vectors.source!r}: word vectors start the word-level "
+      "towers' embeddings; the BERT tower starts from model.text.weights (a Hugging Face "
+      "checkpoint) or from scratch: set --config.model.text.word_vectors.source=''"
+    )
 
 
 def build_image_tower(cfg, *, rngs: nnx.Rngs, dtype=None):

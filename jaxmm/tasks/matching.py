@@ -59,6 +59,7 @@ class MatchingTask(Task):
       workdir,
       with_images=self._with_images(with_images),
       task_key=self.task_key,
+      text_cfg=self.config.model.get("text"),
     )
 
   def num_outputs(self):

@@ -72,6 +72,7 @@ class MultilabelTask(Task):
       labels=self._labels if self._restored else None,
       save_labels=self.config.task == self.name,  # not for a pretext run over these images
       task_key=self.task_key,
+      text_cfg=self.config.model.get("text"),
     )
     self._labels = data.labels
     return data

@@ -7,6 +7,10 @@ Config (defaults in configs/default.py change nothing):
   init.which: 'best' (default; 'latest' when the source has no best) or 'latest'.
   model.image.weights: a torchvision/timm .safetensors/.pth file (jaxmm.models.import_weights);
     applied first, so init.image_from wins when both are set.
+  model.text.weights: a Hugging Face BertModel / BertFor* checkpoint (.safetensors / .bin file,
+    or the folder holding it and its config.json) for the BERT tower (jaxmm.models.bert); its
+    token ids are its vocab.txt's, which the text encoder reads (jaxmm.data.encoders). Applied
+    before init.text_from, which wins.
   optim.freeze (existing): prefixes kept fixed, e.g. ('image',); optim.unfreeze: prefixes inside
     them that still train, e.g. freeze ('image',) + unfreeze ('image.layer4',).
 
@@ -182,6 +186,10 @@ def init_from_config(model: nnx.Module, config) -> list[str]:
 
     report = import_weights.load_weights_file(model.image, weights, strict=True)
     done.append(f"image <- {weights} ({len(report.loaded)} arrays)")
+  text_cfg = config.model.get("text")
+  text_weights = text_cfg.get("weights") if text_cfg is not None else None
+  if text_weights and getattr(model, "text", None) is not None:
+    done.append(f"text <- {load_text_weights(model.text, text_cfg)}")
   init = config.init
   for target in ("image", "text"):
     source_dir = init[f"{target}_from"]
@@ -194,6 +202,26 @@ def init_from_config(model: nnx.Module, config) -> list[str]:
   for line in done:
     log.info("pretrained: %s", line)
   return done
+
+
+def load_text_weights(tower: nnx.Module, text_cfg) -> str:
+  """model.text.weights (a Hugging Face BERT checkpoint) into the BERT `tower`; -> what loaded.
+
+  Every encoder array must be in the file with the config's shape: otherwise ValueError names
+  the keys, both shapes and the sizes the checkpoint's config.json gives. The pooler may be
+  absent unless the tower pools with it.
+  """
+  from jaxmm.models import bert
+
+  if not isinstance(tower, bert.BertEncoder):
+    raise ValueError(
+      f"model.text.weights={text_cfg.weights!r}: pretrained text weights are read by the BERT "
+      f"tower only (model.text.name='bert'), not by {text_cfg.name!r}"
+    )
+  optional = () if tower.pooling == "pooler" else ("pooler.",)
+  report = bert.load_hf_checkpoint(tower, text_cfg.weights, strict=True, optional=optional)
+  kept = f"; {len(report.kept)} kept their init ({report.kept[0]} ...)" if report.kept else ""
+  return f"{text_cfg.weights} ({len(report.loaded)} arrays{kept})"
 
 
 def resolve_freeze(optim_cfg, model: nnx.Module):
