@@ -6,10 +6,16 @@ import glob
 import json
 import os
 
+import jax
+import numpy as np
 import pytest
+from flax import nnx
 
 from jaxmm import config as config_lib
-from jaxmm import tasks
+from jaxmm import inference, tasks
+from jaxmm import workdir as workdir_lib
+from jaxmm.data import wordpiece
+from jaxmm.models import registry
 from jaxmm.recipes import train_and_evaluate
 from jaxmm.train.writer import read_metrics
 from tests.conftest import ROOT
@@ -34,8 +40,16 @@ def _shrink(c, data_root: str):
     c.data.images_dir, c.data.split, c.data.val_size = "data", "random", 16
   c.data.lemmatize = False  # WordNet data may be absent here; its start-up error is tested apart
   c.data.num_threads = 1
-  if "num_filters" in c.model.image:  # ResNeXt's 32 groups need 16 (a 32-wide bottleneck)
-    c.model.image.num_filters = 16 if "resnext" in c.model.image.name else 8
+  image, text = c.model.image, c.model.text
+  if "num_filters" in image:  # ResNeXt's 32 groups need 16 (a 32-wide bottleneck)
+    image.num_filters = 16 if "resnext" in image.name else 8
+  if "growth_rate" in image:  # DenseNet: one narrow layer a block
+    image.update(growth_rate=4, num_init_features=8)
+    image.block_sizes = (1, 1, 1, 1)
+  if "width" in image:  # EfficientNet: one narrow block a stage
+    image.update(width=0.25, depth=0.1)
+  if text.name == "bert":
+    text.update(hidden_size=24, num_heads=2, num_layers=1, intermediate_size=32)
   # No report.md / plots: drawing them took ~2 s a run (tests/test_end_to_end.py checks them).
   c.train.update(
     batch_size=8,
@@ -73,8 +87,7 @@ def test_every_config_is_covered():
 
 
 def test_best_gpu_is_best_with_only_its_sizes_changed():
-  """best_gpu's two-step run would be best's (the shrink overrides exactly what it changes but
-  conv_impl, which does not change the parameters and whose paths are tested on their own)."""
+  """best_gpu's two-step run would be best's (the shrink overrides exactly what it changes)."""
   best = config_lib.flatten(
     config_lib.load_config_file(os.path.join(ROOT, "configs", "best.py")).to_dict()
   )
@@ -86,11 +99,11 @@ def test_best_gpu_is_best_with_only_its_sizes_changed():
     "data.image_size",
     "data.num_threads",
     "model.image.num_filters",
-    "model.image.conv_impl",
     "train.epochs",
   }
   assert (gpu["data.image_size"], gpu["model.image.num_filters"]) == (128, 64)
-  assert (best["model.image.conv_impl"], gpu["model.image.conv_impl"]) == ("im2col", "auto")
+  # No CPU conv path forced onto a GPU: 'auto' chooses by backend (jaxmm.models.conv).
+  assert best["model.image.conv_impl"] == gpu["model.image.conv_impl"] == "auto"
 
 
 # tiny, demo and comp5329_dev train in tests/test_end_to_end.py-style runs of the same model family;
@@ -116,3 +129,62 @@ def test_config_trains_two_steps(name, tmp_path):
     return
   thresholds = json.load(open(os.path.join(workdir, "thresholds.json")))
   assert thresholds["thresholds"] is not None
+  if config.model.text.name == "bert":  # s2_xu: WordPiece ids, the same encoder restored
+    saved = wordpiece.load_text_encoder(workdir)
+    assert isinstance(saved, wordpiece.WordPieceEncoder)
+    assert saved.vocab.tokens[:5] == wordpiece.SPECIAL_TOKENS
+    restored = inference.restore(workdir)
+    assert restored.encoder.to_json() == saved.to_json()
+    assert restored.model_state is not None
+
+
+# The seeds' towers at the sizes their authors used: trunk parameters as torchvision counts them
+# without the classifier, and TinyBERT General 4L-312D's BertModel with a 30522-token vocab.txt.
+SEED_TOWERS = {
+  "s1_bingi": ("ResNet", 23_508_032, "LSTMTower"),
+  "s2_xu": ("DenseNet", 6_953_856, "BertEncoder"),
+  "s3_ren": ("EfficientNet", 6_513_184, "LSTMTower"),
+}
+
+
+def _num_params(module) -> int:
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+
+@pytest.mark.parametrize("name", sorted(SEED_TOWERS))
+def test_seed_configs_build_the_seeds_towers(name):
+  config = config_lib.load_config_file(os.path.join(ROOT, "configs", f"{name}.py"))
+  image_cls, image_params, text_cls = SEED_TOWERS[name]
+  image = nnx.eval_shape(lambda: registry.build_image_tower(config.model.image, rngs=nnx.Rngs(0)))
+  text = nnx.eval_shape(
+    lambda: registry.build_text_tower(config.model.text, vocab_size=30522, rngs=nnx.Rngs(0))
+  )
+  assert (type(image).__name__, _num_params(image)) == (image_cls, image_params)
+  assert type(text).__name__ == text_cls
+  if name == "s2_xu":
+    assert config.model.name == "attention_fusion"
+    assert (text.sizes["hidden_size"], text.sizes["num_layers"], text.sizes["num_heads"]) == (
+      312,
+      4,
+      12,
+    )
+    assert _num_params(text) == 14_350_248  # TinyBERT General 4L-312D's BertModel
+  else:  # GloVe when a file is given; S1 trains FastText without one, S3 starts random
+    vectors = config.model.text.word_vectors
+    assert (vectors.source, vectors.fallback) == (
+      "glove",
+      "fasttext" if name == "s1_bingi" else "random",
+    )
+    assert config.model.text.embed_dim == (100 if name == "s1_bingi" else 50)
+
+
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n != "default"])
+def test_a_workdirs_config_reads_back_into_the_same_towers(name, tmp_path):
+  """read_config fills keys a run predates from default.py, but not the default towers' options
+  into another tower's section (an LSTM's pooling is no option of the BERT or GRU towers)."""
+  config = config_lib.load_config_file(os.path.join(ROOT, "configs", f"{name}.py"))
+  workdir_lib.write_config(config, str(tmp_path))
+  read = workdir_lib.read_config(str(tmp_path))
+  registry.check_model_config(read.model)
+  assert set(read.model.text) == set(config.model.text)
+  assert set(read.model.image) == set(config.model.image)

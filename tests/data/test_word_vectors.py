@@ -160,3 +160,25 @@ def test_seeds_change_vectors_and_python_hash_seed_does_not(encoder):
   subprocess.run([sys.executable, "-c", code, out], check=True, cwd=root, env=env)
   np.testing.assert_array_equal(np.load(out), a)
   os.remove(out)
+
+
+def test_file_source_without_a_file_falls_back_as_configured(tmp_path, encoder, caplog):
+  caplog.set_level("INFO", logger="jaxmm")
+  with pytest.raises(ValueError, match="reads a file"):  # no fallback: the path is required
+    wv.Settings(source="glove")
+  with pytest.raises(ValueError, match="fallback must be one of"):
+    wv.Settings(source="glove", fallback="word2vec_file")
+  random = _config(source="glove", fallback="random")
+  assert wv.embedding_matrix_for(random, encoder, CAPTIONS, None) is None
+  assert "no glove file given" in caplog.text and "random embeddings instead" in caplog.text
+  trained = _config(source="glove", fallback="fasttext")
+  matrix = wv.embedding_matrix_for(trained, encoder, CAPTIONS, str(tmp_path))
+  expected, _ = wv.matrix_for(wv.Settings(source="fasttext", dim=8, window=3, epochs=3),
+                              encoder, CAPTIONS, embed_dim=8)
+  np.testing.assert_array_equal(matrix, expected)
+  assert "fasttext vectors trained on the training captions instead" in caplog.text
+  path, _ = _glove(tmp_path, ["man", "dog"], dim=8)  # a file given: the fallback is unused
+  with_file = _config(source="glove", path=path, fallback="fasttext")
+  glove = wv.embedding_matrix_for(with_file, encoder, CAPTIONS, None)
+  np.testing.assert_array_equal(glove[encoder.vocab.token_to_id("man")],
+                                wv.load_vectors_file(path, source="glove")["man"])

@@ -277,3 +277,27 @@ def test_registry_builds_bert_and_checks_its_options():
   cfg.name = "transformer"
   with pytest.raises(KeyError, match="'bert'"):
     registry.check_model_config(model_cfg)
+
+
+def test_registry_refuses_word_vectors_and_missing_files_for_bert(tmp_path):
+  import ml_collections
+
+  from jaxmm.models import registry
+
+  def model_cfg(**text):
+    base = dict(name="bert", hidden_size=HIDDEN, num_heads=HEADS, vocab="", weights="")
+    return ml_collections.ConfigDict(dict(text={**base, **text}, mode="text"))
+
+  registry.check_model_config(model_cfg(vocab=""))
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
+  registry.check_model_config(model_cfg(vocab=str(vocab)))  # vocab is not a constructor option
+  with pytest.raises(FileNotFoundError, match="model.text.vocab='missing.txt'"):
+    registry.check_model_config(model_cfg(vocab="missing.txt"))
+  with pytest.raises(ValueError, match="word_vectors.source=''"):
+    registry.check_model_config(model_cfg(word_vectors=dict(source="glove", path="g.txt")))
+  lstm = ml_collections.ConfigDict(
+    dict(text=dict(name="lstm", embed_dim=4, weights="bert_dir"), mode="text")
+  )
+  with pytest.raises(ValueError, match="BERT tower only"):
+    registry.check_model_config(lstm)

@@ -171,3 +171,116 @@ def test_freeze_a_tower_but_train_its_last_stage():
     transfer.resolve_freeze(
       config_dict.ConfigDict(dict(freeze=("image",), unfreeze=("text.embed",))), model
     )
+
+
+# --- model.text.weights: a Hugging Face BERT checkpoint into the BERT tower -----------------
+
+BERT_VOCAB = [
+  "[PAD]",
+  "[UNK]",
+  "[CLS]",
+  "[SEP]",
+  "[MASK]",
+  "a",
+  "dog",
+  "##s",
+  "on",
+  "the",
+  "grass",
+  "man",
+  ".",
+]
+BERT_SIZES = dict(
+  hidden_size=16, num_layers=2, num_heads=2, intermediate_size=24, max_position_embeddings=32
+)
+
+
+@pytest.fixture(scope="module")
+def hf_checkpoint(tmp_path_factory):
+  """A random BertModel without its pooler (as a checkpoint may come) saved as a user gets it:
+  config.json, model.safetensors and vocab.txt in one folder; and the model itself."""
+  from tests.models.test_bert import import_transformers
+
+  transformers = import_transformers()
+  import torch
+
+  config = transformers.BertConfig(
+    vocab_size=len(BERT_VOCAB),
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=24,
+    max_position_embeddings=32,
+  )
+  torch.manual_seed(0)
+  reference = transformers.BertModel(config, add_pooling_layer=False).eval()
+  folder = tmp_path_factory.mktemp("hf_bert")
+  reference.save_pretrained(folder)
+  (folder / "vocab.txt").write_text("\n".join(BERT_VOCAB) + "\n", encoding="utf-8")
+  return folder, reference
+
+
+def _bert_config(weights, **sizes):
+  from configs import default
+
+  c = default.get_config()
+  c.model.mode = "text"
+  c.model.text = config_dict.ConfigDict(
+    dict(
+      name="bert",
+      vocab="",
+      weights=str(weights),
+      dropout=0.1,
+      attention_dropout=0.1,
+      pooling="cls",
+      **{**BERT_SIZES, **sizes},
+    )
+  )
+  c.data.max_len = 8
+  return c
+
+
+def _text_classifier(config, vocab_size):
+  from jaxmm.models import registry
+
+  return registry.build_model(config.model, num_outputs=18, vocab_size=vocab_size, rngs=nnx.Rngs(0))
+
+
+def test_text_weights_from_a_hugging_face_checkpoint_match_transformers(hf_checkpoint):
+  import torch
+
+  from jaxmm.data import encoders
+
+  folder, reference = hf_checkpoint
+  config = _bert_config(folder)
+  encoder = encoders.new_text_encoder(config.data, config.model.text, [])  # vocab.txt beside
+  assert encoder.vocab.tokens == tuple(BERT_VOCAB)
+  model = _text_classifier(config, len(encoder.vocab))
+  done = transfer.init_from_config(model, config)
+  assert done and "pooler" in done[0]  # absent from the file: kept its init ([CLS] pooling)
+  model.eval()
+  tokens_BxT, length_B = encoder.encode_batch(["A dog on the grass.", "dogs", "a man ."])
+  with torch.no_grad():
+    expected = reference(
+      input_ids=torch.from_numpy(tokens_BxT.astype(np.int64)),
+      attention_mask=torch.from_numpy((tokens_BxT > 0).astype(np.int64)),
+    ).last_hidden_state.numpy()
+  states_BxTxD = np.asarray(model.text.sequence(jnp.asarray(tokens_BxT), jnp.asarray(length_B)))
+  real_BxT = tokens_BxT > 0
+  np.testing.assert_allclose(states_BxTxD[real_BxT], expected[real_BxT], atol=1e-4, rtol=0)
+
+
+def test_text_weights_that_do_not_fit_the_config_name_the_sizes(hf_checkpoint):
+  folder, _ = hf_checkpoint
+  config = _bert_config(folder / "model.safetensors", hidden_size=32)
+  model = _text_classifier(config, len(BERT_VOCAB))
+  with pytest.raises(ValueError, match=r"says hidden_size=16 \(the encoder has 32\)"):
+    transfer.init_from_config(model, config)
+  config = _bert_config(folder)
+  model = _text_classifier(config, len(BERT_VOCAB) + 3)
+  with pytest.raises(ValueError, match="use the checkpoint's vocab.txt"):
+    transfer.init_from_config(model, config)
+  lstm = _config()
+  lstm.model.text = config_dict.ConfigDict(dict(name="lstm", weights=str(folder)))
+  with pytest.raises(ValueError, match="BERT tower only"):
+    transfer.load_text_weights(_lstm(), lstm.model.text)
