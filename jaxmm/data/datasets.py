@@ -393,9 +393,12 @@ def _report_skipped(skipped: list[dict], workdir: str | None) -> None:
     return
   where = ""
   if workdir:
+    from jaxmm.workdir import writes_files  # deferred: it imports jax
+
     path = os.path.join(workdir, SKIPPED_FILE)
-    with open(path, "w") as f:
-      json.dump(skipped, f, indent=1)
+    if writes_files():  # process 0 of a run on several hosts
+      with open(path, "w") as f:
+        json.dump(skipped, f, indent=1)
     where = f"; every one is listed in {path}"
   shown = "\n".join(
       f"  {s.get('path') or s['image_id']}: {s['reason']}"

@@ -3,6 +3,10 @@
 Everything the config can get wrong is checked before anything is read or written; then the
 workdir's config.json, the data, the train state (fresh, or resumed from `latest`), the loop, and
 once training ends the tuned thresholds, the task's extras and report.md.
+
+On several hosts every process runs all of it (each reads the data, builds the same state and
+takes part in every checkpoint save and restore), and process 0 alone writes the workdir's files
+while the others wait for it (`parallel.on_first_process`).
 """
 
 from __future__ import annotations
@@ -31,10 +35,18 @@ def checked_task(config) -> Task:
 
 def start(config, workdir: str, task: Task) -> None:
   """What a run does before reading data: joins the other hosts, checks and writes config.json,
-  and generates the embedded synthetic data where the config names it."""
+  generates the embedded synthetic data where the config names it and takes the vocabulary of
+  init.text_from. Process 0 writes; the others wait for it."""
   parallel.maybe_initialize_distributed(config.train)  # before anything touches a device
-  workdir_lib.write_config(config, workdir)
-  config_lib.ensure_synthetic(config.data, task=task.layout)
+  workdir_lib.check_config(config, workdir)  # on every process: a refused config stops them all
+
+  def prepare():
+    workdir_lib.write_config(config, workdir)
+    config_lib.ensure_synthetic(config.data, task=task.layout)
+    if config.init.text_from:
+      transfer.share_vocab(config.init.text_from, workdir)
+
+  parallel.on_first_process(prepare, "preparing the workdir")
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -42,8 +54,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
   step, the last step and the signal that stopped the run (None when it finished)."""
   task = checked_task(config)
   start(config, workdir, task)
-  if config.init.text_from:
-    transfer.share_vocab(config.init.text_from, workdir)
   data = task.load_data(workdir)
   return train_on(config, workdir, task, data).summary()
 
@@ -53,8 +63,10 @@ def train_on(config, workdir: str, task: Task, data) -> loop.FitResult:
   checkpointer = ckpt_lib.Checkpointer(workdir, cleanup_tmp=True)
   vocab_size = len(data.encoder.vocab)
   plan = setup.plan(config, task, len(data.train))
-  embedding_init = word_vectors.embedding_matrix_for(
-    config, data.encoder, data.train_captions, workdir
+  # Process 0's vectors (their cache is a workdir file); a fresh state is process 0's everywhere.
+  embedding_init = parallel.on_first_process(
+    lambda: word_vectors.embedding_matrix_for(config, data.encoder, data.train_captions, workdir),
+    "building the word vectors",
   )
   state = state_lib.build(
     config,
@@ -65,7 +77,7 @@ def train_on(config, workdir: str, task: Task, data) -> loop.FitResult:
     embedding_init=embedding_init,
     pretrained=checkpointer.latest_step() is None,
   )
-  state, progress = loop.resume(ckpt_lib.place_like_restored(state), checkpointer)
+  state, progress = loop.resume(state, checkpointer, sharding=plan.state_sharding)
   task = task.with_train_data(data.train)
   result = loop.fit(
     plan,
@@ -79,33 +91,41 @@ def train_on(config, workdir: str, task: Task, data) -> loop.FitResult:
     extra_map=task.extra_map(vocab_size),
     vocab_size=vocab_size,
   )
-  if result.stopped_by_signal is None and data.val is not None:
-    predict_step = steps.make_predict_step(state.model_def, task)
-    if task.tunes_thresholds:
-      finalize_thresholds(config, workdir, task, checkpointer, predict_step, result.state, data.val)
-    if checkpointer.latest_step(ckpt_lib.BEST) is not None:
-
-      def best_model_state():
-        return state_lib.restore(result.state, checkpointer, which=ckpt_lib.BEST)[0].model
-
-      task.after_training(workdir, predict_step, best_model_state, data.val, vocab_size=vocab_size)
+  finished = result.stopped_by_signal is None
+  best = None
+  if finished and data.val is not None and checkpointer.latest_step(ckpt_lib.BEST) is not None:
+    # On every process (orbax restores together), to this process's first device: what follows
+    # is process 0's work alone.
+    best, _ = state_lib.restore(result.state, checkpointer, which=ckpt_lib.BEST)
   checkpointer.close()
-  if result.stopped_by_signal is None and config.train.report:
-    report.try_write_report(workdir)
+  if finished:
+    parallel.on_first_process(
+      lambda: finish(config, workdir, task, best, data.val, vocab_size=vocab_size),
+      "finishing the run",
+    )
   return result
 
 
+def finish(config, workdir: str, task: Task, best, val_split, *, vocab_size: int) -> None:
+  """The files of a finished run: thresholds.json and val_predictions.npz from the `best` state
+  (None: no val split or no best checkpoint), the task's extras, report.md."""
+  if best is not None:
+    predict_step = steps.make_predict_step(best.model_def, task)
+    if task.tunes_thresholds:
+      finalize_thresholds(config, workdir, task, predict_step, best.model, val_split)
+    task.after_training(workdir, predict_step, lambda: best.model, val_split, vocab_size=vocab_size)
+  if config.train.report:
+    report.try_write_report(workdir)
+
+
 def finalize_thresholds(
-  config, workdir: str, task: Task, checkpointer, predict_step, state, val_split
+  config, workdir: str, task: Task, predict_step, best_model_state, val_split
 ) -> None:
-  """Tunes the decision threshold(s) on val with the best checkpoint; writes thresholds.json and
-  the best checkpoint's val predictions."""
-  if checkpointer.latest_step(ckpt_lib.BEST) is None:
-    return
-  best, _ = state_lib.restore(state, checkpointer, which=ckpt_lib.BEST)
+  """Tunes the decision threshold(s) on val with the best model; writes thresholds.json and the
+  best model's val predictions."""
   probs, _ = evaluation.predict_split(
     predict_step,
-    best.model,
+    best_model_state,
     val_split,
     batch_size=config.train.eval_batch_size,
     num_threads=config.data.num_threads,

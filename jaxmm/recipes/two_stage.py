@@ -14,6 +14,9 @@ them.
 With model.name='late_fusion' (fusion.LateFusionClassifier) step 1 is the same, each stage-1 run
 keeping its own head; steps 2-3 become one fit of the per-class mixing of the two branches' logits
 on the val split (logistic regression, jaxmm.recipes.late_fusion), then step 4.
+
+On several hosts every process runs every step alike (features are extracted on each host's own
+first device); process 0 writes the files.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from jaxmm.models.fusion import MLPHead
 from jaxmm.recipes import late_fusion, standard
 from jaxmm.tasks.multilabel import MultilabelTask
 from jaxmm.train import checkpoint as ckpt_lib
-from jaxmm.train import loop, setup, steps
+from jaxmm.train import loop, parallel, setup, steps
 from jaxmm.train import state as state_lib
 from jaxmm.train.writer import MetricWriter
 
@@ -111,7 +114,8 @@ def _train_stage1(config, workdir: str, mode: str) -> dict:
   text_vocab = os.path.join(_stage_dir(workdir, "text"), workdir_lib.VOCAB_FILE)
   # The image run reads captions too (they are in every batch): it shares the text run's ids.
   # Started alone (train.py --stage=image), it fits the same vocabulary from the same records.
-  if mode == "image" and os.path.exists(text_vocab):
+  # (the stage run's first step waits for process 0, so one copy serves every process)
+  if mode == "image" and os.path.exists(text_vocab) and workdir_lib.writes_files():
     shutil.copy(text_vocab, stage_dir)
   return standard.train_and_evaluate(sub_config(config, **{"model.mode": mode}), stage_dir)
 
@@ -123,8 +127,16 @@ def train_stage1_only(config, workdir: str, mode: str) -> dict:
   if mode not in STAGES:
     raise ValueError(f"--stage must be one of {STAGES}, got {mode!r}")
   check_config(config)
-  workdir_lib.write_config(config, workdir)
+  _write_config(config, workdir)
   return _train_stage1(config, workdir, mode)
+
+
+def _write_config(config, workdir: str) -> None:
+  parallel.maybe_initialize_distributed(config.train)  # before anything touches a device
+  workdir_lib.check_config(config, workdir)
+  parallel.on_first_process(
+    lambda: workdir_lib.write_config(config, workdir), "writing the workdir's config"
+  )
 
 
 def _restore_model(state: state_lib.TrainState, workdir: str) -> nnx.Module:
@@ -161,7 +173,7 @@ def extract_features(
 def train_and_evaluate(config, workdir: str) -> dict:
   check_config(config)
   task = tasks.make(config)
-  workdir_lib.write_config(config, workdir)
+  _write_config(config, workdir)
   checkpointer = ckpt_lib.Checkpointer(workdir)
   done = checkpointer.restore_meta(which=ckpt_lib.BEST)
   if done and done.get("done"):
@@ -179,7 +191,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if any(r["stopped_by_signal"] for r in stage1.values()):
     checkpointer.close()
     return next(r for r in stage1.values() if r["stopped_by_signal"])
-  shutil.copy(os.path.join(_stage_dir(workdir, "text"), workdir_lib.VOCAB_FILE), workdir)
+  parallel.on_first_process(
+    lambda: shutil.copy(os.path.join(_stage_dir(workdir, "text"), workdir_lib.VOCAB_FILE), workdir),
+    "copying the vocabulary",
+  )
 
   # 2. The fused model with both trained towers; features extracted once.
   data = task.load_data(workdir, with_images=True)
@@ -243,13 +258,11 @@ def _train_head(config, workdir, task, data, model, **kw) -> dict:
   head_model = FeatureHead(
     feats["train"].shape[1], head_cfg.model.head, task.num_outputs(), rngs=nnx.Rngs(head_cfg.seed)
   )
-  state = ckpt_lib.place_like_restored(
-    state_lib.with_optimizer(
-      head_model, head_cfg, steps_per_epoch=plan.steps_per_epoch, total_steps=plan.schedule_steps
-    )
+  state = state_lib.with_optimizer(
+    head_model, head_cfg, steps_per_epoch=plan.steps_per_epoch, total_steps=plan.schedule_steps
   )
   checkpointer = ckpt_lib.Checkpointer(head_dir, cleanup_tmp=True)
-  state, progress = loop.resume(state, checkpointer)
+  state, progress = loop.resume(state, checkpointer, sharding=plan.state_sharding)
   result = loop.fit(
     plan, state, progress, head_task, train, val, workdir=head_dir, checkpointer=checkpointer
   )
@@ -270,17 +283,23 @@ def _finish(
     extra={"two_stage": {"image": stage1["image"], "text": stage1["text"], "head": head}},
   )
   predict_step = steps.make_predict_step(state.model_def, task.with_train_data(data.train))
-  writer = MetricWriter(workdir)
-  val = task.evaluate(predict_step, state.model, data.val)
+  writer = MetricWriter(workdir, writes=workdir_lib.writes_files())
+  val = task.evaluate(predict_step, state.model, data.val)  # on this process's first device
   writer.write(progress.step, val, epoch=epoch)
   writer.close()
   progress.best_metric = val[config.train.select_metric]
+  # Saved as a training run's state is: replicated over the run's mesh (orbax saves together).
+  placed = state_lib.place(state, parallel.state_sharding(parallel.run_mesh(config.train)))
   for which in (ckpt_lib.BEST, ckpt_lib.LATEST):
-    state_lib.save(state, checkpointer, progress.step, progress.to_meta(), which=which)
-  standard.finalize_thresholds(config, workdir, task, checkpointer, predict_step, state, data.val)
+    state_lib.save(placed, checkpointer, progress.step, progress.to_meta(), which=which)
   checkpointer.close()
-  with open(workdir_lib.path(workdir, workdir_lib.TWO_STAGE_FILE), "w") as f:
-    json.dump(progress.extra["two_stage"], f, indent=1, default=float)
+
+  def write_files():
+    standard.finalize_thresholds(config, workdir, task, predict_step, state.model, data.val)
+    with open(workdir_lib.path(workdir, workdir_lib.TWO_STAGE_FILE), "w") as f:
+      json.dump(progress.extra["two_stage"], f, indent=1, default=float)
+
+  parallel.on_first_process(write_files, "writing the two-stage results")
   log.info(
     "two-stage: fused %s = %.4f (image alone %s, text alone %s)",
     config.train.select_metric,

@@ -7,43 +7,56 @@ folder and renames it when complete, so a kill during a save never damages the p
 a step folder that is damaged anyway (disk trouble, a hand edit) is skipped on restore with a
 warning, and the step before it is used. Readers (evaluate.py, predict.py) open a workdir read-only:
 they create, clean and delete nothing in it.
+
+Saves are asynchronous: `save` returns once the arrays are copied off the devices (the train step
+may then reuse their buffers) and orbax writes them in a background thread. Every read (`restore`,
+`restore_meta`) and `close` first waits for the saves in flight, and so does the next save; the
+loop waits before it returns, so a run never exits with a save unfinished. On several hosts every
+process calls every method (orbax's saves and restores are collective); process 0 writes the
+files.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import sys
+import zlib
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
+from jax.sharding import Sharding
+
+from jaxmm.train import parallel
 
 LATEST, BEST = "latest", "best"
 log = logging.getLogger("jaxmm")
 
 
-def _abstract(state_like: Any) -> Any:
-  """Restore target on this machine's default device: a checkpoint written on a GPU restores on
-  CPU."""
-  # local_devices: under multi-host data parallelism, devices()[0] belongs to process 0 only.
-  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+def _abstract(state_like: Any, sharding: Sharding | None) -> Any:
+  """Restore target with `sharding` (None: this process's first device, so a checkpoint written
+  on a GPU restores on CPU). Each process reads the parts its own devices hold."""
+  sharding = sharding or parallel.state_sharding(None)
   return jax.tree.map(
     lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state_like
   )
 
 
-def place_like_restored(state: Any) -> Any:
-  """`state` committed to the default device, as `restore` returns it.
+def place_like_restored(state: Any, sharding: Sharding | None = None) -> Any:
+  """A fresh `state` placed as `restore(..., sharding=sharding)` returns one: committed to
+  `sharding` (None: this process's first device), from process 0's values on every process.
 
   jit compiles uncommitted and committed arguments into different programs: placed alike, a fresh
   run and its resumption (or evaluate.py) share one persistent-cache entry instead of compiling
   twice.
   """
-  sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  return jax.device_put(state, sharding)
+  return parallel.place(
+    parallel.same_on_all_processes(state), sharding or parallel.state_sharding(None)
+  )
 
 
 def _remove_interrupted_saves(root: str) -> None:
@@ -53,6 +66,23 @@ def _remove_interrupted_saves(root: str) -> None:
       if ".orbax-checkpoint-tmp" in name:
         log.info("removing %s: a save that was interrupted", os.path.join(folder, name))
         shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+
+
+@functools.cache
+def _save_replicas_whole() -> None:
+  """jax.Arrays saved by the one device holding replica 0 of each shard, not split among the
+  replicas: orbax's replica-parallel default slices every replicated array with a jax op of its
+  own shape, and compiling those took 5 s at the first save of the demo's state over 4 CPU
+  devices (0.3 s without); our states are small enough for one writer."""
+  ocp.type_handlers.register_type_handler(
+    jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True
+  )
+
+
+def _barrier_prefix(folder: str) -> str:
+  """A manager's own name for orbax's barriers between processes: `latest` and `best` save the
+  same step at once, and orbax's barrier names alone would then collide."""
+  return f"jaxmm{zlib.crc32(folder.encode()):08x}"
 
 
 def _read_only_manager(folder: str) -> ocp.CheckpointManager:
@@ -96,8 +126,11 @@ class Checkpointer:
     if read_only and cleanup_tmp:
       raise ValueError("a read-only Checkpointer cannot clean up interrupted saves")
     root = os.path.join(os.path.abspath(workdir), "checkpoints")
-    if cleanup_tmp:  # here, before any manager exists: orbax's own cleanup can finish after close()
+    # Here, before any manager exists (orbax's own cleanup can finish after close()); by process 0
+    # alone on several hosts, like every file operation.
+    if cleanup_tmp and jax.process_index() == 0:
       _remove_interrupted_saves(root)
+    _save_replicas_whole()
     self._read_only = read_only
     self._dirs = {LATEST: os.path.join(root, LATEST), BEST: os.path.join(root, BEST)}
     keep = {LATEST: keep_latest, BEST: 1}
@@ -110,7 +143,12 @@ class Checkpointer:
         self._managers[which] = ocp.CheckpointManager(
           folder,
           options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep[which], create=True, cleanup_tmp_directories=cleanup_tmp
+            max_to_keep=keep[which],
+            create=True,
+            cleanup_tmp_directories=cleanup_tmp,
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+              barrier_sync_key_prefix=_barrier_prefix(folder)
+            ),
           ),
         )
 
@@ -129,6 +167,7 @@ class Checkpointer:
     if self._read_only:
       raise RuntimeError(f"{self._dirs[which]} was opened read-only: nothing can be saved there")
     mgr = self._managers[which]
+    mgr.wait_until_finished()  # the steps below include one still being written
     # Steps at or past this one are a future this run no longer has: the same step saved again
     # (a stop right after an epoch save), or steps after a damaged one that restore skipped.
     # orbax would silently skip a save below its latest step.
@@ -139,24 +178,36 @@ class Checkpointer:
       step,
       args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
     )
-    mgr.wait_until_finished()
     if not saved:
       raise RuntimeError(f"orbax declined to save step {step} in {mgr.directory}")
 
+  def wait(self) -> None:
+    """Returns once every save in flight is written; raises the error of one that failed."""
+    for mgr in self._managers.values():
+      mgr.wait_until_finished()
+
   def restore(
-    self, state_like: Any, *, which: str = LATEST, step: int | None = None
+    self,
+    state_like: Any,
+    *,
+    which: str = LATEST,
+    step: int | None = None,
+    sharding: Sharding | None = None,
   ) -> tuple[Any, dict]:
-    """Restores into the structure of `state_like` (a freshly built state of the same config).
+    """Restores into the structure of `state_like` (a freshly built state of the same config),
+    its arrays with `sharding` (None: this process's first device).
 
     Raises FileNotFoundError when there is no step, CheckpointDamagedError when none restores.
     """
+    self.wait()
     mgr = self._managers.get(which)
     folder = self._dirs[which]
     candidates = (sorted(mgr.all_steps(), reverse=True) if step is None else [step]) if mgr else []
     if not candidates:
       raise FileNotFoundError(f"no {which!r} checkpoint in {folder}; train first")
     args = ocp.args.Composite(
-      state=ocp.args.StandardRestore(_abstract(state_like)), meta=ocp.args.JsonRestore()
+      state=ocp.args.StandardRestore(_abstract(state_like, sharding)),
+      meta=ocp.args.JsonRestore(),
     )
     failed = []
     for s in candidates:
@@ -189,6 +240,7 @@ class Checkpointer:
     ) from failed[0][1]
 
   def restore_meta(self, *, which: str = LATEST) -> dict | None:
+    self.wait()
     mgr = self._managers.get(which)
     step = mgr.latest_step() if mgr else None
     if step is None:
@@ -196,6 +248,7 @@ class Checkpointer:
     return dict(mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
   def close(self) -> None:
+    self.wait()
     for mgr in self._managers.values():
       mgr.close()
 

@@ -4,10 +4,16 @@ grain batches -> jitted train step -> eval at the end of every epoch -> metrics.
 TensorBoard -> orbax checkpoints (`latest` for resuming, `best` for evaluation and prediction).
 `Progress` is the loop's host-side state; it goes into every checkpoint, so a resumed run goes on
 at the exact batch where it stopped and writes the same metrics.jsonl.
+
+On several hosts every process runs this loop over its own share of each batch; the metrics
+come from replicated arrays, so every process takes the same decisions (best checkpoint, early
+stopping, plateau), a stop signal is agreed on (`parallel.any_process`), and only process 0
+writes metrics.jsonl and TensorBoard (`workdir.writes_files`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -23,6 +29,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+from jaxmm import workdir as workdir_lib
 from jaxmm.data import pipeline
 from jaxmm.train import checkpoint as ckpt_lib
 from jaxmm.train import optim, parallel, steps
@@ -83,11 +90,22 @@ class FitResult:
 
 
 class _StopFlag:
-  """SIGTERM/SIGINT ask the loop to save a checkpoint and exit cleanly at the next step."""
+  """SIGTERM/SIGINT ask the loop to save a checkpoint and exit cleanly at the next step.
+
+  On several hosts a signal may reach some processes only, or at different steps: at every check
+  the processes agree whether any was asked to stop, so all save the same step and stop together.
+  """
 
   def __init__(self):
-    self.signum = None
+    self.signum = None  # the signal this process received
+    self.stopped_by = None  # the signal the run stops for (SIGTERM when another process got it)
     self._old = {}
+
+  def requested(self) -> bool:
+    """Whether the run stops now; every process calls this at the same points (a collective)."""
+    if self.stopped_by is None and parallel.any_process(self.signum is not None):
+      self.stopped_by = self.signum or int(signal.SIGTERM)
+    return self.stopped_by is not None
 
   def __enter__(self):
     for s in (signal.SIGTERM, signal.SIGINT):
@@ -105,13 +123,25 @@ class _StopFlag:
       signal.signal(s, h)
 
 
+@contextlib.contextmanager
+def _saves_written(checkpointer: ckpt_lib.Checkpointer):
+  """On leaving, the saves in flight are on disk before the caller reads them or exits; after an
+  error too (non-finite losses keep the last good checkpoint)."""
+  try:
+    yield
+  finally:
+    checkpointer.wait()
+
+
 def resume(
-  state: state_lib.TrainState, checkpointer: ckpt_lib.Checkpointer
+  state: state_lib.TrainState, checkpointer: ckpt_lib.Checkpointer, *, sharding=None
 ) -> tuple[state_lib.TrainState, Progress]:
-  """The latest checkpoint's state and progress, or `state` and a fresh Progress."""
+  """The latest checkpoint's state and progress, or the fresh `state` and a fresh Progress; the
+  arrays with `sharding` either way (None: this process's first device; `RunPlan.state_sharding`
+  for a run over a mesh), built or read on each host, never copied across hosts."""
   if checkpointer.latest_step() is None:
-    return state, Progress()
-  state, meta = state_lib.restore(state, checkpointer)
+    return state_lib.place(state, sharding), Progress()
+  state, meta = state_lib.restore(state, checkpointer, sharding=sharding)
   progress = Progress.from_meta(meta)
   log.info(
     "resumed from step %d (epoch %d, batch %d)",
@@ -140,7 +170,10 @@ def fit(
   p = progress
   resuming = bool(p.step)
   writer = MetricWriter(
-    workdir, resume_step=p.step if resuming else None, keep_rows=p.metric_rows if resuming else None
+    workdir,
+    resume_step=p.step if resuming else None,
+    keep_rows=p.metric_rows if resuming else None,
+    writes=workdir_lib.writes_files(),
   )
   mesh = plan.mesh
   train_step = steps.make_train_step(
@@ -148,8 +181,8 @@ def fit(
   )
   predict_step = steps.make_predict_step(state.model_def, task)
   eval_predict = predict_step
+  state = parallel.place(state, plan.state_sharding)  # a no-op for a state from `resume`
   if mesh is not None:
-    state = parallel.replicate(state, mesh)
     eval_predict = parallel.parallel_predict_step(predict_step, mesh, plan.eval_batch_size)
   early, plateau = plan.early_stopping(), plan.plateau()
   if p.early_stopping:
@@ -193,7 +226,7 @@ def fit(
         "step %d/%d: train_loss %.4f, lr %.3g", p.step, plan.total_steps, row["train_loss"], lr
       )
 
-  with _StopFlag() as stop:
+  with _StopFlag() as stop, _saves_written(checkpointer):
     while p.step < plan.total_steps and not p.done:
       ds = pipeline.train_dataset(
         train,
@@ -220,15 +253,12 @@ def fit(
           _check_finite(p, plan.max_bad_steps)
         if plan.ckpt_every_steps and p.step % plan.ckpt_every_steps == 0:
           save()
-        if stop.signum is not None or p.step >= plan.total_steps:
+        if stop.requested() or p.step >= plan.total_steps:
           break
-      if stop.signum is not None:  # before the flush: unlogged steps go into the checkpoint
+      # Before the flush: unlogged steps go into the checkpoint. After the last step the run
+      # still evaluates and saves (a resumed run has no step left that would evaluate).
+      if stop.requested() and p.step < plan.total_steps:
         save()
-        log.warning(
-          "signal %d: saved checkpoint at step %d; run the same command to resume",
-          stop.signum,
-          p.step,
-        )
         break
       if pending:
         log_train()
@@ -242,8 +272,7 @@ def fit(
           if plateau is not None:
             p.lr_scale = plateau.update(score)
             state = state.replace(opt=optim.set_lr_scale(state.opt, p.lr_scale))
-            if mesh is not None:
-              state = parallel.replicate(state, mesh)
+            state = parallel.place(state, plan.state_sharding)  # the new scale is a host value
           row = writer.write(
             p.step,
             metrics,
@@ -262,9 +291,15 @@ def fit(
           p.epoch += 1
           p.batch_in_epoch = 0
         save()
+  if stop.stopped_by is not None:
+    log.warning(
+      "signal %d: saved checkpoint at step %d; run the same command to resume",
+      stop.stopped_by,
+      p.step,
+    )
   pbar.close()
   writer.close()
-  return FitResult(state=state, progress=p, stopped_by_signal=stop.signum)
+  return FitResult(state=state, progress=p, stopped_by_signal=stop.stopped_by)
 
 
 def _train_row(pending: list[dict], p: Progress, lr: float) -> dict:

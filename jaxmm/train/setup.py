@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable
 
 import jax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, Sharding
 
 from jaxmm.data import pipeline
 from jaxmm.data.pipeline import AugmentConfig
@@ -44,6 +44,12 @@ class RunPlan:
   num_workers: int
   progress_bar: bool
 
+  @property
+  def state_sharding(self) -> Sharding:
+    """Where the train state lives: replicated over the mesh, or on this process's first
+    device."""
+    return parallel.state_sharding(self.mesh)
+
   def early_stopping(self) -> optim.EarlyStopping:
     return optim.EarlyStopping(self.early_stopping_patience or 10**9, mode=self.select_mode)
 
@@ -64,7 +70,7 @@ def plan(config, task, num_train: int) -> RunPlan:
     )
   schedule_steps = tc.epochs * spe
   total_steps = min(tc.max_steps, schedule_steps) if tc.max_steps else schedule_steps
-  mesh = parallel.make_mesh() if parallel.enabled(tc) else None
+  mesh = parallel.run_mesh(tc)
   local_batch, shard = tc.batch_size, (0, 1)
   if mesh is not None:
     local_batch = parallel.per_process_batch(tc.batch_size, mesh)

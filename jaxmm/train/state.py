@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from flax import nnx, struct
+from jax.sharding import Sharding
 
 from jaxmm.models import registry
 from jaxmm.train import checkpoint as ckpt_lib
@@ -81,11 +82,23 @@ def with_optimizer(
 
 
 def restore(
-  state: TrainState, checkpointer: ckpt_lib.Checkpointer, *, which: str = ckpt_lib.LATEST
+  state: TrainState,
+  checkpointer: ckpt_lib.Checkpointer,
+  *,
+  which: str = ckpt_lib.LATEST,
+  sharding: Sharding | None = None,
 ) -> tuple[TrainState, dict]:
-  """-> (the checkpointed state in the structure of `state`, the checkpoint's meta)."""
-  arrays, meta = checkpointer.restore(state.arrays, which=which)
+  """-> (the checkpointed state in the structure of `state`, the checkpoint's meta); its arrays
+  with `sharding` (None: this process's first device; `parallel.state_sharding(mesh)` for a
+  run over a mesh, each host reading only what its devices hold)."""
+  arrays, meta = checkpointer.restore(state.arrays, which=which, sharding=sharding)
   return state.with_arrays(arrays), meta
+
+
+def place(state: TrainState, sharding: Sharding | None = None) -> TrainState:
+  """A fresh state placed like a restored one (`ckpt_lib.place_like_restored`): process 0's
+  values committed to `sharding` on every process."""
+  return ckpt_lib.place_like_restored(state, sharding)
 
 
 def save(
@@ -96,4 +109,5 @@ def save(
   *,
   which: str = ckpt_lib.LATEST,
 ) -> None:
+  """Starts an asynchronous save (checkpoint.Checkpointer.save) of `state` at `step`."""
   checkpointer.save(step, state.arrays, meta, which=which)

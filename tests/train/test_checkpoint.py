@@ -49,11 +49,29 @@ def test_round_trip_exact_and_meta(tmp_path):
   assert ck.latest_step() == 7 and ck.latest_step(ckpt_lib.BEST) is None
 
 
+def test_save_returns_before_the_write_and_reads_wait_for_it(tmp_path):
+  """Saves are asynchronous; the next train step donates (deletes) the saved buffers at once, and
+  a restore or close right after a save gets the saved state."""
+  ck = ckpt_lib.Checkpointer(str(tmp_path))
+  saved = _state(0)
+  want = jax.tree.map(np.asarray, saved)
+  ck.save(1, saved, {"step": 1})
+  assert not (tmp_path / "checkpoints" / "latest" / "1").exists()  # still in flight
+  for x in jax.tree.leaves(saved):
+    x.delete()  # what donating the state to the next train step does
+  restored, meta = ck.restore(_state(1))
+  assert meta == {"step": 1} and _equal(want, restored)
+  ck.save(2, restored, {"step": 2})
+  ck.close()
+  assert sorted(os.listdir(tmp_path / "checkpoints" / "latest")) == ["1", "2"]
+
+
 def test_latest_keeps_two_and_best_is_separate(tmp_path):
   ck = ckpt_lib.Checkpointer(str(tmp_path))
   for step in (1, 2, 3):
     ck.save(step, _state(step), {"step": step})
   ck.save(2, _state(2), {"step": 2}, which=ckpt_lib.BEST)
+  ck.wait()  # saves are written in the background
   assert sorted(os.listdir(tmp_path / "checkpoints" / "latest")) == ["2", "3"]
   best, meta = ck.restore(_state(0), which=ckpt_lib.BEST)
   assert meta["step"] == 2 and _equal(best, _state(2))
@@ -99,6 +117,7 @@ def test_damaged_latest_falls_back_to_the_step_before(tmp_path, caplog):
   ck = ckpt_lib.Checkpointer(str(tmp_path))
   for step in (4, 6):
     ck.save(step, _state(step), {"step": step})
+  ck.wait()
   _damage(tmp_path / "checkpoints" / "latest" / "6")
   with caplog.at_level("WARNING", logger="jaxmm"):
     restored, meta = ck.restore(_state(0))
@@ -166,6 +185,7 @@ def test_read_only_creates_nothing_and_cannot_save(tmp_path):
 def test_nothing_restorable_names_the_step_folders_in_one_line(tmp_path):
   ck = ckpt_lib.Checkpointer(str(tmp_path))
   ck.save(2, _state(2), {"step": 2})
+  ck.wait()
   _damage(tmp_path / "checkpoints" / "latest" / "2")
   with pytest.raises(ckpt_lib.CheckpointDamagedError) as e:
     ck.restore(_state(0))

@@ -28,6 +28,7 @@ from jaxmm.data.text import TextEncoder
 from jaxmm.recipes import train_and_evaluate
 from jaxmm.train import checkpoint as ckpt_lib
 from jaxmm.train import state as state_lib
+from jaxmm.train import steps
 from jaxmm.train.writer import read_metrics
 from tests.conftest import ROOT
 
@@ -263,3 +264,32 @@ def test_a_dominating_l2_term_is_named_at_the_first_log(tmp_path, data_root, cap
     train_and_evaluate(config, workdir)
   warned = [r.getMessage() for r in caplog.records if "optim.l2=100" in r.getMessage()]
   assert len(warned) == 1 and "shrink the weights" in warned[0]
+
+
+def test_a_signal_during_the_last_step_still_evaluates_it(tmp_path, data_root, monkeypatch):
+  """SIGTERM during the last step: the run still evaluates and saves that step before it stops,
+  since the resumed run has no step left that would evaluate it."""
+  config, workdir = _tiny(tmp_path, data_root, tune_thresholds="")
+  config.model.mode = "text"  # compiles fast
+  make_train_step = steps.make_train_step
+
+  def signalling_train_step(*args, **kwargs):
+    step = make_train_step(*args, **kwargs)
+    calls = []
+
+    def train_step(state, batch):
+      calls.append(1)
+      if len(calls) == 8:  # tiny.py's last step
+        signal.raise_signal(signal.SIGTERM)
+      return step(state, batch)
+
+    return train_step
+
+  monkeypatch.setattr(steps, "make_train_step", signalling_train_step)
+  first = train_and_evaluate(config, workdir)
+  assert first["stopped_by_signal"] == signal.SIGTERM and first["step"] == 8
+  rows = read_metrics(os.path.join(workdir, "metrics.jsonl"))
+  assert [r["step"] for r in rows if "val_loss" in r] == [4, 8]
+  monkeypatch.undo()
+  assert train_and_evaluate(config, workdir)["stopped_by_signal"] is None  # the resumed run
+  assert read_metrics(os.path.join(workdir, "metrics.jsonl")) == rows

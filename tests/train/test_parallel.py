@@ -7,6 +7,12 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmm.train import parallel
 from tests.conftest import ROOT
 
 # Runs in a fresh process: the device count is fixed when jax starts.
@@ -67,3 +73,19 @@ def test_four_devices_match_one_device(tmp_path):
   for a, b in zip(one["train"] + one["val"], four["train"] + four["val"]):
     assert abs(a - b) <= 1e-5, (one, four)
   assert len(set(one["train"])) == 3  # the steps really trained
+
+
+def test_place_commits_each_leaf_to_the_sharding_once():
+  sharding = parallel.state_sharding(None)  # no mesh: this process's first device
+  tree = {"fresh": jnp.ones(3), "host": np.zeros((2, 2), np.float32)}
+  placed = parallel.place(tree, sharding)
+  assert all(x.committed and x.sharding == sharding for x in jax.tree.leaves(placed))
+  np.testing.assert_array_equal(placed["fresh"], np.ones(3))
+  assert parallel.place(placed, sharding)["fresh"] is placed["fresh"]  # already placed: kept
+
+
+def test_first_process_work_returns_its_result_and_raises_its_error():
+  assert parallel.on_first_process(lambda: 3, "adding") == 3
+  with pytest.raises(KeyError, match="k"):
+    parallel.on_first_process(lambda: {}["k"], "reading")
+  assert parallel.any_process(True) and not parallel.any_process(False)
