@@ -23,7 +23,7 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-# The demo at test size: 192 synthetic 16 px images, one block per ResNet stage, 10 steps an
+# The demo at test size: 192 synthetic 16 px images, a ResNet of one block, 10 steps an
 # epoch, a checkpoint every 4 steps. Dropout stays on: equal runs need equal global batches.
 CONFIG = """
 from configs import demo
