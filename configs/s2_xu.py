@@ -32,14 +32,16 @@ halves the DenseNet's width (growth 16, 32 stem features; ~5x, about an hour), w
 file fits. From scratch the BERT tower reads a WordPiece vocabulary fitted on the training
 captions (special tokens, characters, whole words; jaxmm.data.encoders) and trains with AdamW
 5e-4 after a half-epoch warmup; with the pretrained files lr 1e-4 is ours (S2's report gives
-none). Flips and colour jitter (strength 0.2, ours: the report gives none) as S2; S2's random
-word swap is not applied: jaxmm swaps adjacent token ids, which on WordPiece ids would move
-[CLS] / [SEP] and split words.
+none). A BERT tower from scratch sits at the label prior for its first ~150 steps of 64 (text
+alone on 3,200 dev captions: val samples-F1 0.662 at 150 steps, 0.84 at 400 with 1-2 layers),
+so early stopping (patience 3 epochs of 156 steps) leaves it time. Flips and colour jitter
+(strength 0.2, ours: the report gives none) as S2; S2's random word swap is not applied: jaxmm
+swaps adjacent token ids, which on WordPiece ids would move [CLS] / [SEP] and split words.
 """
 
 from ml_collections import config_dict
 
-from configs import comp5329_dev
+from jaxmm.configs import comp5329_dev
 
 
 def get_config():
