@@ -39,7 +39,9 @@ _RESUMABLE_PREFIXES = (
   "data.synthetic.",
   "data.max_image_pixels",
   "model.dtype",
-)  # dtype: params are float32 either way
+  "model.image.conv_impl",
+  "data.augment.where",
+)  # dtype, conv_impl: the same parameters either way; where: the same augmentation, other draws
 
 # Config keys added after workdirs already existed, with the value that reproduces the behaviour
 # from before: a workdir whose config.json lacks one resumes when the new config keeps that value.

@@ -274,9 +274,13 @@ def bad_images_message(items: Sequence[tuple[str, BadImage]], *, extra: str = ""
           "lists each one).")
 
 
+# Aspect-ratio range of the random-resized crop (torchvision's), on the host and on the device.
+CROP_RATIO = (3 / 4, 4 / 3)
+
+
 def random_resized_crop(img_HxWx3: np.ndarray, rng: np.random.Generator, *,
                         scale: tuple[float, float] = (0.5, 1.0),
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+                        ratio: tuple[float, float] = CROP_RATIO) -> np.ndarray:
   """torchvision-style RandomResizedCrop back to the input size."""
   h, w = img_HxWx3.shape[:2]
   area = h * w

@@ -177,7 +177,10 @@ def fit(
   )
   mesh = plan.mesh
   train_step = steps.make_train_step(
-    task, seed=plan.seed, out_shardings=parallel.replicated(mesh) if mesh else None
+    task,
+    seed=plan.seed,
+    out_shardings=parallel.replicated(mesh) if mesh else None,
+    augment=pipeline.device_augmentation(plan.augment, extra_map),
   )
   predict_step = steps.make_predict_step(state.model_def, task)
   eval_predict = predict_step

@@ -75,15 +75,7 @@ def plan(config, task, num_train: int) -> RunPlan:
   if mesh is not None:
     local_batch = parallel.per_process_batch(tc.batch_size, mesh)
     shard = (jax.process_index(), jax.process_count())
-  aug = config.data.augment
-  augment = AugmentConfig(
-    crop=aug.crop,
-    hflip=aug.hflip,
-    vflip=aug.vflip,
-    crop_scale=tuple(aug.crop_scale),
-    color_jitter=aug.color_jitter,
-    word_swap=aug.word_swap,
-  )
+  augment = AugmentConfig.from_config(config.data)  # image transforms placed for this backend
   return RunPlan(
     seed=config.seed,
     steps_per_epoch=spe,

@@ -3,7 +3,8 @@
 The model and optimizer are split once; each step merges them inside `jax.jit`, so NNX's Python
 graph traversal happens only at trace time, and the state buffers are donated to the update.
 Dropout randomness is `fold_in(key(seed), optimizer step)`: it lives in no mutable RNG state, so a
-resumed run draws exactly what an uninterrupted one would.
+resumed run draws exactly what an uninterrupted one would. Image augmentation placed on the device
+(jaxmm.data.device_augment) runs first in the train step, keyed the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jaxmm.data import device_augment
 from jaxmm.train import losses
 
 # XLA:CPU's default copy insertion copies the Adam moments before updating them in place, as the
@@ -28,12 +30,14 @@ def compiler_options() -> dict | None:
   return _COMPILER_OPTIONS.get(jax.default_backend())
 
 
-def make_train_step(task, *, seed: int, out_shardings: Any = None):
+def make_train_step(task, *, seed: int, out_shardings: Any = None, augment=None):
   """-> jitted `train_step(state, batch) -> (state, metrics)` over a TrainState, donated.
 
   `task` (jaxmm.tasks.Task) gives the forward pass and the per-example loss. out_shardings: where
   the new state and metrics live (jaxmm.train.parallel replicates them over a mesh); None leaves
-  it to jit.
+  it to jit. augment: the image augmentation to apply to `batch['image']` before the forward pass
+  (a pipeline.AugmentConfig, from pipeline.device_augmentation), None for none; each example's
+  draw is keyed by (seed, optimizer step, batch['index']).
   """
   base_key = jax.random.key(seed)
 
@@ -45,6 +49,8 @@ def make_train_step(task, *, seed: int, out_shardings: Any = None):
     optimizer = nnx.merge(state.opt_def, state.opt)
     model.train()
     rngs = nnx.Rngs(dropout=jax.random.fold_in(base_key, optimizer.step[...]))
+    if augment is not None and "image" in batch:
+      batch = augment_images(batch, seed, optimizer.step[...], augment)
 
     def objective(model, rngs):  # rngs as an argument: NNX transforms must not close over it
       logits, extra = task.forward(model, batch, rngs)
@@ -62,6 +68,17 @@ def make_train_step(task, *, seed: int, out_shardings: Any = None):
 
   kwargs = {} if out_shardings is None else {"out_shardings": out_shardings}
   return jax.jit(train_step, donate_argnums=0, compiler_options=compiler_options(), **kwargs)
+
+
+def augment_images(batch: dict[str, jax.Array], seed: int, step: jax.Array, augment) -> dict:
+  """The batch with its images augmented on the device; rows keyed by their split `index` (or
+  their row when the batch has none)."""
+  images_BxHxWx3 = batch["image"]
+  index_B = batch.get("index")
+  if index_B is None:
+    index_B = jnp.arange(images_BxHxWx3.shape[0])
+  keys_B = device_augment.example_keys(seed, step, index_B)
+  return dict(batch, image=device_augment.augment_batch(images_BxHxWx3, keys_B, augment))
 
 
 def make_predict_step(model_def, task):

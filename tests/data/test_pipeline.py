@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxmm.data import pipeline
 from jaxmm.data.images import cached_images, open_cache
-from jaxmm.data.pipeline import (AugmentConfig, PreparedSplit, SplitSource, eval_dataset, iterate,
-                                 steps_per_epoch, train_dataset)
+from jaxmm.data.pipeline import (AugmentConfig, PreparedSplit, SplitSource, augment_where,
+                                 device_augmentation, eval_dataset, iterate, steps_per_epoch,
+                                 train_dataset)
 
 N, S, T, L = 40, 8, 5, 18
 BS = 8
@@ -301,3 +303,61 @@ def test_word_swap_and_jitter_apply_to_train_batches_only(split):
   assert not np.array_equal(got["tokens"], plain["tokens"])
   np.testing.assert_array_equal(np.sort(got["tokens"], 1), np.sort(plain["tokens"], 1))
   assert not np.array_equal(got["image"], plain["image"])
+
+
+def test_device_placement_leaves_images_to_the_step_and_swaps_words_on_the_host(split):
+  plain = next(iter(train_dataset(split, batch_size=N, seed=0, epoch=0)))
+  aug = AugmentConfig(crop=True, hflip=True, color_jitter=0.3, word_swap=1.0, where="device")
+  assert device_augmentation(aug) is aug
+  got = next(iter(train_dataset(split, batch_size=N, seed=0, epoch=0, augment=aug)))
+  np.testing.assert_array_equal(got["image"], plain["image"])  # the host only gathers rows
+  assert not np.array_equal(got["tokens"], plain["tokens"])
+  # A task's host transform (rotation) must see augmented images: the host augments then, as it
+  # does with augment.where='host'.
+  extra = lambda ex, rng: ex
+  assert device_augmentation(aug, extra) is None
+  on_host = lambda a: next(iter(train_dataset(split, batch_size=N, seed=0, epoch=0, augment=a,
+                                             extra_map=extra)))
+  got = on_host(aug)
+  assert not np.array_equal(got["image"], plain["image"])
+  _assert_same([got], [on_host(AugmentConfig(crop=True, hflip=True, color_jitter=0.3,
+                                             word_swap=1.0, where="host"))])
+  assert device_augmentation(AugmentConfig(word_swap=1.0, where="device")) is None  # no images
+
+
+def test_augment_where_auto_picks_by_backend_and_image_size():
+  small, large = pipeline.AUTO_DEVICE_MIN_SIZE_CPU - 1, pipeline.AUTO_DEVICE_MIN_SIZE_CPU
+  assert augment_where("auto", small, "cpu") == "host"
+  assert augment_where("auto", large, "cpu") == "device"
+  for backend in ("gpu", "tpu"):
+    assert augment_where("auto", 16, backend) == augment_where("auto", 224, backend) == "device"
+  assert augment_where("device", 16, "cpu") == "device"
+  assert augment_where("host", 224, "gpu") == "host"
+  with pytest.raises(ValueError, match="data.augment.where='gpu'"):
+    augment_where("gpu", 64)
+  from configs import default
+  c = default.get_config()
+  c.data.augment.update(crop=True, color_jitter=0.2)
+  aug = AugmentConfig.from_config(c.data, backend="gpu")
+  assert (aug.where, aug.crop, aug.color_jitter) == ("device", True, 0.2)
+  assert AugmentConfig.from_config(c.data, backend="cpu").where == "host"  # 64 px
+  c.data.image_size = 224
+  assert AugmentConfig.from_config(c.data, backend="cpu").where == "device"
+
+
+def test_split_read_into_memory_once(split, monkeypatch):
+  store_only = split.take(range(N))
+  monkeypatch.setattr(pipeline, "RESIDENT_FRACTION", 0.0)  # over budget: reads the store
+  assert not store_only.load_resident() and store_only.resident is None
+  from_store = _collect(train_dataset(store_only, batch_size=BS, seed=0, epoch=0, augment=AUG),
+                        num_threads=1)
+  monkeypatch.undo()
+  resident = split.take(range(N))
+  assert resident.load_resident()
+  np.testing.assert_array_equal(resident.resident, open_cache(split.image_cache)[1:])
+  _assert_same(_collect(train_dataset(resident, batch_size=BS, seed=0, epoch=0, augment=AUG),
+                        num_threads=1), from_store)
+  assert pickle.loads(pickle.dumps(resident)).resident is None  # worker processes read the store
+  in_memory = PreparedSplit(ids=split.ids, image_cache=np.asarray(resident.resident),
+                            image_index=np.arange(N), arrays=split.arrays)
+  assert not in_memory.load_resident()  # already an array

@@ -115,3 +115,67 @@ def test_unknown_dtype_is_rejected():
 
   with pytest.raises(ValueError, match="model.dtype"):
     _fused_setup("float16")
+
+
+def test_train_step_augments_images_on_the_device():
+  """The step's augmentation is wired in: a constant image's crops and flips are that image (the
+  same losses as without), a random image's are not; keys come from the seed and step only."""
+  from jaxmm.data.pipeline import AugmentConfig
+
+  aug = AugmentConfig(crop=True, hflip=True, vflip=True, where="device")
+  task = tasks.make(config_lib.default_config())
+
+  def losses(batch, augment, steps_=2):
+    state, _ = _fused_setup("float32")
+    step = steps.make_train_step(task, seed=0, augment=augment)
+    out = []
+    for _ in range(steps_):
+      state, m = step(state, batch)
+      out.append(float(m["loss"]))
+    return out
+
+  _, batch = _fused_setup("float32")
+  batch["index"] = np.arange(8, dtype=np.int32)
+  const = dict(batch, image=np.full_like(batch["image"], 90))
+  np.testing.assert_allclose(losses(const, aug), losses(const, None), rtol=1e-6)
+  augmented = losses(batch, aug)
+  assert augmented != losses(batch, None)
+  assert augmented == losses(batch, aug)  # a fresh run draws the same augmentation
+
+
+def test_a_run_augmenting_on_the_device_resumes_exactly(tmp_path):
+  """Stopped mid-epoch and resumed, a run with its augmentation in the step ends with the
+  parameters of a straight run: the draws are a function of (seed, step, example) only."""
+  import os
+
+  import jax
+
+  from configs import tiny
+  from jaxmm.data import datasets
+  from jaxmm.data.text import TextEncoder
+  from jaxmm.recipes import train_and_evaluate
+  from jaxmm.train import checkpoint as ckpt_lib
+
+  config = tiny.get_config()
+  config.data.root = config.data.synthetic.root = str(tmp_path / "data")
+  config.data.val_size = 0  # no evaluation: nothing else to compile
+  config.model.mode = "image"
+  config.data.augment.update(crop=True, hflip=True, color_jitter=0.2, where="device")
+  config.train.update(report=False, epochs=2)
+
+  def final_arrays(workdir, max_steps=None):
+    config.train.max_steps = max_steps
+    train_and_evaluate(config, workdir)
+    vocab = TextEncoder.load(os.path.join(workdir, datasets.VOCAB_FILE)).vocab
+    ckpt = ckpt_lib.Checkpointer(workdir)
+    like = state_lib.build(config, tasks.make(config), vocab_size=len(vocab)).arrays
+    arrays, meta = ckpt.restore(like)
+    ckpt.close()
+    return meta["step"], [np.asarray(x) for x in jax.tree.leaves(arrays)]
+
+  straight_step, straight = final_arrays(str(tmp_path / "straight"))
+  assert final_arrays(str(tmp_path / "run"), max_steps=3)[0] == 3  # stops mid-epoch 1
+  resumed_step, resumed = final_arrays(str(tmp_path / "run"))
+  assert resumed_step == straight_step == 10  # 2 epochs of 80 // 16 steps
+  for a, b in zip(resumed, straight, strict=True):
+    np.testing.assert_array_equal(a, b)
