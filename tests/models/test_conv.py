@@ -183,3 +183,57 @@ def test_nnx_conv_impls_share_params_and_outputs():
   for out, state in zip(outs[1:], states[1:]):
     np.testing.assert_allclose(out, outs[0], rtol=1e-5, atol=1e-5)
     jax.tree.map(np.testing.assert_array_equal, state, states[0])
+
+
+_PATHS = {
+  "xla": lax.conv_general_dilated,
+  "xla_padded": conv.padded_conv,
+  "im2col": conv.im2col_conv,
+}
+
+
+@pytest.mark.parametrize("lhs_shape,k,out,stride,padding,groups", _CASES)
+def test_chosen_paths_per_backend_match_lax(lhs_shape, k, out, stride, padding, groups):
+  """'auto' on a GPU or TPU is XLA's conv for every shape; on a CPU its chosen path computes the
+  conv and its gradients as lax does."""
+  lhs, rhs = _inputs(lhs_shape, k, out, groups)
+  kw = dict(window_strides=(stride, stride), padding=padding, feature_group_count=groups)
+  for backend in ("gpu", "tpu"):
+    assert conv.choose_path(lhs.shape, rhs.shape, dimension_numbers=_DN, backend=backend, **kw) == (
+      "xla"
+    )
+  path = conv.choose_path(lhs.shape, rhs.shape, dimension_numbers=_DN, backend="cpu", **kw)
+  y = jax.eval_shape(lambda: lax.conv_general_dilated(lhs, rhs, dimension_numbers=_DN, **kw))
+  small = y.shape[1] * y.shape[2] <= conv.AUTO_MAX_HW
+  if groups > 1 or k == 1 or small:
+    assert path == "im2col"
+  else:  # the RGB convs over zero-padded channels
+    assert path == ("xla_padded" if lhs_shape[-1] < conv.AUTO_PAD_CHANNELS else "xla")
+  _check_fwd_and_grads(_PATHS[path], lhs, rhs, **kw)
+
+
+def test_choose_path_cpu_rule():
+  def cpu(lhs_shape, rhs_shape, **kw):
+    kw = {"window_strides": (1, 1), "padding": "SAME", **kw}
+    return conv.choose_path(lhs_shape, rhs_shape, dimension_numbers=_DN, backend="cpu", **kw)
+
+  assert cpu((8, 4, 4, 64), (3, 3, 64, 64)) == "im2col"  # 16 output pixels
+  assert cpu((8, 5, 5, 64), (3, 3, 64, 64)) == "xla"
+  assert cpu((8, 8, 8, 64), (3, 3, 64, 64), window_strides=(2, 2)) == "im2col"  # 4x4 out
+  assert cpu((8, 32, 32, 64), (1, 1, 64, 128)) == "im2col"  # 1x1: the matmul path
+  assert cpu((8, 32, 32, 64), (3, 3, 16, 64), feature_group_count=4) == "im2col"
+  assert cpu((8, 4, 4, 64), (3, 3, 64, 64), rhs_dilation=(2, 2)) == "xla"  # im2col cannot
+  assert cpu((8, 32, 32, 64), (3, 3, 64, 64)) == "xla"
+  assert cpu((8, 64, 64, 3), (7, 7, 3, 32), window_strides=(2, 2)) == "xla_padded"  # RGB stem
+  assert (
+    conv.choose_path(
+      (8, 32, 32, 64),
+      (3, 3, 64, 64),
+      (1, 1),
+      "SAME",
+      dimension_numbers=_DN,
+      backend="cpu",
+      max_hw=1024,
+    )
+    == "im2col"
+  )
