@@ -2,13 +2,16 @@
 
   python benchmarks/cpu_step_ablation.py                      # resnet18_bilstm, 64 px, batch 32
   python benchmarks/cpu_step_ablation.py --model bilstm
+  python benchmarks/cpu_step_ablation.py --model resnet18 --width 32 --batch 64   # best.py's tower
 
 Variants (all traced in one process, timed in alternation, median of repeats):
   current      the library as it is
   xla_pool     the ResNet stem's max-pool through XLA's reduce-window (jaxmm.models.pool impl='xla')
   no_region    the step without XLA:CPU copy-insertion region analysis (steps.compiler_options)
   xla_1x1      1x1 convs through XLA's conv instead of the matmul path (conv.AUTO_POINTWISE)
-  before       all three switched off: the step without any of these optimisations
+  rgb3         the RGB stem conv over its 3 channels, not zero-padded to 4 (conv.AUTO_PAD_CHANNELS)
+  nnx_bn       nnx.BatchNorm's autodiff instead of the hand-written backward (batchnorm.CPU_FAST)
+  before       all five switched off: the step without any of these optimisations
 Switches are applied while the step is traced (its first call), so they change only that variant.
 """
 
@@ -26,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import compare_torch  # noqa: E402
 
-from jaxmm.models import conv, pool  # noqa: E402
+from jaxmm.models import batchnorm, conv, pool  # noqa: E402
 from jaxmm.train import steps  # noqa: E402
 
 
@@ -64,8 +67,27 @@ def xla_1x1():
 
 
 @contextlib.contextmanager
+def rgb3():
+  saved = conv.AUTO_PAD_CHANNELS
+  conv.AUTO_PAD_CHANNELS = 0
+  try:
+    yield
+  finally:
+    conv.AUTO_PAD_CHANNELS = saved
+
+
+@contextlib.contextmanager
+def nnx_bn():
+  batchnorm.CPU_FAST = False
+  try:
+    yield
+  finally:
+    batchnorm.CPU_FAST = True
+
+
+@contextlib.contextmanager
 def before():
-  with xla_pool(), no_region(), xla_1x1():
+  with xla_pool(), no_region(), xla_1x1(), rgb3(), nnx_bn():
     yield
 
 
@@ -74,6 +96,8 @@ VARIANTS = {
   "xla_pool": xla_pool,
   "no_region": no_region,
   "xla_1x1": xla_1x1,
+  "rgb3": rgb3,
+  "nnx_bn": nnx_bn,
   "before": before,
 }
 
@@ -83,6 +107,8 @@ def main(argv=None):
   p.add_argument("--model", default="resnet18_bilstm", choices=list(compare_torch.MODELS))
   p.add_argument("--variants", default=",".join(VARIANTS))
   p.add_argument("--image-size", type=int, default=64)
+  p.add_argument("--width", type=int, default=64, help="ResNet num_filters (best.py: 32)")
+  p.add_argument("--batch", type=int, default=0, help="0: compare_torch's default for the model")
   p.add_argument("--repeats", type=int, default=9)
   p.add_argument("--steps", type=int, default=3)
   args = p.parse_args(argv)
@@ -93,10 +119,11 @@ def main(argv=None):
     hidden=128,
     length=32,
     dtype="float32",
-    width=64,
+    width=args.width,
     text_impl="fused",
   )
-  batch = compare_torch.make_batch(args.model, compare_torch.MODELS[args.model][2], ns)
+  batch_size = args.batch or compare_torch.MODELS[args.model][2]
+  batch = compare_torch.make_batch(args.model, batch_size, ns)
   names = args.variants.split(",")
   runs = {}
   for name in names:
