@@ -9,6 +9,7 @@ alike, and steps/s is the median over repeats.
 
   python benchmarks/compare_torch.py                                 # all four models, CPU sizes
   python benchmarks/compare_torch.py --models bilstm --repeats 9 --json
+  python benchmarks/compare_torch.py --models resnet18 --width 32 --batch 64 --json  # best.py
   python benchmarks/compare_torch.py --models resnet50_bilstm --image-size 224 --batch 256  # GPU
   python benchmarks/compare_torch.py --models bilstm --text-impl cudnn   # GPU: cuDNN LSTM
 

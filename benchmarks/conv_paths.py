@@ -1,16 +1,18 @@
-"""ResNet-18 train-step speed per conv path, to pick the 'auto' rule.
+"""Train-step speed per conv path at the shipped configs' image-tower shapes, to set 'auto''s rule.
 
-Times a jitted train step (forward + backward + Adam update, batch 32, a
-linear 10-way softmax head on the tower) for image sizes x stems x
-conv_impl, and prints steps/s as the median over repeats after warm-up.
+Times a jitted train step (forward + backward + Adam update, a linear head on the tower's
+features, softmax CE; the autoencoder adds its reconstruction loss) of each shipped config's image
+tower at its image size, width and batch, for each conv_impl, and prints steps/s as the median over
+interleaved repeats after warm-up. Configs that share a tower shape are timed once.
 
-  python benchmarks/conv_paths.py            # 32/64/96 px, both stems, 3 impls
-  python benchmarks/conv_paths.py --quick    # 32/64 px, fewer repeats
-  python benchmarks/conv_paths.py --sizes 64 --stems small --impls xla,auto
-  python benchmarks/conv_paths.py --impls auto:16,auto:64   # try thresholds
-  python benchmarks/conv_paths.py --per-conv  # single 3x3 convs, both paths
+  python benchmarks/conv_paths.py                        # every shipped config, xla/im2col/auto
+  python benchmarks/conv_paths.py --configs best,demo --impls im2col,auto --repeats 9
+  python benchmarks/conv_paths.py --configs best --impls auto,auto:64   # try thresholds
+  python benchmarks/conv_paths.py --per-conv             # single 3x3 convs, both paths
 
-On a shared CPU the numbers are noisy: compare medians, not single runs.
+On a GPU, 'auto' is XLA's conv at every shape (jaxmm.models.conv.choose_path); this sweep is the
+CPU's. On a shared CPU the numbers are noisy: compare medians (and the CPU ms column), not single
+runs.
 """
 
 from __future__ import annotations
@@ -32,18 +34,6 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from jaxmm.models import conv  # noqa: E402
-from jaxmm.models.resnet import resnet_by_name  # noqa: E402
-
-
-class _Classifier(nnx.Module):
-  """Tower + linear head, just enough for a realistic train step."""
-
-  def __init__(self, tower: nnx.Module, num_classes: int, *, rngs: nnx.Rngs):
-    self.tower = tower
-    self.head = nnx.Linear(tower.out_features, num_classes, rngs=rngs)
-
-  def __call__(self, images_BxHxWxC: jax.Array) -> jax.Array:
-    return self.head(self.tower.encode(images_BxHxWxC))
 
 
 def make_step(model: nnx.Module, tx: optax.GradientTransformation):
@@ -57,8 +47,8 @@ def make_step(model: nnx.Module, tx: optax.GradientTransformation):
     model, optimizer = nnx.merge(graphdef, state)
 
     def loss_fn(model):
-      logits_BxK = model(images_BxHxWxC)
-      return optax.softmax_cross_entropy_with_integer_labels(logits_BxK, labels_B).mean()
+      logits_BxK, extra = model(images_BxHxWxC)
+      return optax.softmax_cross_entropy_with_integer_labels(logits_BxK, labels_B).mean() + extra
 
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
@@ -67,15 +57,77 @@ def make_step(model: nnx.Module, tx: optax.GradientTransformation):
   return step, state
 
 
-def build_config(arch: str, size: int, stem: str, impl: str, *, batch: int, max_hw: int | None):
-  """Returns (step, state, images, labels) for one configuration.
+SHIPPED = (
+  "best",
+  "demo",
+  "s0_ae_lstm",
+  "s1_bingi",
+  "s2_xu",
+  "s3_ren",
+  "s4_liu",
+  "best_gpu",
+  "comp5329_dev",
+  "s0_best",
+  "s0_cnn_mlp",
+  "s0_matching",
+  "pretrain_rotation",
+  "pretrain_autoencoder",
+)
 
-  impl: 'xla' | 'im2col' | 'auto' | 'auto:N' ('auto' with max_hw=N).
+
+def tower_shapes(names: list[str]) -> dict[str, tuple]:
+  """{config name: (image tower config, image size, batch)}, one config per distinct shape."""
+  from jaxmm import config as config_lib
+
+  root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
+  shapes, seen = {}, set()
+  for name in names:
+    c = config_lib.load_config_file(os.path.join(root, f"{name}.py"))
+    if c.model.mode == "text":
+      continue
+    tower = json.dumps(c.model.image.to_dict(), sort_keys=True)
+    key = (tower, c.data.image_size, c.train.batch_size)
+    if key not in seen:
+      seen.add(key)
+      shapes[name] = (c.model.image, c.data.image_size, c.train.batch_size)
+  return shapes
+
+
+class _Classifier(nnx.Module):
+  """Tower + linear head (+ the reconstruction loss of an autoencoder tower)."""
+
+  def __init__(self, tower: nnx.Module, num_classes: int, *, rngs: nnx.Rngs):
+    self.tower = tower
+    self.head = nnx.Linear(tower.out_features, num_classes, rngs=rngs)
+
+  def __call__(self, images_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
+    if hasattr(self.tower, "reconstruct"):
+      recon = self.tower.reconstruct(images_BxHxWxC)
+      extra = jnp.mean((recon - images_BxHxWxC) ** 2)
+    else:
+      extra = jnp.zeros(())
+    # A dropout stream for the towers with stochastic depth (EfficientNet); the others ignore it.
+    feats_BxD = self.tower.encode(images_BxHxWxC, rngs=nnx.Rngs(dropout=0))
+    return self.head(feats_BxD), extra
+
+
+def build_config(image_cfg, size: int, impl: str, *, batch: int):
+  """Returns (step, state, images, labels) for one tower and conv path.
+
+  impl: 'xla' | 'im2col' | 'auto' | 'auto:N' ('auto' with max_hw=N) | 'auto:nopad' ('auto'
+  without padding 3-channel convs to conv.AUTO_PAD_CHANNELS; takes effect when traced).
   """
-  if impl.startswith("auto:"):
+  from jaxmm.models import registry
+
+  max_hw = None
+  if impl == "auto:nopad":
+    impl = "auto"
+  elif impl.startswith("auto:"):
     impl, max_hw = "auto", int(impl.split(":")[1])
-  tower = resnet_by_name(arch)(stem=stem, conv_impl=impl, rngs=nnx.Rngs(0))
-  if impl == "auto" and max_hw is not None:
+  cfg = image_cfg.copy_and_resolve_references()
+  cfg.conv_impl = impl
+  tower = registry.build_image_tower(cfg, rngs=nnx.Rngs(0))
+  if max_hw is not None:
     # The conv fn is a static attribute of each nnx.Conv: swap it in place.
     fn = conv.make_conv_fn("auto", max_hw=max_hw)
     for _, m in nnx.iter_graph(tower):
@@ -91,57 +143,54 @@ def build_config(arch: str, size: int, stem: str, impl: str, *, batch: int, max_
 
 
 def time_impls(
-  arch: str,
-  size: int,
-  stem: str,
-  impls: list[str],
-  *,
-  batch: int,
-  warmup: int,
-  repeats: int,
-  max_hw: int | None,
+  name: str, image_cfg, size: int, impls: list[str], *, batch: int, warmup: int, repeats: int
 ) -> list[dict]:
-  """Times all impls of one (size, stem), interleaving their repeats.
+  """Times all impls of one tower shape, interleaving their repeats.
 
   Round-robin timing spreads the load of a shared machine evenly over the
   impls being compared, which matters more than the absolute numbers.
   """
   runs, compile_s = {}, {}
   for impl in impls:
-    step, state, images, labels = build_config(arch, size, stem, impl, batch=batch, max_hw=max_hw)
+    step, state, images, labels = build_config(image_cfg, size, impl, batch=batch)
     t0 = time.perf_counter()
-    state, loss = step(state, images, labels)
+    pad = conv.AUTO_PAD_CHANNELS
+    conv.AUTO_PAD_CHANNELS = 0 if impl == "auto:nopad" else pad
+    try:  # the first call traces (and compiles) the step
+      state, loss = step(state, images, labels)
+    finally:
+      conv.AUTO_PAD_CHANNELS = pad
     loss.block_until_ready()
     compile_s[impl] = time.perf_counter() - t0
     for _ in range(warmup - 1):
       state, loss = step(state, images, labels)
     loss.block_until_ready()
     runs[impl] = [step, state, images, labels]
-  times = {impl: [] for impl in impls}
-  for _ in range(repeats):
-    for impl in impls:
+  times, cpu = ({impl: [] for impl in impls} for _ in range(2))
+  for r in range(repeats):
+    for impl in impls if r % 2 == 0 else impls[::-1]:
       step, state, images, labels = runs[impl]
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       state, loss = step(state, images, labels)
       loss.block_until_ready()
       times[impl].append(time.perf_counter() - t0)
+      cpu[impl].append(time.process_time() - c0)
       runs[impl][1] = state
       if not np.isfinite(float(loss)):
-        raise FloatingPointError(f"non-finite loss: {arch} {size} {stem} {impl}")
+        raise FloatingPointError(f"non-finite loss: {name} {impl}")
   rows = []
   for impl in impls:
     med = statistics.median(times[impl])
     rows.append(
       dict(
-        arch=arch,
+        config=name,
+        tower=image_cfg.name,
         size=size,
-        stem=stem,
         impl=impl,
         batch=batch,
         steps_per_s=1.0 / med,
         median_ms=med * 1e3,
-        min_ms=min(times[impl]) * 1e3,
-        max_ms=max(times[impl]) * 1e3,
+        cpu_ms=statistics.median(cpu[impl]) * 1e3,
         compile_s=compile_s[impl],
         repeats=repeats,
       )
@@ -198,70 +247,60 @@ def time_per_conv(batch: int, repeats: int) -> None:
 
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--arch", default="resnet18")
-  p.add_argument("--sizes", default="32,64,96")
-  p.add_argument("--stems", default="imagenet,small")
+  p.add_argument("--configs", default=",".join(SHIPPED), help="shipped config names")
   p.add_argument(
-    "--impls", default="xla,im2col,auto", help="comma list of xla, im2col, auto, auto:N (max_hw=N)"
+    "--impls",
+    default="xla,im2col,auto",
+    help="comma list of xla, im2col, auto, auto:N (max_hw=N), auto:nopad",
   )
-  p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--batch", type=int, default=0, help="0: each config's train.batch_size")
   p.add_argument(
     "--warmup", type=int, default=2, help="steps before timing, the first one compiles"
   )
   p.add_argument("--repeats", type=int, default=5)
-  p.add_argument(
-    "--max-hw", type=int, default=None, help="override conv.AUTO_MAX_HW for impl 'auto'"
-  )
-  p.add_argument("--quick", action="store_true", help="sizes 32,64 and 3 repeats")
   p.add_argument("--json", default=None, help="also append rows as JSONL")
   p.add_argument(
     "--per-conv", action="store_true", help="time single 3x3 convs (XLA vs im2col) instead"
   )
   args = p.parse_args(argv)
-  if args.quick:
-    args.sizes, args.repeats = "32,64", 3
   if args.per_conv:
-    time_per_conv(args.batch, args.repeats)
+    time_per_conv(args.batch or 32, args.repeats)
     return
 
   print(
-    f"# backend={jax.default_backend()} devices={jax.devices()} "
-    f"jax={jax.__version__} auto_max_hw="
-    f"{args.max_hw if args.max_hw is not None else conv.AUTO_MAX_HW}"
+    f"# backend={jax.default_backend()} jax={jax.__version__} auto_max_hw={conv.AUTO_MAX_HW}, "
+    f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
   )
   print(
-    f"# {args.arch} train step (fwd+bwd+Adam), batch {args.batch}, "
-    f"median of {args.repeats} interleaved repeats after {args.warmup} "
-    "warm-up steps"
+    f"# image-tower train step (fwd+bwd+Adam) at each config's size and batch, median of "
+    f"{args.repeats} interleaved repeats after {args.warmup} warm-up steps"
   )
   header = (
-    f"{'size':>4} {'stem':>8} {'impl':>9} {'steps/s':>8} "
-    f"{'median_ms':>9} {'min_ms':>8} {'max_ms':>8} {'compile_s':>9}"
+    f"{'config':<20} {'tower':<16} {'px':>4} {'batch':>5} {'impl':>9} {'steps/s':>8} "
+    f"{'median_ms':>9} {'cpu_ms':>8} {'compile_s':>9}"
   )
   print(header, flush=True)
-  for size in (int(s) for s in args.sizes.split(",")):
-    for stem in args.stems.split(","):
-      rows = time_impls(
-        args.arch,
-        size,
-        stem,
-        args.impls.split(","),
-        batch=args.batch,
-        warmup=args.warmup,
-        repeats=args.repeats,
-        max_hw=args.max_hw,
+  for name, (image_cfg, size, batch) in tower_shapes(args.configs.split(",")).items():
+    rows = time_impls(
+      name,
+      image_cfg,
+      size,
+      args.impls.split(","),
+      batch=args.batch or batch,
+      warmup=args.warmup,
+      repeats=args.repeats,
+    )
+    for row in rows:
+      print(
+        f"{row['config']:<20} {row['tower']:<16} {row['size']:>4} {row['batch']:>5} "
+        f"{row['impl']:>9} {row['steps_per_s']:>8.2f} {row['median_ms']:>9.0f} "
+        f"{row['cpu_ms']:>8.0f} {row['compile_s']:>9.1f}",
+        flush=True,
       )
-      for row in rows:
-        print(
-          f"{row['size']:>4} {row['stem']:>8} {row['impl']:>9} "
-          f"{row['steps_per_s']:>8.2f} "
-          f"{row['median_ms']:>9.0f} {row['min_ms']:>8.0f} "
-          f"{row['max_ms']:>8.0f} {row['compile_s']:>9.1f}",
-          flush=True,
-        )
-        if args.json:
-          with open(args.json, "a") as f:
-            f.write(json.dumps(row) + "\n")
+      if args.json:
+        with open(args.json, "a") as f:
+          f.write(json.dumps(row) + "\n")
+  print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -2,15 +2,19 @@
 
   python benchmarks/gpu_throughput.py                    # GPU: ResNet-50 + Bi-LSTM, 224 px, bf16
   python benchmarks/gpu_throughput.py --root ../shared/data/comp5329-dev   # epoch of real data
-  python benchmarks/gpu_throughput.py --tiny             # CPU smoke run (tests/test_benchmarks.py)
+  python benchmarks/gpu_throughput.py --smoke            # CPU smoke run (tests/test_benchmarks.py)
 
-1. step: images/s of `steps.make_train_step` on a batch already on the device (upper bound).
-2. epoch: one epoch through the real input path, timed end to end: grain reads the uint8 cache,
-   random-resized-crop + flip on --threads host threads (or --workers processes), batches go to
-   the device while the previous step runs (jax dispatch is asynchronous), the step trains. With
-   --root the cache is built from the JPEGs first (timed separately); without it a random uint8
-   cache of --epoch-images images is written (the same .npy format the loader reads).
+1. step: images/s of `steps.make_train_step` on a batch already on the device (upper bound), with
+   the step's device augmentation (random-resized crop + h-flip) as training runs it.
+2. epoch: one epoch through the real input path, timed end to end: grain gathers uint8 rows of the
+   split (read into memory once, timed apart, as PreparedSplit.load_resident does) on --threads
+   host threads (or --workers processes), batches go to the device while the previous step runs
+   (jax dispatch is asynchronous), the step crops, flips and trains. --where host puts the crop
+   and flip back on the host threads (PIL) for comparison. With --root the prepared store is built
+   from the JPEGs first (timed separately); without it (no data, no network) the split is
+   --epoch-images random uint8 images in memory.
 Targets on one H100-class GPU: >= 3,000 images/s for the step, a 30k-image epoch in <= 10 s.
+The last line is one JSON object (with --json).
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ def make_config(args):
   c.model.mode = "fused"
   c.model.dtype = args.dtype
   c.model.image.update(name=args.image, stem="imagenet", num_filters=args.width)
+  if args.smoke:  # one residual stage: every layer kind, compiled in seconds
+    c.model.image.stage_sizes = (1,)
   c.model.text.update(
     name="lstm", embed_dim=args.text_width, hidden_size=args.text_width, pooling="last", dropout=0.0
   )
@@ -53,19 +59,22 @@ def make_config(args):
     max_len=args.length,
     num_threads=args.threads,
     num_workers=args.workers,
-    augment=dict(crop=True, hflip=True, vflip=False, crop_scale=(0.6, 1.0)),
+    augment=dict(crop=True, hflip=True, vflip=False, crop_scale=(0.6, 1.0), where=args.where),
   )
   c.train.batch_size = args.batch
   return c
 
 
 def build_step(c, vocab_size: int):
+  """(the jitted train step with the config's device augmentation, if placed there; its state)."""
   model = registry.build_model(
     c.model, num_outputs=comp5329.NUM_LABELS, vocab_size=vocab_size, rngs=nnx.Rngs(0)
   )
   tx = optim.make_optimizer(c.optim, steps_per_epoch=100, total_steps=10**6)
   state = state_lib.from_model(model, tx)
-  return steps.make_train_step(tasks.make(config_lib.default_config()), seed=0), state
+  augment = pipeline.device_augmentation(pipeline.AugmentConfig.from_config(c.data))
+  task = tasks.make(config_lib.default_config())
+  return steps.make_train_step(task, seed=0, augment=augment), state
 
 
 def random_batch(c, vocab_size: int, rng) -> dict[str, np.ndarray]:
@@ -101,23 +110,20 @@ def step_rate(c, step, state, vocab_size: int, args):
   return statistics.median(rates), state
 
 
-def synthetic_split(c, n: int, vocab_size: int, tmp: str) -> pipeline.PreparedSplit:
-  """A random uint8 cache of n images in the loader's .npy format, plus token/label arrays."""
+def synthetic_split(c, n: int, vocab_size: int) -> pipeline.PreparedSplit:
+  """n random uint8 images in memory (what a prepared split is once read), with tokens/labels."""
   s = c.data.image_size
-  path = os.path.join(tmp, f"random_{n}x{s}.npy")
-  cache = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, s, s, 3))
+  images = np.empty((n, s, s, 3), np.uint8)
   rng = np.random.default_rng(0)
-  for i in range(0, n, 1024):  # chunked: a 30k x 224 px cache is 4.5 GB
-    cache[i : i + 1024] = rng.integers(0, 256, cache[i : i + 1024].shape, np.uint8)
-  cache.flush()
-  del cache
+  for i in range(0, n, 1024):  # chunked: a 30k x 224 px split is 4.5 GB
+    images[i : i + 1024] = rng.integers(0, 256, images[i : i + 1024].shape, np.uint8)
   arrays = random_batch(c, vocab_size, rng)
   arrays = {
     k: np.resize(v, (n,) + v.shape[1:]) for k, v in arrays.items() if k not in ("image", "index")
   }
   return pipeline.PreparedSplit(
     ids=[str(i) for i in range(n)],
-    image_cache=path,
+    image_cache=images,
     image_index=np.arange(n, dtype=np.int64),
     arrays=arrays,
   )
@@ -125,10 +131,7 @@ def synthetic_split(c, n: int, vocab_size: int, tmp: str) -> pipeline.PreparedSp
 
 def epoch_time(c, split, step, state, args) -> tuple[float, int]:
   """Seconds for one epoch of `split` through grain + the (compiled) train step."""
-  aug = c.data.augment
-  augment = pipeline.AugmentConfig(
-    crop=aug.crop, hflip=aug.hflip, vflip=aug.vflip, crop_scale=tuple(aug.crop_scale)
-  )
+  augment = pipeline.AugmentConfig.from_config(c.data)
   warm = next(iter(pipeline.train_dataset(split, batch_size=c.train.batch_size, seed=1, epoch=0)))
   state, m = step(state, warm)  # any retrace for the loader's dtypes happens outside the timing
   jax.block_until_ready(m["loss"])
@@ -163,11 +166,14 @@ def main(argv=None):
   p.add_argument("--threads", type=int, default=os.cpu_count())
   p.add_argument("--workers", type=int, default=0)
   p.add_argument("--prefetch", type=int, default=8)
+  p.add_argument(
+    "--where", default="device", choices=("device", "host"), help="where crop + flip run"
+  )
   p.add_argument("--no-epoch", action="store_true")
-  p.add_argument("--tiny", action="store_true", help="CPU smoke sizes")
+  p.add_argument("--smoke", "--tiny", action="store_true", help="CPU smoke sizes, seconds")
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
-  if args.tiny:
+  if args.smoke:
     args.image, args.width, args.text_width, args.size, args.batch = "resnet18", 8, 16, 32, 8
     args.length, args.vocab, args.warmup, args.steps, args.repeats = 8, 50, 1, 2, 1
     args.epoch_images, args.threads = 48, 2
@@ -187,6 +193,7 @@ def main(argv=None):
     "size": args.size,
     "batch": args.batch,
     "dtype": args.dtype,
+    "augment_where": args.where,
   }
   with tempfile.TemporaryDirectory(prefix="jaxmm_gpu_") as tmp:
     split, vocab = None, args.vocab
@@ -203,7 +210,10 @@ def main(argv=None):
     print(f"train step: {rate:.0f} images/s", flush=True)
     if not args.no_epoch:
       if split is None:
-        split = synthetic_split(c, args.epoch_images, vocab, tmp)
+        split = synthetic_split(c, args.epoch_images, vocab)
+      t0 = time.perf_counter()
+      if split.load_resident(args.threads):
+        out["resident_load_s"] = round(time.perf_counter() - t0, 1)
       secs, n = epoch_time(c, split, step, state, args)
       out.update(epoch_s=round(secs, 2), epoch_images=n, epoch_images_per_s=round(n / secs, 1))
       print(

@@ -27,8 +27,11 @@ def _run(*args):
 
 
 @pytest.mark.slow
-def test_gpu_throughput_tiny_on_cpu():
-  out = _run("benchmarks/gpu_throughput.py", "--tiny", "--json")
+def test_gpu_throughput_smoke_on_cpu():
+  """The GPU benchmark end to end on CPU, no data: its input pipeline feeds the step that
+  augments on the device."""
+  out = _run("benchmarks/gpu_throughput.py", "--smoke", "--json")
+  assert out["augment_where"] == "device"
   assert out["step_images_per_s"] > 0 and out["epoch_images"] == 48 and out["epoch_s"] > 0
 
 
@@ -76,3 +79,29 @@ def test_compare_torch_json_rows():
     }
     assert r["jax_steps_per_s"] > 0 and r["torch_steps_per_s"] > 0 and r["batch"] == 4
   assert rows[0]["image_size"] == 32 and rows[1]["image_size"] is None
+
+
+@pytest.mark.slow
+def test_loader_json_line_names_the_placement_and_both_rates():
+  out = _run(
+    "benchmarks/loader.py",
+    "--synthetic",
+    "--size",
+    "32",
+    "--n",
+    "64",
+    "--batch",
+    "8",
+    "--repeats",
+    "1",
+    "--max-batches",
+    "2",
+    "--no-step",
+    "--json",
+  )
+  assert out["where"] == "host" and out["size"] == 32  # 'auto' on a CPU below 128 px
+  assert out["host_images_per_s"] > 0 and out["device_augment_images_per_s"] > 0
+  assert (
+    out["host_images_per_s"]
+    == out["rows"]["grain train pipeline, augmentation on the host, 2 threads"]
+  )
