@@ -18,7 +18,10 @@ Each example's labels are the set of highest expected F1 under the fused probabi
 0.8555 / 0.8612.
 Expected: held-out samples-F1 0.860-0.863 (seeds 0 / 1 / 2: 0.8604 / 0.8626 / 0.8628; TF-IDF
 baseline 0.8455), short of the 0.87 target, in about 37 min on the idle 2-core CPU (seed 2:
-37 min 25 s; seeds 0 and 1 ran before the image tower's convs were set to im2col, 13% slower).
+37 min 25 s with every conv on the im2col path; seeds 0 and 1 with the 'auto' paths of then,
+13% slower). The convs now take model.image.conv_impl='auto': XLA's conv on a GPU, on the CPU the
+path measured faster per shape (benchmarks/RESULTS.md, "Conv paths": at this tower's shapes
+'auto' beat all-im2col).
 The ablation, the measured times and what stands in the way are in benchmarks/RESULTS.md
 ("Quality on COMP5329").
 """
@@ -33,9 +36,6 @@ def get_config():
   c.data.val_size = 1000
   c.model.name = "late_fusion"
   c.model.text.word_vectors.update(source="fasttext")  # dim = embed_dim (128), skip-gram
-  # On this CPU at batch 64, im2col convs train the half-width ResNet-18 13% faster than 'auto'
-  # (which sends maps over 16 px to XLA's conv): 2.04 vs 1.80 steps/s. Same parameters.
-  c.model.image.conv_impl = "im2col"
   c.optim.lr = 2e-3
   # Every stage runs all its epochs and keeps its best val epoch: the image tower's val F1 sits at
   # the label prior for ~10 epochs before it climbs, which early stopping would cut short.

@@ -54,9 +54,19 @@ def get_config() -> config_dict.ConfigDict:
   d.num_workers = 0  # grain worker processes (0 = threads in this process)
   # color_jitter: brightness/contrast/saturation strength s (factors in [1-s, 1+s]); word_swap:
   # probability of swapping each adjacent pair of caption tokens. Train split only.
+  # where: the image transforms run on the 'host' (grain threads, PIL), on the 'device' (inside the
+  # jitted train step; the host only gathers uint8 rows) or 'auto' (the device on a GPU/TPU; on a
+  # CPU the device from 128 px, the host below: jaxmm.data.pipeline.augment_where). word_swap
+  # always runs on the host.
   d.augment = config_dict.ConfigDict(
     dict(
-      crop=False, hflip=False, vflip=False, crop_scale=(0.5, 1.0), color_jitter=0.0, word_swap=0.0
+      crop=False,
+      hflip=False,
+      vflip=False,
+      crop_scale=(0.5, 1.0),
+      color_jitter=0.0,
+      word_swap=0.0,
+      where="auto",
     )
   )
   # The embedded synthetic set (jaxmm.data.synthetic): generated when data.root is missing and
@@ -81,7 +91,9 @@ def get_config() -> config_dict.ConfigDict:
     "float32"  # compute dtype: 'float32' or 'bfloat16' (GPU); params/optimizer/loss stay f32
   )
   # weights: a torchvision/timm ResNet .safetensors/.pth file ('' = random init; needs
-  # stem='imagenet', num_filters=64; see jaxmm.models.import_weights).
+  # stem='imagenet', num_filters=64; see jaxmm.models.import_weights). conv_impl: 'auto' (XLA's
+  # conv on a GPU/TPU, on a CPU the faster path per conv shape), 'xla' or 'im2col'; the parameters
+  # are the same whichever path computes them (jaxmm.models.conv).
   m.image = config_dict.ConfigDict(
     dict(
       name="resnet18", stem="small", activation="relu", conv_impl="auto", num_filters=64, weights=""
