@@ -27,15 +27,40 @@ def to_json(config) -> str:
   return json.dumps(config.to_dict(), indent=1, sort_keys=True, default=str)
 
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_CONFIG_FILE = os.path.join(_ROOT, "configs", "default.py")
+# The shipped configs live in the package (jaxmm/configs; `configs/` in a checkout links there), so
+# the installed commands find them outside a checkout too.
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+DEFAULT_CONFIG_FILE = os.path.join(CONFIGS_DIR, "default.py")
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """configs/default.py's get_config(): every key with its default (empty outside a checkout)."""
-  if not os.path.isfile(DEFAULT_CONFIG_FILE):
-    return ml_collections.ConfigDict()
+  """configs/default.py's get_config(): every key with its default."""
   return load_config_file(DEFAULT_CONFIG_FILE)
+
+
+def shipped_config(name: str) -> str | None:
+  """The file of a shipped config named `name` ('demo', 'demo.py' or 'configs/demo.py'), or None."""
+  base = os.path.basename(name)
+  base = base if base.endswith(".py") else f"{base}.py"
+  path = os.path.join(CONFIGS_DIR, base)
+  return path if os.path.isfile(path) and not base.startswith("_") else None
+
+
+def resolve_config_arg(argv: list[str]) -> None:
+  """Rewrites a `--config NAME` that is no file here into the shipped config of that name, in
+  place, so `jaxmm-train --config demo` (or `--config configs/demo.py` outside a checkout) works
+  from any folder. A path that exists is left alone; so is an unknown name (its error names it)."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      at, value = i, arg.split("=", 1)[1]
+    elif arg == "--config" and i + 1 < len(argv):
+      at, value = i + 1, argv[i + 1]
+    else:
+      continue
+    path, sep, rest = value.partition(":")
+    found = None if os.path.isfile(path) else shipped_config(path)
+    if found:
+      argv[at] = ("--config=" if at == i else "") + found + sep + rest
 
 
 def nearest_key(config, key: str) -> str | None:
@@ -91,7 +116,8 @@ def load_config_file(path: str):
 
   if not os.path.isfile(path):
     raise FileNotFoundError(
-      f"config file {path!r} does not exist (see configs/ for the shipped ones)"
+      f"config file {path!r} does not exist; the shipped ones are in {CONFIGS_DIR} (pass a "
+      "file, or a shipped config's name such as 'demo')"
     )
   spec = importlib.util.spec_from_file_location("_jaxmm_config", path)
   module = importlib.util.module_from_spec(spec)

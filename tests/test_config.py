@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from configs import default
 from jaxmm import config as config_lib
 from jaxmm.config import check_overrides, flatten, load_config_file, nearest_key
+from jaxmm.configs import default
 from tests.conftest import ROOT
 
 
@@ -67,7 +67,7 @@ def test_load_config_file_missing(tmp_path):
 
 
 def test_load_config_file(in_root):
-  c = load_config_file(os.path.join("configs", "tiny.py"))
+  c = load_config_file(os.path.join("jaxmm", "configs", "tiny.py"))
   assert c.data.image_size == 16 and c.train.batch_size == 16
 
 

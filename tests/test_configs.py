@@ -22,7 +22,7 @@ from tests.conftest import ROOT
 
 CONFIGS = sorted(
   os.path.basename(p)[:-3]
-  for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+  for p in glob.glob(os.path.join(ROOT, "jaxmm", "configs", "*.py"))
   if not p.endswith("__init__.py")
 )
 
@@ -89,10 +89,10 @@ def test_every_config_is_covered():
 def test_best_gpu_is_best_with_only_its_sizes_changed():
   """best_gpu's two-step run would be best's (the shrink overrides exactly what it changes)."""
   best = config_lib.flatten(
-    config_lib.load_config_file(os.path.join(ROOT, "configs", "best.py")).to_dict()
+    config_lib.load_config_file(os.path.join(ROOT, "jaxmm", "configs", "best.py")).to_dict()
   )
   gpu = config_lib.flatten(
-    config_lib.load_config_file(os.path.join(ROOT, "configs", "best_gpu.py")).to_dict()
+    config_lib.load_config_file(os.path.join(ROOT, "jaxmm", "configs", "best_gpu.py")).to_dict()
   )
   changed = {k for k in set(best) | set(gpu) if best.get(k) != gpu.get(k)}
   assert changed == {
@@ -113,7 +113,7 @@ _ELSEWHERE = ("default", "tiny", "demo", "comp5329_dev", "best_gpu", "own_data")
 
 @pytest.mark.parametrize("name", [n for n in CONFIGS if n not in _ELSEWHERE])
 def test_config_trains_two_steps(name, tmp_path):
-  config = config_lib.load_config_file(os.path.join(ROOT, "configs", f"{name}.py"))
+  config = config_lib.load_config_file(os.path.join(ROOT, "jaxmm", "configs", f"{name}.py"))
   config = _shrink(config, str(tmp_path / "data"))
   workdir = str(tmp_path / "run")
   result = train_and_evaluate(config, workdir)
@@ -153,7 +153,7 @@ def _num_params(module) -> int:
 
 @pytest.mark.parametrize("name", sorted(SEED_TOWERS))
 def test_seed_configs_build_the_seeds_towers(name):
-  config = config_lib.load_config_file(os.path.join(ROOT, "configs", f"{name}.py"))
+  config = config_lib.load_config_file(os.path.join(ROOT, "jaxmm", "configs", f"{name}.py"))
   image_cls, image_params, text_cls = SEED_TOWERS[name]
   image = nnx.eval_shape(lambda: registry.build_image_tower(config.model.image, rngs=nnx.Rngs(0)))
   text = nnx.eval_shape(
@@ -182,7 +182,7 @@ def test_seed_configs_build_the_seeds_towers(name):
 def test_a_workdirs_config_reads_back_into_the_same_towers(name, tmp_path):
   """read_config fills keys a run predates from default.py, but not the default towers' options
   into another tower's section (an LSTM's pooling is no option of the BERT or GRU towers)."""
-  config = config_lib.load_config_file(os.path.join(ROOT, "configs", f"{name}.py"))
+  config = config_lib.load_config_file(os.path.join(ROOT, "jaxmm", "configs", f"{name}.py"))
   workdir_lib.write_config(config, str(tmp_path))
   read = workdir_lib.read_config(str(tmp_path))
   registry.check_model_config(read.model)

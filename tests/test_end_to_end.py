@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from configs import tiny
+from jaxmm.configs import tiny
 from jaxmm.data import comp5329
 from jaxmm.data import labels as labels_lib
 from jaxmm.recipes import train_and_evaluate

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from configs import own_data
 from jaxmm import inference, tasks
+from jaxmm.configs import own_data
 from jaxmm.data import datasets, labels, table
 from jaxmm.data.images import open_cache
 from jaxmm.data.pipeline import PreparedSplit

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from configs import default
+from jaxmm.configs import default
 from jaxmm.data import comp5329, datasets, matching
 from jaxmm.data.comp5329 import CsvFormatError, Record, read_comp5329, write_comp5329
 from jaxmm.data.images import ImageDataError, load_image

@@ -335,7 +335,7 @@ def test_augment_where_auto_picks_by_backend_and_image_size():
   assert augment_where("host", 224, "gpu") == "host"
   with pytest.raises(ValueError, match="data.augment.where='gpu'"):
     augment_where("gpu", 64)
-  from configs import default
+  from jaxmm.configs import default
   c = default.get_config()
   c.data.augment.update(crop=True, color_jitter=0.2)
   aug = AugmentConfig.from_config(c.data, backend="gpu")

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from configs import default
+from jaxmm.configs import default
 from jaxmm import tasks
 from jaxmm.data import comp5329, datasets, labels, table
 from jaxmm.data.images import open_cache

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from configs import tiny
+from jaxmm.configs import tiny
 from jaxmm.data import word_vectors
 from jaxmm.recipes import train_and_evaluate
 from jaxmm.train import transfer
@@ -57,7 +57,8 @@ def _pretext_configs(tmp_path, name, downstream="s0_best"):
   from tests.test_configs import _shrink
 
   load = lambda n: _shrink(
-    config_lib.load_config_file(os.path.join(ROOT, "configs", f"{n}.py")), str(tmp_path / "data")
+    config_lib.load_config_file(os.path.join(ROOT, "jaxmm", "configs", f"{n}.py")),
+    str(tmp_path / "data"),
   )
   return load(name), load(downstream)
 
@@ -111,8 +112,8 @@ def test_mlm_tower_and_vocabulary_carry_into_the_matching_run(tmp_path):
 
 
 def test_selection_direction_follows_the_metric():
-  from configs import pretrain_autoencoder, pretrain_rotation
   from jaxmm import tasks
+  from jaxmm.configs import pretrain_autoencoder, pretrain_rotation
 
   ae, rot = pretrain_autoencoder.get_config(), pretrain_rotation.get_config()
   assert tasks.make(ae).select_mode() == "min"

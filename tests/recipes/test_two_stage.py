@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import tiny
 from jaxmm import config as config_lib
 from jaxmm import tasks
+from jaxmm.configs import tiny
 from jaxmm.models import fusion
 from jaxmm.recipes import late_fusion, train_and_evaluate, two_stage
 from jaxmm.train import state as state_lib

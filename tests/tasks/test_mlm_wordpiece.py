@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from ml_collections import config_dict
 
-from configs import pretrain_mlm
 from jaxmm import config as config_lib
 from jaxmm import tasks
+from jaxmm.configs import pretrain_mlm
 from jaxmm.data import pretext, wordpiece
 
 

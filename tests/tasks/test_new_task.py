@@ -9,8 +9,8 @@ import os
 import jax
 import numpy as np
 
-from configs import tiny
 from jaxmm import inference, tasks
+from jaxmm.configs import tiny
 from jaxmm.data import datasets
 from jaxmm.recipes import train_and_evaluate
 from jaxmm.tasks.base import Task

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from configs import pretrain_mlm, pretrain_rotation
 from jaxmm import config as config_lib
 from jaxmm import tasks
+from jaxmm.configs import pretrain_mlm, pretrain_rotation
 
 
 def _config(module, tmp_path, data):

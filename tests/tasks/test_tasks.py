@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from configs import s0_best, tiny
 from jaxmm import inference, tasks
+from jaxmm.configs import s0_best, tiny
 from jaxmm.data import matching
 from jaxmm.recipes import train_and_evaluate
 from jaxmm.train import metrics

@@ -19,10 +19,10 @@ import jax
 import numpy as np
 import pytest
 
-from configs import tiny
 from jaxmm import config as config_lib
 from jaxmm import tasks
 from jaxmm import workdir as workdir_lib
+from jaxmm.configs import tiny
 from jaxmm.data import datasets
 from jaxmm.data.text import TextEncoder
 from jaxmm.recipes import train_and_evaluate

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 # The demo at test size: 192 synthetic 16 px images, a ResNet of one block, 10 steps an
 # epoch, a checkpoint every 4 steps. Dropout stays on: equal runs need equal global batches.
 CONFIG = """
-from configs import demo
+from jaxmm.configs import demo
 
 
 def get_config():

@@ -19,7 +19,7 @@ from tests.conftest import ROOT
 _SCRIPT = r"""
 import json, sys
 import jax
-from configs import tiny
+from jaxmm.configs import tiny
 from jaxmm import config as config_lib
 from jaxmm.train import parallel
 from jaxmm.recipes import train_and_evaluate

@@ -71,7 +71,7 @@ def test_predict_step_is_deterministic_eval_mode():
 
 
 def _fused_setup(dtype: str):
-  from configs import tiny
+  from jaxmm.configs import tiny
   from jaxmm.models import registry
   from jaxmm.train import optim
 
@@ -150,7 +150,7 @@ def test_a_run_augmenting_on_the_device_resumes_exactly(tmp_path):
 
   import jax
 
-  from configs import tiny
+  from jaxmm.configs import tiny
   from jaxmm.data import datasets
   from jaxmm.data.text import TextEncoder
   from jaxmm.recipes import train_and_evaluate

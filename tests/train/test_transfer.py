@@ -221,7 +221,7 @@ def hf_checkpoint(tmp_path_factory):
 
 
 def _bert_config(weights, **sizes):
-  from configs import default
+  from jaxmm.configs import default
 
   c = default.get_config()
   c.model.mode = "text"

@@ -7,7 +7,7 @@ Ablations: --config.model.mode=image / --config.model.mode=text. Results, wall-c
 machine: benchmarks/RESULTS.md.
 """
 
-from configs import default
+from jaxmm.configs import default
 
 
 def get_config():

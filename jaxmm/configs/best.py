@@ -26,7 +26,7 @@ The ablation, the measured times and what stands in the way are in benchmarks/RE
 ("Quality on COMP5329").
 """
 
-from configs import comp5329_dev
+from jaxmm.configs import comp5329_dev
 
 
 def get_config():

@@ -12,7 +12,7 @@ configs/s0_matching.py. Results: benchmarks/RESULTS.md, "Quality on matching (S0
 
 from ml_collections import config_dict
 
-from configs import s0_matching
+from jaxmm.configs import s0_matching
 
 
 def get_config():

@@ -9,7 +9,7 @@ for its best model on its own data). Results: benchmarks/RESULTS.md.
 
 from ml_collections import config_dict
 
-from configs import s0_matching
+from jaxmm.configs import s0_matching
 
 
 def get_config():

@@ -13,7 +13,7 @@ workdir's vocab.json with the tower, so token ids line up.
 Results: benchmarks/RESULTS.md, "Pretraining".
 """
 
-from configs import s0_best
+from jaxmm.configs import s0_best
 
 
 def get_config():

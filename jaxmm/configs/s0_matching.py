@@ -12,7 +12,7 @@ CPU-sized here: 64 px images (the set's are 100 px), a half-width ResNet-18 with
 --config.model.image.num_filters=64. Results: benchmarks/RESULTS.md.
 """
 
-from configs import default
+from jaxmm.configs import default
 
 
 def get_config():

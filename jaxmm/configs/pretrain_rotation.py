@@ -12,7 +12,7 @@ stem, width 32, 64 px), so it drops into s0_best; the head stays behind.
 Results: benchmarks/RESULTS.md, "Pretraining".
 """
 
-from configs import s0_best
+from jaxmm.configs import s0_best
 
 
 def get_config():

@@ -8,7 +8,7 @@ Expected (benchmarks/RESULTS.md): fused val samples-F1 0.91-0.92 in 4-10 min on 
 (the data set's generation included); image-only and text-only clearly lower.
 """
 
-from configs import default
+from jaxmm.configs import default
 
 
 def get_config():

@@ -12,7 +12,7 @@ workdir. The whole autoencoder transfers; s0_ae_lstm uses its encoder as the ima
 Results: benchmarks/RESULTS.md, "Pretraining".
 """
 
-from configs import s0_ae_lstm
+from jaxmm.configs import s0_ae_lstm
 
 
 def get_config():

@@ -21,7 +21,7 @@ ResNeXt). The 150-d FastText skip-gram vectors are S4's: trained on the training
 start of a run (seconds; jaxmm.data.word_vectors, cached in the workdir).
 """
 
-from configs import comp5329_dev
+from jaxmm.configs import comp5329_dev
 
 
 def get_config():

@@ -36,7 +36,7 @@ With a half-width ResNet-34 in place of the EfficientNet this recipe reached val
 
 from ml_collections import config_dict
 
-from configs import comp5329_dev
+from jaxmm.configs import comp5329_dev
 
 
 def get_config():

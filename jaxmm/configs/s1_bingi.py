@@ -28,7 +28,7 @@ one, FastText skip-gram vectors trained on the training captions (the log says s
 word_vectors.fallback; jaxmm.data.word_vectors). Their dim is the tower's embed_dim, 100.
 """
 
-from configs import comp5329_dev
+from jaxmm.configs import comp5329_dev
 
 
 def get_config():

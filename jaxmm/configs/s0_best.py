@@ -12,7 +12,7 @@ pair must also pick its caption among the batch's captions, and vice versa), Ada
 warmup + cosine, random crops and flips.
 """
 
-from configs import s0_matching
+from jaxmm.configs import s0_matching
 
 
 def get_config():

@@ -15,7 +15,7 @@ now decides by expected F1 (held-out +0.001 to +0.005 on the CPU), which this co
 its GPU figure with the rule is still to be measured.
 """
 
-from configs import best
+from jaxmm.configs import best
 
 
 def get_config():

@@ -22,7 +22,7 @@ tune: it beat a tuned threshold there) and early stopping after 3 epochs without
 On a GPU, raise data.image_size (128) and model.image.num_filters (64) as configs/best_gpu.py does.
 """
 
-from configs import comp5329_dev
+from jaxmm.configs import comp5329_dev
 
 
 def get_config():

@@ -4,7 +4,7 @@ Bi-LSTM.
 python train.py --config configs/tiny.py --workdir runs/tiny
 """
 
-from configs import default
+from jaxmm.configs import default
 
 
 def get_config():

@@ -1,0 +1,2 @@
+"""The command-line programs: jaxmm-train, jaxmm-evaluate, jaxmm-predict (train.py, evaluate.py
+and predict.py in a checkout)."""
