@@ -22,9 +22,25 @@ LABEL_IDS: tuple[int, ...] = tuple(i for i in range(1, 20) if i != 12)
 NUM_LABELS = len(LABEL_IDS)
 # Their COCO names, for reports.
 LABEL_NAMES: dict[int, str] = {
-    1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus", 7: "train",
-    8: "truck", 9: "boat", 10: "traffic light", 11: "fire hydrant", 13: "stop sign",
-    14: "parking meter", 15: "bench", 16: "bird", 17: "cat", 18: "dog", 19: "horse"}
+  1: "person",
+  2: "bicycle",
+  3: "car",
+  4: "motorcycle",
+  5: "airplane",
+  6: "bus",
+  7: "train",
+  8: "truck",
+  9: "boat",
+  10: "traffic light",
+  11: "fire hydrant",
+  13: "stop sign",
+  14: "parking meter",
+  15: "bench",
+  16: "bird",
+  17: "cat",
+  18: "dog",
+  19: "horse",
+}
 _LABEL_INDEX = {label: i for i, label in enumerate(LABEL_IDS)}
 
 _IMAGE_ID = r"[^,\"\r\n]+\.(?:jpe?g|png)"
@@ -34,8 +50,10 @@ _WITH_LABELS = re.compile(rf'^({_IMAGE_ID}),([0-9 ]*),"(.*)"$', re.IGNORECASE | 
 _WITHOUT_LABELS = re.compile(rf'^({_IMAGE_ID}),"(.*)"$', re.IGNORECASE | re.DOTALL)
 # A line inside a record shaped like a record start, but with an image id the reader does not take
 # ('7.gif'): left alone, the reader would glue that row to the previous caption and lose it.
-_FOREIGN_START = {True: re.compile(r'\n([^,"\r\n]+),[0-9 ]*,"'),
-                  False: re.compile(r'\n([^,"\r\n]+),"')}
+_FOREIGN_START = {
+  True: re.compile(r'\n([^,"\r\n]+),[0-9 ]*,"'),
+  False: re.compile(r'\n([^,"\r\n]+),"'),
+}
 HEADER_LABELLED = "ImageID,Labels,Caption"
 HEADER_UNLABELLED = "ImageID,Caption"
 
@@ -79,10 +97,11 @@ def read_utf8(path: str) -> str:
     more = f" ({bad_lines - 1} more line(s) after it too)" if bad_lines > 1 else ""
     q = shlex.quote(path)
     raise CsvFormatError(
-        f"{path}:{line}: not UTF-8 text: byte {data[e.start]:#04x} at column {column} "
-        f"({e.reason}){more}; the line reads {shown[:80]!r}. Save the file as UTF-8, e.g. from "
-        f"Latin-1: iconv -f latin1 -t utf-8 {q} > {q}.utf8 && mv {q}.utf8 {q} "
-        "(-f cp1252 for a file saved by Excel on Windows)") from None
+      f"{path}:{line}: not UTF-8 text: byte {data[e.start]:#04x} at column {column} "
+      f"({e.reason}){more}; the line reads {shown[:80]!r}. Save the file as UTF-8, e.g. from "
+      f"Latin-1: iconv -f latin1 -t utf-8 {q} > {q}.utf8 && mv {q}.utf8 {q} "
+      "(-f cp1252 for a file saved by Excel on Windows)"
+    ) from None
   return text.removeprefix("\ufeff")
 
 
@@ -109,8 +128,9 @@ def read_comp5329(csv_path: str | os.PathLike) -> list[Record]:
     pattern, labelled = _WITHOUT_LABELS, False
   else:
     raise CsvFormatError(
-        f"{path}:1: header is {header!r}; expected {HEADER_LABELLED!r} (labelled) or "
-        f"{HEADER_UNLABELLED!r} (test). Is this a COMP5329-layout file?")
+      f"{path}:1: header is {header!r}; expected {HEADER_LABELLED!r} (labelled) or "
+      f"{HEADER_UNLABELLED!r} (test). Is this a COMP5329-layout file?"
+    )
   records: list[Record] = []
   seen: dict[str, int] = {}
   line_no = 2  # 1-based line of the current record's first line
@@ -132,42 +152,52 @@ def _split_records(body: str) -> list[str]:
   return [c for c in chunks if c]
 
 
-def _parse_record(raw: str, pattern: re.Pattern, labelled: bool, path: str, line_no: int,
-                  seen: dict[str, int]) -> Record:
+def _parse_record(
+  raw: str, pattern: re.Pattern, labelled: bool, path: str, line_no: int, seen: dict[str, int]
+) -> Record:
   match = pattern.match(raw)
   if match is None:
     layout = 'ImageID,Labels,"Caption"' if labelled else 'ImageID,"Caption"'
     raise CsvFormatError(
-        f"{path}:{line_no}: malformed record {raw[:80]!r}; expected {layout} with the caption in "
-        "double quotes. Fix or remove this line.")
+      f"{path}:{line_no}: malformed record {raw[:80]!r}; expected {layout} with the caption in "
+      "double quotes. Fix or remove this line."
+    )
   image_id = match.group(1)
   # (A quote that closes the record, as in a caption ending '\n0,', starts nothing.)
   foreign = next((m for m in _FOREIGN_START[labelled].finditer(raw) if m.end() < len(raw)), None)
   if foreign:
-    line = line_no + raw[:foreign.start()].count("\n") + 1
+    line = line_no + raw[: foreign.start()].count("\n") + 1
     raise CsvFormatError(
-        f"{path}:{line}: this line looks like the record of image {foreign.group(1)!r}, but image "
-        f"ids must end in .jpg, .jpeg or .png; as it is, it would be read as part of the caption of "
-        f"{image_id!r} (line {line_no}). Rename the image or fix the row.")
+      f"{path}:{line}: this line looks like the record of image {foreign.group(1)!r}, but image "
+      f"ids must end in .jpg, .jpeg or .png; as it is, it would be read as part of the caption of "
+      f"{image_id!r} (line {line_no}). Rename the image or fix the row."
+    )
   if image_id in seen:
     raise CsvFormatError(
-        f"{path}:{line_no}: duplicate ImageID {image_id!r} (first on line {seen[image_id]}); "
-        "each image must appear once. Remove the duplicate row.")
+      f"{path}:{line_no}: duplicate ImageID {image_id!r} (first on line {seen[image_id]}); "
+      "each image must appear once. Remove the duplicate row."
+    )
   seen[image_id] = line_no
   labels: tuple[int, ...] = ()
   if labelled:
     labels = tuple(int(t) for t in match.group(2).split())
-    unknown = [l for l in labels if l not in _LABEL_INDEX]
+    unknown = [lab for lab in labels if lab not in _LABEL_INDEX]
     if unknown:
       raise CsvFormatError(
-          f"{path}:{line_no}: record {image_id!r} has unknown label id(s) {unknown}; valid ids are "
-          f"{list(LABEL_IDS)}. Fix the Labels column of this row.")
-  return Record(image_id=image_id, labels=labels,
-                caption=normalize_newlines(match.group(2 + labelled)), line=line_no)
+        f"{path}:{line_no}: record {image_id!r} has unknown label id(s) {unknown}; valid ids are "
+        f"{list(LABEL_IDS)}. Fix the Labels column of this row."
+      )
+  return Record(
+    image_id=image_id,
+    labels=labels,
+    caption=normalize_newlines(match.group(2 + labelled)),
+    line=line_no,
+  )
 
 
-def write_comp5329(csv_path: str | os.PathLike, records: Iterable[Record], *,
-                   labelled: bool = True) -> None:
+def write_comp5329(
+  csv_path: str | os.PathLike, records: Iterable[Record], *, labelled: bool = True
+) -> None:
   """Writes records in the course's own (unescaped) layout, which read_comp5329 reads back exactly.
 
   A caption holding a carriage return is refused: the reader returns line breaks as `\n`, so it
@@ -176,13 +206,18 @@ def write_comp5329(csv_path: str | os.PathLike, records: Iterable[Record], *,
   lines = [HEADER_LABELLED if labelled else HEADER_UNLABELLED]
   for r in records:
     if "\r" in r.caption:
-      raise ValueError(f"caption of {r.image_id!r} holds a carriage return, which the reader turns "
-                       "into a \\n line break; pass it through normalize_newlines() first")
-    if (re.search(rf"\n{_IMAGE_ID},", r.caption, re.IGNORECASE)
-        or _FOREIGN_START[labelled].search(r.caption)):
+      raise ValueError(
+        f"caption of {r.image_id!r} holds a carriage return, which the reader turns "
+        "into a \\n line break; pass it through normalize_newlines() first"
+      )
+    if re.search(rf"\n{_IMAGE_ID},", r.caption, re.IGNORECASE) or _FOREIGN_START[labelled].search(
+      r.caption
+    ):
       raise ValueError(f"caption of {r.image_id!r} holds a line that would read as a new record")
-    labels = " ".join(str(l) for l in r.labels)
-    lines.append(f'{r.image_id},{labels},"{r.caption}"' if labelled else f'{r.image_id},"{r.caption}"')
+    labels = " ".join(str(lab) for lab in r.labels)
+    lines.append(
+      f'{r.image_id},{labels},"{r.caption}"' if labelled else f'{r.image_id},"{r.caption}"'
+    )
   with open(csv_path, "w", encoding="utf-8", newline="") as f:
     f.write("\n".join(lines) + "\n")
 
@@ -200,8 +235,13 @@ def multihot_to_labels(multihot_L: np.ndarray) -> tuple[int, ...]:
   return tuple(LABEL_IDS[i] for i in np.flatnonzero(np.asarray(multihot_L) > 0.5))
 
 
-def split_train_val(records: Sequence[Record], val_fraction: float = 0.0, *, seed: int = 0,
-                    val_size: int | None = None) -> tuple[list[Record], list[Record]]:
+def split_train_val(
+  records: Sequence[Record],
+  val_fraction: float = 0.0,
+  *,
+  seed: int = 0,
+  val_size: int | None = None,
+) -> tuple[list[Record], list[Record]]:
   """Seeded random split of labelled records; `val_size` (a count) overrides `val_fraction`."""
   n = len(records)
   n_val = val_size if val_size is not None else int(round(n * val_fraction))

@@ -40,7 +40,14 @@ MAX_IMAGE_PIXELS = 200_000_000
 MAX_LISTED = 100
 # Reasons a file cannot be used, as skipped.json and the error messages give them.
 MISSING, EMPTY, NOT_AN_IMAGE, TRUNCATED, TOO_LARGE, UNREADABLE, UNDECODABLE = (
-    "missing", "empty file", "not an image", "truncated", "too large", "unreadable", "undecodable")
+  "missing",
+  "empty file",
+  "not an image",
+  "truncated",
+  "too large",
+  "unreadable",
+  "undecodable",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,14 +86,18 @@ def _to_8bit(im: Image.Image) -> Image.Image:
 def _too_large_detail(pixels: int | None, size: tuple[int, int] | None, limit: int) -> str:
   dims = f"{size[0]}x{size[1]} = " if size else ""
   count = f"{pixels:,} pixels" if pixels is not None else "more pixels"
-  return (f"{dims}{count}, above data.max_image_pixels={limit:,}; a decompression bomb "
-          "is refused, but if the image is genuine raise --config.data.max_image_pixels")
+  return (
+    f"{dims}{count}, above data.max_image_pixels={limit:,}; a decompression bomb "
+    "is refused, but if the image is genuine raise --config.data.max_image_pixels"
+  )
 
 
 def _check_limit(max_image_pixels: int) -> None:
   if not max_image_pixels > 0:
-    raise ValueError(f"data.max_image_pixels must be a positive pixel count, got "
-                     f"{max_image_pixels!r} (default {MAX_IMAGE_PIXELS:,})")
+    raise ValueError(
+      f"data.max_image_pixels must be a positive pixel count, got "
+      f"{max_image_pixels!r} (default {MAX_IMAGE_PIXELS:,})"
+    )
 
 
 def load_image(path: str, size: int, *, max_image_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
@@ -98,18 +109,20 @@ def load_image(path: str, size: int, *, max_image_pixels: int = MAX_IMAGE_PIXELS
   _check_limit(max_image_pixels)
   # PIL refuses, on its own, images over twice its process-wide MAX_IMAGE_PIXELS while opening them:
   # raised (never lowered) to our limit, so that the limit asked for is the one that applies.
-  if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_image_pixels:
+  if Image.MAX_IMAGE_PIXELS is not None and max_image_pixels > Image.MAX_IMAGE_PIXELS:
     Image.MAX_IMAGE_PIXELS = max_image_pixels
   try:
     im = Image.open(path)
   except Image.DecompressionBombError as e:  # over twice PIL's limit: refused before our own check
     pixels = re.search(r"\((\d+) pixels\)", str(e))
-    raise ImageTooLargeError(path, _too_large_detail(int(pixels.group(1)) if pixels else None,
-                                                     None, max_image_pixels)) from None
+    raise ImageTooLargeError(
+      path, _too_large_detail(int(pixels.group(1)) if pixels else None, None, max_image_pixels)
+    ) from None
   with im:
     if im.width * im.height > max_image_pixels:
       raise ImageTooLargeError(
-          path, _too_large_detail(im.width * im.height, im.size, max_image_pixels))
+        path, _too_large_detail(im.width * im.height, im.size, max_image_pixels)
+      )
     return to_array(im, size)
 
 
@@ -143,8 +156,9 @@ def _classify(path: str, e: Exception) -> tuple[str, str]:
     return TRUNCATED, f"{text}; a download or copy cut short?"
   cut = _lacks_end_marker(path)
   if cut:
-    return TRUNCATED, (f"the file stops before the {cut} end marker ({text}); a download or copy "
-                       "cut short?")
+    return TRUNCATED, (
+      f"the file stops before the {cut} end marker ({text}); a download or copy cut short?"
+    )
   return UNDECODABLE, f"{type(e).__name__}: {text}"
 
 
@@ -165,8 +179,9 @@ def _lacks_end_marker(path: str) -> str | None:
   return None
 
 
-def _try_load(path: str, size: int, max_image_pixels: int = MAX_IMAGE_PIXELS
-              ) -> tuple[np.ndarray | None, tuple[str, str] | None]:
+def _try_load(
+  path: str, size: int, max_image_pixels: int = MAX_IMAGE_PIXELS
+) -> tuple[np.ndarray | None, tuple[str, str] | None]:
   """(image, None) or (None, (reason, detail)): why a file cannot be used, never an exception."""
   if not os.path.isfile(path):
     return None, (MISSING, "")
@@ -200,10 +215,15 @@ def open_cache(cache) -> np.ndarray | store_lib.ImageStore:
   return store_lib.ImageStore(cache) if isinstance(cache, (str, os.PathLike)) else cache
 
 
-def decode_images(paths: Sequence[str], size: int, *, cache_dir: str | None = None,
-                  num_threads: int | None = None, desc: str = "images",
-                  max_image_pixels: int = MAX_IMAGE_PIXELS
-                  ) -> tuple[store_lib.ImageStore, np.ndarray, list[BadImage]]:
+def decode_images(
+  paths: Sequence[str],
+  size: int,
+  *,
+  cache_dir: str | None = None,
+  num_threads: int | None = None,
+  desc: str = "images",
+  max_image_pixels: int = MAX_IMAGE_PIXELS,
+) -> tuple[store_lib.ImageStore, np.ndarray, list[BadImage]]:
   """(the files' ImageStore, ok_N bool, bad files), decoding every file once per fingerprint.
 
   The store is a TFDS ArrayRecord dataset in `cache_dir` (jaxmm.data.store), shared by every run
@@ -218,8 +238,15 @@ def decode_images(paths: Sequence[str], size: int, *, cache_dir: str | None = No
   load = lambda i: _try_load(paths[i], size, max_image_pixels)
   threads = num_threads or os.cpu_count() or 1
   for attempt in range(2):
-    folder = store_lib.prepare(cache_dir, key, size=size, n=len(paths), load=load,
-                               num_threads=threads, log=log.info if len(paths) >= 2000 else None)
+    folder = store_lib.prepare(
+      cache_dir,
+      key,
+      size=size,
+      n=len(paths),
+      load=load,
+      num_threads=threads,
+      log=log.info if len(paths) >= 2000 else None,
+    )
     images = store_lib.ImageStore(folder)
     # Bad files are looked at again (there are few): one that decodes now (a raised
     # max_image_pixels, a fixed permission: neither changes size or mtime) needs a new store, and
@@ -239,17 +266,29 @@ def decode_images(paths: Sequence[str], size: int, *, cache_dir: str | None = No
   raise RuntimeError(f"the image store {folder} keeps a file as bad that now decodes")
 
 
-def cached_images(paths: Sequence[str], size: int, *, cache_dir: str | None = None,
-                  skip_bad: bool = False, num_threads: int | None = None,
-                  desc: str = "images", max_image_pixels: int = MAX_IMAGE_PIXELS
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def cached_images(
+  paths: Sequence[str],
+  size: int,
+  *,
+  cache_dir: str | None = None,
+  skip_bad: bool = False,
+  num_threads: int | None = None,
+  desc: str = "images",
+  max_image_pixels: int = MAX_IMAGE_PIXELS,
+) -> tuple[np.ndarray, np.ndarray]:
   """Returns (the files' ImageStore, ok_N bool), decoding every file once per fingerprint.
 
   Every file is checked here, when the dataset is opened: missing or undecodable files raise
   ImageDataError listing every one with its reason, unless `skip_bad`, where they get ok=False.
   """
-  arr, ok, bad = decode_images(paths, size, cache_dir=cache_dir, num_threads=num_threads,
-                               desc=desc, max_image_pixels=max_image_pixels)
+  arr, ok, bad = decode_images(
+    paths,
+    size,
+    cache_dir=cache_dir,
+    num_threads=num_threads,
+    desc=desc,
+    max_image_pixels=max_image_pixels,
+  )
   if bad and not skip_bad:
     raise ImageDataError(bad_images_message([("", b) for b in bad]))
   return arr, ok
@@ -266,21 +305,29 @@ def bad_images_message(items: Sequence[tuple[str, BadImage]], *, extra: str = ""
   it: a split, a CSV row), then what to do."""
   lines = [f"  {where}{b.describe()}" for where, b in items[:MAX_LISTED]]
   if len(items) > MAX_LISTED:
-    lines.append(f"  ... and {len(items) - MAX_LISTED} more (with data.skip_bad=True, "
-                 "skipped.json in the workdir lists every one)")
-  return (f"{len(items)} image(s) cannot be used ({reason_counts([b.reason for _, b in items])}"
-          f"{extra}):\n" + "\n".join(lines) + "\nFix or remove these files (or their rows), or set "
-          "--config.data.skip_bad=True to train without them (skipped.json in the workdir then "
-          "lists each one).")
+    lines.append(
+      f"  ... and {len(items) - MAX_LISTED} more (with data.skip_bad=True, "
+      "skipped.json in the workdir lists every one)"
+    )
+  return (
+    f"{len(items)} image(s) cannot be used ({reason_counts([b.reason for _, b in items])}"
+    f"{extra}):\n" + "\n".join(lines) + "\nFix or remove these files (or their rows), or set "
+    "--config.data.skip_bad=True to train without them (skipped.json in the workdir then "
+    "lists each one)."
+  )
 
 
 # Aspect-ratio range of the random-resized crop (torchvision's), on the host and on the device.
 CROP_RATIO = (3 / 4, 4 / 3)
 
 
-def random_resized_crop(img_HxWx3: np.ndarray, rng: np.random.Generator, *,
-                        scale: tuple[float, float] = (0.5, 1.0),
-                        ratio: tuple[float, float] = CROP_RATIO) -> np.ndarray:
+def random_resized_crop(
+  img_HxWx3: np.ndarray,
+  rng: np.random.Generator,
+  *,
+  scale: tuple[float, float] = (0.5, 1.0),
+  ratio: tuple[float, float] = CROP_RATIO,
+) -> np.ndarray:
   """torchvision-style RandomResizedCrop back to the input size."""
   h, w = img_HxWx3.shape[:2]
   area = h * w
@@ -295,7 +342,7 @@ def random_resized_crop(img_HxWx3: np.ndarray, rng: np.random.Generator, *,
       break
   else:  # fall back to the whole image, as torchvision does (center crop)
     ch, cw, y, x = h, w, 0, 0
-  crop = Image.fromarray(np.ascontiguousarray(img_HxWx3[y:y + ch, x:x + cw]))
+  crop = Image.fromarray(np.ascontiguousarray(img_HxWx3[y : y + ch, x : x + cw]))
   return np.asarray(crop.resize((w, h), Image.BILINEAR), dtype=np.uint8)
 
 
@@ -317,9 +364,16 @@ def color_jitter(img_HxWx3: np.ndarray, rng: np.random.Generator, strength: floa
   return np.round(x).astype(np.uint8)
 
 
-def augment(img_HxWx3: np.ndarray, rng: np.random.Generator, *, crop: bool, hflip: bool,
-            vflip: bool, crop_scale: tuple[float, float] = (0.5, 1.0),
-            jitter: float = 0.0) -> np.ndarray:
+def augment(
+  img_HxWx3: np.ndarray,
+  rng: np.random.Generator,
+  *,
+  crop: bool,
+  hflip: bool,
+  vflip: bool,
+  crop_scale: tuple[float, float] = (0.5, 1.0),
+  jitter: float = 0.0,
+) -> np.ndarray:
   """Train-time augmentation on a cached uint8 image; each part switchable (jitter 0 = off)."""
   if crop:
     img_HxWx3 = random_resized_crop(img_HxWx3, rng, scale=crop_scale)

@@ -89,7 +89,8 @@ class LabelSet:
 
 
 COMP5329 = LabelSet(
-    names=tuple(comp5329.LABEL_NAMES[i] for i in comp5329.LABEL_IDS), ids=comp5329.LABEL_IDS)
+  names=tuple(comp5329.LABEL_NAMES[i] for i in comp5329.LABEL_IDS), ids=comp5329.LABEL_IDS
+)
 
 
 def sort_names(names: Iterable[str]) -> tuple[str, ...]:
@@ -114,8 +115,9 @@ def from_config(names: Sequence[str], label_sep: str) -> LabelSet:
   bad = [n for n in names if not n.strip() or n != n.strip() or label_sep in n]
   if bad:
     raise ValueError(
-        f"data.labels holds name(s) {bad} that no row can carry: names are non-empty, without "
-        f"leading or trailing spaces and without the separator data.label_sep={label_sep!r}")
+      f"data.labels holds name(s) {bad} that no row can carry: names are non-empty, without "
+      f"leading or trailing spaces and without the separator data.label_sep={label_sep!r}"
+    )
   try:
     return LabelSet(names=names)
   except ValueError as e:
@@ -153,8 +155,9 @@ def for_outputs(num_labels: int, workdir: str | None = None) -> LabelSet:
   return LabelSet(names=tuple(str(i) for i in range(num_labels)))
 
 
-def for_training(cfg_data, workdir: str | None, records: Sequence, path: str
-                 ) -> tuple[LabelSet, str]:
+def for_training(
+  cfg_data, workdir: str | None, records: Sequence, path: str
+) -> tuple[LabelSet, str]:
   """-> (the label set of a table run, where it comes from, for messages).
 
   `data.labels` when set; else the workdir's labels.json (a resumed run keeps its head); else the
@@ -166,16 +169,18 @@ def for_training(cfg_data, workdir: str | None, records: Sequence, path: str
     fixed = from_config(cfg_data.labels, cfg_data.get("label_sep") or "|")
     if saved is not None and saved.names != fixed.names:
       raise ValueError(
-          f"{saved_path} holds the labels this workdir was trained with ({saved.describe()}), not "
-          f"data.labels ({fixed.describe()}): use a new --workdir for another label set")
+        f"{saved_path} holds the labels this workdir was trained with ({saved.describe()}), not "
+        f"data.labels ({fixed.describe()}): use a new --workdir for another label set"
+      )
     return fixed, "data.labels"
   if saved is not None:
     return saved, f"the workdir's {saved_path}"
   names = sort_names(name for r in records for name in r.labels)
   if not names:
     raise ValueError(
-        f"{path}: no row has a label: a multi-label table names each row's labels in its labels "
-        "column, joined by data.label_sep (e.g. 'cat|red car')")
+      f"{path}: no row has a label: a multi-label table names each row's labels in its labels "
+      "column, joined by data.label_sep (e.g. 'cat|red car')"
+    )
   return LabelSet(names=names), f"the label names of {path}"
 
 
@@ -188,9 +193,14 @@ def check_known(records: Sequence, label_set: LabelSet, path: str, origin: str) 
     return
   record, unknown = bad[0]
   more = f" ({len(bad) - 1} more row(s) have unknown labels too)" if len(bad) > 1 else ""
-  fix = ("add it to data.labels" if origin == "data.labels"
-         else "train with data.labels listing every label" if origin.startswith("the label names")
-         else "train a new workdir with it")
+  fix = (
+    "add it to data.labels"
+    if origin == "data.labels"
+    else "train with data.labels listing every label"
+    if origin.startswith("the label names")
+    else "train a new workdir with it"
+  )
   raise UnknownLabelError(
-      f"{path}:{record.line}: label {unknown[0]!r} is not in the label set ({len(label_set)} "
-      f"labels from {origin}: {label_set.describe()}){more}. Fix the row's labels, or {fix}")
+    f"{path}:{record.line}: label {unknown[0]!r} is not in the label set ({len(label_set)} "
+    f"labels from {origin}: {label_set.describe()}){more}. Fix the row's labels, or {fix}"
+  )

@@ -1,9 +1,9 @@
-"""Image-caption matching (S0) layout: `id,caption,image_id,label` CSVs and `<split>_images/<id>.jpg`.
+"""Image-caption matching (S0) layout: `id,caption,image_id,label` CSVs, `<split>_images/<id>.jpg`.
 
-Unlike the COMP5329 files these are proper CSV (captions with commas are quoted), so the `csv` module
-reads them. `label` is 1 when the caption describes the image, 0 otherwise; unlabelled (test) files
-have the header `id,caption,image_id` and records with `label=None`. Line breaks inside captions
-come out as `\n` whatever the file's line endings.
+Unlike the COMP5329 files these are proper CSV (captions with commas are quoted), so the `csv`
+module reads them. `label` is 1 when the caption describes the image, 0 otherwise; unlabelled (test)
+files have the header `id,caption,image_id` and records with `label=None`. Line breaks inside
+captions come out as `\n` whatever the file's line endings.
 """
 
 from __future__ import annotations
@@ -48,8 +48,10 @@ def read_matching(csv_path: str | os.PathLike) -> list[MatchRecord]:
       raise CsvFormatError(f"{path}:1: unreadable header ({e})") from None
     if header not in (HEADER_LABELLED, HEADER_UNLABELLED):
       raise CsvFormatError(
-          f"{path}:1: header is {','.join(header)!r}; expected {','.join(HEADER_LABELLED)!r} "
-          f"(labelled) or {','.join(HEADER_UNLABELLED)!r} (unlabelled). Is this a matching-layout file?")
+        f"{path}:1: header is {','.join(header)!r}; expected {','.join(HEADER_LABELLED)!r} "
+        f"(labelled) or {','.join(HEADER_UNLABELLED)!r} (unlabelled). "
+        "Is this a matching-layout file?"
+      )
     labelled = header == HEADER_LABELLED
     line_no = reader.line_num + 1  # first line of the next record (a quoted caption may span lines)
     while True:
@@ -65,29 +67,34 @@ def read_matching(csv_path: str | os.PathLike) -> list[MatchRecord]:
   return records
 
 
-def _parse_row(row: list[str], labelled: bool, path: str, line_no: int,
-               seen: dict[str, int]) -> MatchRecord:
+def _parse_row(
+  row: list[str], labelled: bool, path: str, line_no: int, seen: dict[str, int]
+) -> MatchRecord:
   n_fields = len(HEADER_LABELLED if labelled else HEADER_UNLABELLED)
   if len(row) != n_fields:
     raise CsvFormatError(
-        f"{path}:{line_no}: {len(row)} fields, expected {n_fields}; a caption with commas must be "
-        f"in double quotes. Row starts {','.join(row)[:80]!r}")
+      f"{path}:{line_no}: {len(row)} fields, expected {n_fields}; a caption with commas must be "
+      f"in double quotes. Row starts {','.join(row)[:80]!r}"
+    )
   record_id, caption, image_id = row[:3]
   if not record_id or not image_id:
     raise CsvFormatError(f"{path}:{line_no}: empty id or image_id in {','.join(row)[:80]!r}")
   if record_id in seen:
     raise CsvFormatError(
-        f"{path}:{line_no}: duplicate id {record_id!r} (first on line {seen[record_id]}); "
-        "remove the duplicate row.")
+      f"{path}:{line_no}: duplicate id {record_id!r} (first on line {seen[record_id]}); "
+      "remove the duplicate row."
+    )
   seen[record_id] = line_no
   label = None
   if labelled:
     if row[3] not in ("0", "1"):
       raise CsvFormatError(
-          f"{path}:{line_no}: record {record_id!r} has label {row[3]!r}; labels must be 0 or 1.")
+        f"{path}:{line_no}: record {record_id!r} has label {row[3]!r}; labels must be 0 or 1."
+      )
     label = int(row[3])
-  return MatchRecord(id=record_id, caption=normalize_newlines(caption), image_id=image_id,
-                     label=label, line=line_no)
+  return MatchRecord(
+    id=record_id, caption=normalize_newlines(caption), image_id=image_id, label=label, line=line_no
+  )
 
 
 def write_matching(csv_path: str | os.PathLike, records: Iterable[MatchRecord]) -> None:
@@ -105,8 +112,10 @@ def write_matching(csv_path: str | os.PathLike, records: Iterable[MatchRecord]) 
     raise ValueError(f"records {bad[:5]} have labels other than 0/1")
   with_cr = [r.id for r in records if "\r" in r.caption]
   if with_cr:
-    raise ValueError(f"captions of records {with_cr[:5]} hold carriage returns, which the reader "
-                     "turns into \\n line breaks; pass them through normalize_newlines() first")
+    raise ValueError(
+      f"captions of records {with_cr[:5]} hold carriage returns, which the reader "
+      "turns into \\n line breaks; pass them through normalize_newlines() first"
+    )
   empty = [r for r in records if not r.id or not r.image_id]
   if empty:
     raise ValueError(f"records with an empty id or image_id cannot be read back: {empty[:3]}")

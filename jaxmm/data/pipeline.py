@@ -74,12 +74,16 @@ class PreparedSplit:
     weakref.finalize(self, _release, nbytes)
     return True
 
-  def take(self, rows) -> "PreparedSplit":
-    """The examples at `rows` (indices into this split), in that order; the image cache is shared."""
+  def take(self, rows) -> PreparedSplit:
+    """The examples at `rows` (indices into this split), in that order; the image store is
+    shared."""
     rows = np.asarray(rows, np.int64)
-    return PreparedSplit(ids=[self.ids[i] for i in rows], image_cache=self.image_cache,
-                         image_index=None if self.image_index is None else self.image_index[rows],
-                         arrays={k: v[rows] for k, v in self.arrays.items()})
+    return PreparedSplit(
+      ids=[self.ids[i] for i in rows],
+      image_cache=self.image_cache,
+      image_index=None if self.image_index is None else self.image_index[rows],
+      arrays={k: v[rows] for k, v in self.arrays.items()},
+    )
 
 
 # Splits kept in memory may use this fraction of the machine's memory together.
@@ -207,8 +211,9 @@ def device_augmentation(augment: AugmentConfig, extra_map=None) -> AugmentConfig
   return None
 
 
-def swap_words(tokens_T: np.ndarray, length: int, rng: np.random.Generator,
-               prob: float) -> np.ndarray:
+def swap_words(
+  tokens_T: np.ndarray, length: int, rng: np.random.Generator, prob: float
+) -> np.ndarray:
   """Random word swap: left to right, each adjacent pair of real tokens is swapped with
   probability `prob` (a token moves at most one place); padding is untouched."""
   out = np.array(tokens_T)
@@ -224,7 +229,6 @@ def swap_words(tokens_T: np.ndarray, length: int, rng: np.random.Generator,
 
 
 class _Augment(grain.transforms.RandomMap):
-
   def __init__(self, cfg: AugmentConfig, images: bool):
     self.cfg = cfg
     self.images = images  # False: the train step augments the images
@@ -232,9 +236,15 @@ class _Augment(grain.transforms.RandomMap):
   def random_map(self, ex, rng: np.random.Generator):
     ex = dict(ex)
     if self.images and "image" in ex:
-      ex["image"] = images_lib.augment(ex["image"], rng, crop=self.cfg.crop, hflip=self.cfg.hflip,
-                                       vflip=self.cfg.vflip, crop_scale=self.cfg.crop_scale,
-                                       jitter=self.cfg.color_jitter)
+      ex["image"] = images_lib.augment(
+        ex["image"],
+        rng,
+        crop=self.cfg.crop,
+        hflip=self.cfg.hflip,
+        vflip=self.cfg.vflip,
+        crop_scale=self.cfg.crop_scale,
+        jitter=self.cfg.color_jitter,
+      )
     if self.cfg.word_swap > 0 and "tokens" in ex:
       ex["tokens"] = swap_words(ex["tokens"], ex["length"], rng, self.cfg.word_swap)
     return ex
@@ -248,9 +258,16 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
   return n // batch_size
 
 
-def train_dataset(split: PreparedSplit, *, batch_size: int, seed: int, epoch: int,
-                  augment: AugmentConfig = AugmentConfig(), extra_map=None,
-                  shard: tuple[int, int] = (0, 1)) -> grain.MapDataset:
+def train_dataset(
+  split: PreparedSplit,
+  *,
+  batch_size: int,
+  seed: int,
+  epoch: int,
+  augment: AugmentConfig = AugmentConfig(),
+  extra_map=None,
+  shard: tuple[int, int] = (0, 1),
+) -> grain.MapDataset:
   """Epoch `epoch` as a MapDataset of full batches (the remainder is dropped, as usual in training).
 
   `extra_map(example, rng) -> example` adds task-specific random transforms (pretext tasks).
@@ -287,28 +304,37 @@ def eval_dataset(split: PreparedSplit, *, batch_size: int, extra_map=None) -> gr
 
 
 class _PadBatch(grain.transforms.Map):
-
   def __init__(self, batch_size: int):
     self.batch_size = batch_size
 
   def map(self, batch):
     n = len(batch["index"])
     pad = self.batch_size - n
-    out = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) if pad else v
-           for k, v in batch.items()}
+    out = {
+      k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) if pad else v
+      for k, v in batch.items()
+    }
     out["mask"] = (np.arange(self.batch_size) < n).astype(np.float32)
     return out
 
 
-def iterate(ds: grain.MapDataset, *, start: int = 0, num_threads: int = 2, num_workers: int = 0,
-            prefetch: int = 4) -> Iterator[dict[str, np.ndarray]]:
+def iterate(
+  ds: grain.MapDataset,
+  *,
+  start: int = 0,
+  num_threads: int = 2,
+  num_workers: int = 0,
+  prefetch: int = 4,
+) -> Iterator[dict[str, np.ndarray]]:
   """Iterates batches `start..` of a batched MapDataset with threads or worker processes."""
   if start:
     ds = ds.slice(slice(start, None))
-  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(num_threads, 1),
-                                               prefetch_buffer_size=prefetch))
+  it_ds = ds.to_iter_dataset(
+    grain.ReadOptions(num_threads=max(num_threads, 1), prefetch_buffer_size=prefetch)
+  )
   if num_workers > 0:
     from absl import flags
+
     if not flags.FLAGS.is_parsed():  # grain reads its absl flags; outside app.run none were parsed
       flags.FLAGS.mark_as_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))

@@ -1,4 +1,5 @@
-"""Pretext-task transforms (S0's self-supervised pretraining) for `pipeline.train_dataset(extra_map=)`.
+"""Pretext-task transforms (S0's self-supervised pretraining) for
+`pipeline.train_dataset(extra_map=)`.
 
 * rotation: the image rotated by one of `angles` (S0: -60, -30, 0, 30, 60 degrees, the corners
   filled with `fill`; or 0/90/180/270, exact) and its class index in `rotation` (int32);
@@ -35,8 +36,9 @@ def rotate(img_HxWx3: np.ndarray, angle: float, *, fill: int = 0) -> np.ndarray:
   """
   if angle % 90 == 0:
     if img_HxWx3.shape[0] != img_HxWx3.shape[1] and angle % 180:
-      raise ValueError(f"rotating a non-square {img_HxWx3.shape[:2]} image by {angle} changes "
-                       "its shape")
+      raise ValueError(
+        f"rotating a non-square {img_HxWx3.shape[:2]} image by {angle} changes its shape"
+      )
     return np.ascontiguousarray(np.rot90(img_HxWx3, k=int(angle // 90) % 4))
   im = Image.fromarray(np.ascontiguousarray(img_HxWx3))
   out = im.rotate(float(angle), resample=Image.BILINEAR, fillcolor=(int(fill),) * 3)
@@ -64,12 +66,20 @@ class Rotation(grain.transforms.RandomMap):
     return ex
 
 
-def mask_tokens(tokens_T: np.ndarray, length: int, rng: np.random.Generator, *, num: int = 1,
-                fraction: float = 0.0, random_prob: float = 0.0, keep_prob: float = 0.0,
-                vocab_size: int | None = None, mask_id: int = MASK_ID,
-                boundary_ids: Sequence[int] = (),
-                first_word_id: int = len(SPECIAL_TOKENS)) -> tuple[np.ndarray, np.ndarray,
-                                                                    np.ndarray]:
+def mask_tokens(
+  tokens_T: np.ndarray,
+  length: int,
+  rng: np.random.Generator,
+  *,
+  num: int = 1,
+  fraction: float = 0.0,
+  random_prob: float = 0.0,
+  keep_prob: float = 0.0,
+  vocab_size: int | None = None,
+  mask_id: int = MASK_ID,
+  boundary_ids: Sequence[int] = (),
+  first_word_id: int = len(SPECIAL_TOKENS),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """-> (tokens_T with `<mask>`s, mlm_targets_T int32, mlm_mask_T float32).
 
   Picks `max(1, round(fraction * n))` positions when fraction > 0, else `num`, among the n
@@ -103,23 +113,43 @@ def mask_tokens(tokens_T: np.ndarray, length: int, rng: np.random.Generator, *, 
 
 
 class MaskTokens(grain.transforms.RandomMap):
-  """Masks `tokens` (see `mask_tokens`); adds `mlm_targets` (T,) int32 and `mlm_mask` (T,) float32."""
+  """Masks `tokens` (see `mask_tokens`); adds `mlm_targets` (T,) int32 and `mlm_mask` (T,)
+  float32."""
 
-  def __init__(self, *, num: int = 1, fraction: float = 0.0, random_prob: float = 0.0,
-               keep_prob: float = 0.0, vocab_size: int | None = None, mask_id: int = MASK_ID,
-               boundary_ids: Sequence[int] = (), first_word_id: int = len(SPECIAL_TOKENS)):
+  def __init__(
+    self,
+    *,
+    num: int = 1,
+    fraction: float = 0.0,
+    random_prob: float = 0.0,
+    keep_prob: float = 0.0,
+    vocab_size: int | None = None,
+    mask_id: int = MASK_ID,
+    boundary_ids: Sequence[int] = (),
+    first_word_id: int = len(SPECIAL_TOKENS),
+  ):
     if fraction < 0 or fraction > 1 or (fraction == 0 and num < 1):
-      raise ValueError(f"mask either num >= 1 tokens or a fraction in (0, 1]; got num={num}, "
-                       f"fraction={fraction}")
+      raise ValueError(
+        f"mask either num >= 1 tokens or a fraction in (0, 1]; got num={num}, fraction={fraction}"
+      )
     if random_prob < 0 or keep_prob < 0 or random_prob + keep_prob > 1:
-      raise ValueError(f"random_prob + keep_prob must lie in [0, 1]; got {random_prob}, {keep_prob}")
-    self.kw = dict(num=num, fraction=fraction, random_prob=random_prob, keep_prob=keep_prob,
-                   vocab_size=vocab_size, mask_id=int(mask_id),
-                   boundary_ids=tuple(int(i) for i in boundary_ids),
-                   first_word_id=int(first_word_id))
+      raise ValueError(
+        f"random_prob + keep_prob must lie in [0, 1]; got {random_prob}, {keep_prob}"
+      )
+    self.kw = dict(
+      num=num,
+      fraction=fraction,
+      random_prob=random_prob,
+      keep_prob=keep_prob,
+      vocab_size=vocab_size,
+      mask_id=int(mask_id),
+      boundary_ids=tuple(int(i) for i in boundary_ids),
+      first_word_id=int(first_word_id),
+    )
 
   def random_map(self, ex, rng: np.random.Generator):
     ex = dict(ex)
     ex["tokens"], ex["mlm_targets"], ex["mlm_mask"] = mask_tokens(
-        ex["tokens"], int(ex["length"]), rng, **self.kw)
+      ex["tokens"], int(ex["length"]), rng, **self.kw
+    )
     return ex

@@ -16,7 +16,8 @@ square, triangle), and a few nouns (see `CLASSES`). Choices, and why:
   object with no trace is a decoy. What stays ambiguous is a blurred or cut-off object nobody
   names. So image-only and text-only models land clearly below a fused one; the rates above are
   the `Difficulty` knobs. Ceilings (generator metadata) at the defaults: image 0.88, text 0.82,
-  fused 0.965 samples-F1; linear models reach 0.76 / 0.82 / 0.91 (benchmarks/RESULTS.md, "Synthetic demo").
+  fused 0.965 samples-F1; linear models reach 0.76 / 0.82 / 0.91 (benchmarks/RESULTS.md,
+"Synthetic demo").
 
 Every example is drawn from its own `random.Random` keyed by (seed, index): the same seed gives
 byte-identical files, and an example does not depend on how many others are generated.
@@ -44,7 +45,8 @@ from jaxmm.data.comp5329 import LABEL_IDS, LABEL_NAMES, Record, write_comp5329
 
 @dataclasses.dataclass(frozen=True)
 class ClassSpec:
-  """How one label looks and is named; `weight` is its relative frequency among non-person labels."""
+  """How one label looks and is named; `weight` is its relative frequency among non-person
+  labels."""
 
   label: int
   colour: str
@@ -57,24 +59,24 @@ class ClassSpec:
 HUES = {"red": 0, "yellow": 55, "green": 120, "cyan": 185, "blue": 235, "magenta": 300}
 # Each colour mixes frequent and rare labels, so "which of the three?" is a real question.
 CLASSES: tuple[ClassSpec, ...] = (
-    ClassSpec(1, "red", "circle", ("person", "man", "woman", "boy", "girl", "child"), 0.0),
-    ClassSpec(2, "green", "triangle", ("bicycle", "bike"), 3.0),
-    ClassSpec(3, "blue", "square", ("car", "sedan", "taxi"), 7.0),
-    ClassSpec(4, "magenta", "triangle", ("motorcycle", "motorbike", "scooter"), 3.0),
-    ClassSpec(5, "cyan", "triangle", ("airplane", "plane", "jet"), 2.5),
-    ClassSpec(6, "yellow", "square", ("bus", "minibus"), 3.0),
-    ClassSpec(7, "magenta", "square", ("train", "locomotive", "tram"), 3.0),
-    ClassSpec(8, "green", "square", ("truck", "lorry", "pickup"), 5.0),
-    ClassSpec(9, "blue", "triangle", ("boat", "ship", "yacht"), 3.0),
-    ClassSpec(10, "yellow", "circle", ("traffic light", "traffic signal", "stoplight"), 4.0),
-    ClassSpec(11, "red", "triangle", ("fire hydrant", "hydrant"), 1.2),
-    ClassSpec(13, "red", "square", ("stop sign", "octagonal sign"), 1.0),
-    ClassSpec(14, "cyan", "square", ("parking meter", "meter"), 0.7),
-    ClassSpec(15, "cyan", "circle", ("bench", "seat"), 4.0),
-    ClassSpec(16, "blue", "circle", ("bird", "pigeon", "seagull"), 3.0),
-    ClassSpec(17, "magenta", "circle", ("cat", "kitten"), 3.0),
-    ClassSpec(18, "green", "circle", ("dog", "puppy", "hound"), 3.5),
-    ClassSpec(19, "yellow", "triangle", ("horse", "pony", "stallion"), 2.5),
+  ClassSpec(1, "red", "circle", ("person", "man", "woman", "boy", "girl", "child"), 0.0),
+  ClassSpec(2, "green", "triangle", ("bicycle", "bike"), 3.0),
+  ClassSpec(3, "blue", "square", ("car", "sedan", "taxi"), 7.0),
+  ClassSpec(4, "magenta", "triangle", ("motorcycle", "motorbike", "scooter"), 3.0),
+  ClassSpec(5, "cyan", "triangle", ("airplane", "plane", "jet"), 2.5),
+  ClassSpec(6, "yellow", "square", ("bus", "minibus"), 3.0),
+  ClassSpec(7, "magenta", "square", ("train", "locomotive", "tram"), 3.0),
+  ClassSpec(8, "green", "square", ("truck", "lorry", "pickup"), 5.0),
+  ClassSpec(9, "blue", "triangle", ("boat", "ship", "yacht"), 3.0),
+  ClassSpec(10, "yellow", "circle", ("traffic light", "traffic signal", "stoplight"), 4.0),
+  ClassSpec(11, "red", "triangle", ("fire hydrant", "hydrant"), 1.2),
+  ClassSpec(13, "red", "square", ("stop sign", "octagonal sign"), 1.0),
+  ClassSpec(14, "cyan", "square", ("parking meter", "meter"), 0.7),
+  ClassSpec(15, "cyan", "circle", ("bench", "seat"), 4.0),
+  ClassSpec(16, "blue", "circle", ("bird", "pigeon", "seagull"), 3.0),
+  ClassSpec(17, "magenta", "circle", ("cat", "kitten"), 3.0),
+  ClassSpec(18, "green", "circle", ("dog", "puppy", "hound"), 3.5),
+  ClassSpec(19, "yellow", "triangle", ("horse", "pony", "stallion"), 2.5),
 )
 SPECS = {c.label: c for c in CLASSES}
 assert tuple(sorted(SPECS)) == LABEL_IDS
@@ -103,14 +105,45 @@ class Difficulty:
 
 
 _ADJS = ("small", "large", "old", "new", "little", "distant", "lonely", "busy")
-_PLACES = ("in the park", "on a busy street", "near the beach", "at the station", "in the city",
-           "on the road", "in a field", "by the river", "in the garden", "outside a shop",
-           "in the yard", "near the harbour", "downtown", "in a quiet lane")
-_TIMES = ("on a sunny day", "at night", "in the morning", "in the rain", "at dusk",
-          "during the day", "in winter", "after lunch")
-_TEMPLATES = ("a photo of {L} {P}.", "{L} {P}.", "there is {L} {P}.", "{P}, {L}.",
-              "an image showing {L}.", "{L} can be seen {P} {T}.", "a picture of {L} {T}.",
-              "{L} {P} {T}.", "maybe {L} {P}.", "a blurry shot of {L}.", "{L}, {T}.")
+_PLACES = (
+  "in the park",
+  "on a busy street",
+  "near the beach",
+  "at the station",
+  "in the city",
+  "on the road",
+  "in a field",
+  "by the river",
+  "in the garden",
+  "outside a shop",
+  "in the yard",
+  "near the harbour",
+  "downtown",
+  "in a quiet lane",
+)
+_TIMES = (
+  "on a sunny day",
+  "at night",
+  "in the morning",
+  "in the rain",
+  "at dusk",
+  "during the day",
+  "in winter",
+  "after lunch",
+)
+_TEMPLATES = (
+  "a photo of {L} {P}.",
+  "{L} {P}.",
+  "there is {L} {P}.",
+  "{P}, {L}.",
+  "an image showing {L}.",
+  "{L} can be seen {P} {T}.",
+  "a picture of {L} {T}.",
+  "{L} {P} {T}.",
+  "maybe {L} {P}.",
+  "a blurry shot of {L}.",
+  "{L}, {T}.",
+)
 _JOINERS = (" and ", " with ", " next to ", " near ")
 
 
@@ -130,7 +163,7 @@ def _sample_labels(rng: random.Random) -> tuple[int, ...]:
   labels = [1] if rng.random() < P_PERSON else []
   pool = [c.label for c in CLASSES if c.label != 1]
   while len(labels) < n:
-    pick = rng.choices(pool, weights=[SPECS[l].weight for l in pool])[0]
+    pick = rng.choices(pool, weights=[SPECS[lab].weight for lab in pool])[0]
     labels.append(pick)
     pool.remove(pick)
   return tuple(sorted(labels))
@@ -146,19 +179,20 @@ def _noun_phrase(rng: random.Random, label: int) -> str:
   return f"{article} {noun}"
 
 
-def _caption(rng: random.Random, labels: tuple[int, ...],
-             difficulty: Difficulty) -> tuple[str, tuple[int, ...], tuple[int, ...]]:
+def _caption(
+  rng: random.Random, labels: tuple[int, ...], difficulty: Difficulty
+) -> tuple[str, tuple[int, ...], tuple[int, ...]]:
   """Returns (caption, present labels named, absent labels named)."""
-  mentioned = [l for l in labels if rng.random() < difficulty.p_mention] or [rng.choice(labels)]
+  mentioned = [lab for lab in labels if rng.random() < difficulty.p_mention] or [rng.choice(labels)]
   decoys: list[int] = []
   if rng.random() < difficulty.p_decoy:
     absent = [c.label for c in CLASSES if c.label not in labels]
-    weights = [DECOY_PERSON_WEIGHT if l == 1 else SPECS[l].weight for l in absent]
+    weights = [DECOY_PERSON_WEIGHT if lab == 1 else SPECS[lab].weight for lab in absent]
     decoys.append(rng.choices(absent, weights=weights)[0])
   # Decoys go through the same phrasing and shuffle as real mentions: indistinguishable in text.
   named = mentioned + decoys
   rng.shuffle(named)
-  phrases = [_noun_phrase(rng, l) for l in named]
+  phrases = [_noun_phrase(rng, lab) for lab in named]
   if len(phrases) == 1:
     listed = phrases[0]
   elif len(phrases) == 2:
@@ -169,8 +203,10 @@ def _caption(rng: random.Random, labels: tuple[int, ...],
   return text[0].upper() + text[1:], tuple(sorted(mentioned)), tuple(decoys)
 
 
-_NOUN_RE = [(c.label, re.compile(r"\b(?:" + "|".join(re.escape(n) for n in c.nouns) + r")\b"))
-            for c in CLASSES]
+_NOUN_RE = [
+  (c.label, re.compile(r"\b(?:" + "|".join(re.escape(n) for n in c.nouns) + r")\b"))
+  for c in CLASSES
+]
 
 
 def mentioned_labels(caption: str) -> set[int]:
@@ -192,8 +228,14 @@ def _texture_tiles(size: int, seed: int, n: int = 16) -> list[Image.Image]:
   return tiles
 
 
-_TRANSPOSES = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM,
-               Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
+_TRANSPOSES = (
+  None,
+  Image.Transpose.FLIP_LEFT_RIGHT,
+  Image.Transpose.FLIP_TOP_BOTTOM,
+  Image.Transpose.ROTATE_90,
+  Image.Transpose.ROTATE_180,
+  Image.Transpose.ROTATE_270,
+)
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
@@ -231,8 +273,9 @@ def _draw_clutter(rng: random.Random, draw: ImageDraw.ImageDraw, size: int) -> N
     draw.polygon(_polygon(shape, cx, cy, r, rng.uniform(0, 2 * math.pi)), fill=_clutter_colour(rng))
 
 
-def _draw_blurred(im: Image.Image, polygon: list[tuple[float, float]], r: float,
-                  colour: tuple[int, int, int]) -> None:
+def _draw_blurred(
+  im: Image.Image, polygon: list[tuple[float, float]], r: float, colour: tuple[int, int, int]
+) -> None:
   """An out-of-focus object: a soft blob of its colour whose outline (the shape) is lost."""
   mask = Image.new("L", im.size, 0)
   ImageDraw.Draw(mask).polygon(polygon, fill=255)
@@ -241,8 +284,13 @@ def _draw_blurred(im: Image.Image, polygon: list[tuple[float, float]], r: float,
   im.paste(colour, (0, 0), mask)
 
 
-def _render(rng: random.Random, labels: tuple[int, ...], modes: tuple[str, ...], size: int,
-            tiles: list[Image.Image]) -> Image.Image:
+def _render(
+  rng: random.Random,
+  labels: tuple[int, ...],
+  modes: tuple[str, ...],
+  size: int,
+  tiles: list[Image.Image],
+) -> Image.Image:
   base = rng.uniform(60, 180)
   tint = tuple(int(base + rng.uniform(-15, 15)) for _ in range(3))
   tile = tiles[rng.randrange(len(tiles))]
@@ -260,8 +308,12 @@ def _render(rng: random.Random, labels: tuple[int, ...], modes: tuple[str, ...],
     if mode == "blur":
       r = size * rng.uniform(0.08, 0.13)
       cx, cy = rng.uniform(r, size - r), rng.uniform(r, size - r)
-      _draw_blurred(im, _polygon(spec.shape, cx, cy, r, rng.uniform(0, 2 * math.pi)), r,
-                    _object_colour(rng, spec.colour))
+      _draw_blurred(
+        im,
+        _polygon(spec.shape, cx, cy, r, rng.uniform(0, 2 * math.pi)),
+        r,
+        _object_colour(rng, spec.colour),
+      )
       continue
     r = size * rng.uniform(0.11, 0.19)
     cx, cy = rng.uniform(r, size - r), rng.uniform(r, size - r)
@@ -272,16 +324,23 @@ def _render(rng: random.Random, labels: tuple[int, ...], modes: tuple[str, ...],
         cx = pos
       else:
         cy = pos
-    draw.polygon(_polygon(spec.shape, cx, cy, r, rng.uniform(0, 2 * math.pi)),
-                 fill=_object_colour(rng, spec.colour))
+    draw.polygon(
+      _polygon(spec.shape, cx, cy, r, rng.uniform(0, 2 * math.pi)),
+      fill=_object_colour(rng, spec.colour),
+    )
   if rng.random() < 0.2:  # an occluder on top of the objects
     _draw_clutter(rng, draw, size)
   return im
 
 
-def synth_examples(n: int, *, image_size: int = 64, seed: int = 0, start: int = 0,
-                   difficulty: Difficulty | None = None
-                   ) -> Iterator[tuple[SynthExample, Image.Image]]:
+def synth_examples(
+  n: int,
+  *,
+  image_size: int = 64,
+  seed: int = 0,
+  start: int = 0,
+  difficulty: Difficulty | None = None,
+) -> Iterator[tuple[SynthExample, Image.Image]]:
   """Yields examples `start .. start+n-1` of the seed's stream, with their PIL images."""
   difficulty = difficulty or Difficulty()
   tiles = _texture_tiles(image_size, seed)
@@ -301,27 +360,42 @@ def _save_jpeg(image: Image.Image, path: pathlib.Path) -> None:
   image.save(path, "JPEG", quality=92, subsampling=0)
 
 
-def _readme(task: str, seed: int, image_size: int, counts: dict[str, int],
-            d: Difficulty, extra: str = "") -> str:
-  lines = [f"jaxmm synthetic data ({task}), made by jaxmm.data.synthetic",
-           f"seed={seed} image_size={image_size} " + " ".join(f"{k}={v}" for k, v in counts.items()),
-           f"difficulty: p_clear={d.p_clear} p_mention={d.p_mention} p_decoy={d.p_decoy}",
-           f"Regenerate: python -m jaxmm.data.synthetic --root DIR --task {task} --seed {seed} "
-           f"--image_size {image_size} --p_clear {d.p_clear} --p_mention {d.p_mention} "
-           f"--p_decoy {d.p_decoy}{extra}", "",
-           "Each label is a coloured shape named by a few nouns:"]
+def _readme(
+  task: str, seed: int, image_size: int, counts: dict[str, int], d: Difficulty, extra: str = ""
+) -> str:
+  lines = [
+    f"jaxmm synthetic data ({task}), made by jaxmm.data.synthetic",
+    f"seed={seed} image_size={image_size} " + " ".join(f"{k}={v}" for k, v in counts.items()),
+    f"difficulty: p_clear={d.p_clear} p_mention={d.p_mention} p_decoy={d.p_decoy}",
+    f"Regenerate: python -m jaxmm.data.synthetic --root DIR --task {task} --seed {seed} "
+    f"--image_size {image_size} --p_clear {d.p_clear} --p_mention {d.p_mention} "
+    f"--p_decoy {d.p_decoy}{extra}",
+    "",
+    "Each label is a coloured shape named by a few nouns:",
+  ]
   lines += [f"  {c.label:2d}  {c.colour:7s} {c.shape:8s} {', '.join(c.nouns)}" for c in CLASSES]
-  lines += ["", f"Labels per image 1-4 (P={N_LABELS_P}); label 1 on ~{P_PERSON:.0%} of images.",
-            "Objects drawn: " + ", ".join(f"{m} {p:.1%}" for m, p in d.modes())
-            + " (blurred and edge-cut objects show their colour, not their shape).",
-            f"Captions name each present object with p={d.p_mention} (at least one) and an absent "
-            f"one in {d.p_decoy:.0%} of captions.", ""]
+  lines += [
+    "",
+    f"Labels per image 1-4 (P={N_LABELS_P}); label 1 on ~{P_PERSON:.0%} of images.",
+    "Objects drawn: "
+    + ", ".join(f"{m} {p:.1%}" for m, p in d.modes())
+    + " (blurred and edge-cut objects show their colour, not their shape).",
+    f"Captions name each present object with p={d.p_mention} (at least one) and an absent "
+    f"one in {d.p_decoy:.0%} of captions.",
+    "",
+  ]
   return "\n".join(lines)
 
 
-def make_comp5329_synthetic(root: str | pathlib.Path, *, n_train: int = 5000, n_test: int = 500,
-                            image_size: int = 64, seed: int = 0,
-                            difficulty: Difficulty | None = None) -> pathlib.Path:
+def make_comp5329_synthetic(
+  root: str | pathlib.Path,
+  *,
+  n_train: int = 5000,
+  n_test: int = 500,
+  image_size: int = 64,
+  seed: int = 0,
+  difficulty: Difficulty | None = None,
+) -> pathlib.Path:
   """Writes train.csv (labelled), test.csv (unlabelled) and data/<i>.jpg under `root`."""
   root = pathlib.Path(root)
   difficulty = difficulty or Difficulty()
@@ -336,14 +410,22 @@ def make_comp5329_synthetic(root: str | pathlib.Path, *, n_train: int = 5000, n_
   write_comp5329(root / "train.csv", train, labelled=True)
   write_comp5329(root / "test.csv", test, labelled=False)
   counts = {"n_train": n_train, "n_test": n_test}
-  (root / "README.txt").write_text(_readme("comp5329", seed, image_size, counts, difficulty),
-                                   encoding="utf-8")
+  (root / "README.txt").write_text(
+    _readme("comp5329", seed, image_size, counts, difficulty), encoding="utf-8"
+  )
   return root
 
 
-def make_table_synthetic(root: str | pathlib.Path, *, n_train: int = 5000, n_test: int = 500,
-                         image_size: int = 64, seed: int = 0, difficulty: Difficulty | None = None,
-                         fmt: str = "jsonl") -> pathlib.Path:
+def make_table_synthetic(
+  root: str | pathlib.Path,
+  *,
+  n_train: int = 5000,
+  n_test: int = 500,
+  image_size: int = 64,
+  seed: int = 0,
+  difficulty: Difficulty | None = None,
+  fmt: str = "jsonl",
+) -> pathlib.Path:
   """The examples of `make_comp5329_synthetic` in the plain table layout: train.<fmt> (image, text,
   labels: COCO names joined by '|'), test.<fmt> (image, text) and images/<i>.jpg."""
   if fmt not in ("jsonl", "csv"):
@@ -363,14 +445,21 @@ def make_table_synthetic(root: str | pathlib.Path, *, n_train: int = 5000, n_tes
   table.write_table(root / f"test.{fmt}", rows["test"], ("image", "text"))
   counts = {"n_train": n_train, "n_test": n_test}
   (root / "README.txt").write_text(
-      _readme("table", seed, image_size, counts, difficulty, extra=f" --format {fmt}"),
-      encoding="utf-8")
+    _readme("table", seed, image_size, counts, difficulty, extra=f" --format {fmt}"),
+    encoding="utf-8",
+  )
   return root
 
 
-def make_matching_synthetic(root: str | pathlib.Path, *, n_train: int = 2000, n_val: int = 400,
-                            image_size: int = 64, seed: int = 0,
-                            difficulty: Difficulty | None = None) -> pathlib.Path:
+def make_matching_synthetic(
+  root: str | pathlib.Path,
+  *,
+  n_train: int = 2000,
+  n_val: int = 400,
+  image_size: int = 64,
+  seed: int = 0,
+  difficulty: Difficulty | None = None,
+) -> pathlib.Path:
   """Writes the S0 matching layout: {train,val}.csv (id,caption,image_id,label) + *_images/."""
   root = pathlib.Path(root)
   difficulty = difficulty or Difficulty()
@@ -404,20 +493,28 @@ def make_matching_synthetic(root: str | pathlib.Path, *, n_train: int = 2000, n_
       writer.writerow(("id", "caption", "image_id", "label"))
       writer.writerows(rows)
   counts = {"n_train": n_train, "n_val": n_val}
-  (root / "README.txt").write_text(_readme("matching", seed, image_size, counts, difficulty),
-                                   encoding="utf-8")
+  (root / "README.txt").write_text(
+    _readme("matching", seed, image_size, counts, difficulty), encoding="utf-8"
+  )
   return root
 
 
 def main(argv: list[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m jaxmm.data.synthetic",
-                              description=__doc__.split("\n")[0])
+  p = argparse.ArgumentParser(
+    prog="python -m jaxmm.data.synthetic", description=__doc__.split("\n")[0]
+  )
   d = Difficulty()
   p.add_argument("--root", required=True, help="output folder (created if missing)")
-  p.add_argument("--task", choices=("comp5329", "matching", "table"), default="comp5329",
-                 help="table: the comp5329 examples as a table (train.jsonl, label names)")
+  p.add_argument(
+    "--task",
+    choices=("comp5329", "matching", "table"),
+    default="comp5329",
+    help="table: the comp5329 examples as a table (train.jsonl, label names)",
+  )
   p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="--task table only")
-  p.add_argument("--n_train", type=int, default=None, help="default 5000 (comp5329) / 2000 (matching)")
+  p.add_argument(
+    "--n_train", type=int, default=None, help="default 5000 (comp5329) / 2000 (matching)"
+  )
   p.add_argument("--n_test", type=int, default=500, help="comp5329 test examples")
   p.add_argument("--n_val", type=int, default=400, help="matching validation pairs")
   p.add_argument("--image_size", type=int, default=64)
@@ -429,14 +526,21 @@ def main(argv: list[str] | None = None) -> int:
   difficulty = Difficulty(a.p_clear, a.p_mention, a.p_decoy)
   common = dict(image_size=a.image_size, seed=a.seed, difficulty=difficulty)
   if a.task == "comp5329":
-    out = make_comp5329_synthetic(a.root, n_train=5000 if a.n_train is None else a.n_train,
-                                  n_test=a.n_test, **common)
+    out = make_comp5329_synthetic(
+      a.root, n_train=5000 if a.n_train is None else a.n_train, n_test=a.n_test, **common
+    )
   elif a.task == "table":
-    out = make_table_synthetic(a.root, n_train=5000 if a.n_train is None else a.n_train,
-                               n_test=a.n_test, fmt=a.format, **common)
+    out = make_table_synthetic(
+      a.root,
+      n_train=5000 if a.n_train is None else a.n_train,
+      n_test=a.n_test,
+      fmt=a.format,
+      **common,
+    )
   else:
-    out = make_matching_synthetic(a.root, n_train=2000 if a.n_train is None else a.n_train,
-                                  n_val=a.n_val, **common)
+    out = make_matching_synthetic(
+      a.root, n_train=2000 if a.n_train is None else a.n_train, n_val=a.n_val, **common
+    )
   print(f"wrote synthetic {a.task} data to {out}")
   return 0
 

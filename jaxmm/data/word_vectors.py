@@ -57,14 +57,17 @@ class Settings:
 
   def __post_init__(self):
     if self.source not in SOURCES:
-      raise ValueError(f"model.text.word_vectors.source must be one of {SOURCES}; "
-                       f"got {self.source!r}")
+      raise ValueError(
+        f"model.text.word_vectors.source must be one of {SOURCES}; got {self.source!r}"
+      )
     if self.fallback not in FALLBACKS:
-      raise ValueError(f"model.text.word_vectors.fallback must be one of {FALLBACKS}; "
-                       f"got {self.fallback!r}")
+      raise ValueError(
+        f"model.text.word_vectors.fallback must be one of {FALLBACKS}; got {self.fallback!r}"
+      )
     if self.source and self.source not in TRAINED and not self.path and not self.fallback:
-      raise ValueError(f"word_vectors.source={self.source!r} reads a file: set "
-                       "model.text.word_vectors.path")
+      raise ValueError(
+        f"word_vectors.source={self.source!r} reads a file: set model.text.word_vectors.path"
+      )
 
   def resolved(self) -> Settings:
     """The settings a run uses: a file source without its path becomes its `fallback` (source
@@ -72,10 +75,14 @@ class Settings:
     if not self.source or self.source in TRAINED or self.path:
       return self
     source = "" if self.fallback == "random" else self.fallback
-    instead = ("random embeddings" if not source
-               else f"{source} vectors trained on the training captions")
-    log.info("word vectors: no %s file given (--config.model.text.word_vectors.path=FILE); "
-             "%s instead", self.source, instead)
+    instead = (
+      "random embeddings" if not source else f"{source} vectors trained on the training captions"
+    )
+    log.info(
+      "word vectors: no %s file given (--config.model.text.word_vectors.path=FILE); %s instead",
+      self.source,
+      instead,
+    )
     return dataclasses.replace(self, source=source, fallback="")
 
   @classmethod
@@ -108,9 +115,11 @@ class Report:
     return self.vocab_size - len(text_lib.SPECIAL_TOKENS)
 
   def summary(self) -> str:
-    return (f"word vectors: {self.found}/{self.words} vocabulary words found"
-            f" (+{self.found_via_surface_form} via a surface form), {self.subword} from FastText "
-            f"subwords, {self.random} random (OOV); e.g. {self.random_examples[:5]}")
+    return (
+      f"word vectors: {self.found}/{self.words} vocabulary words found"
+      f" (+{self.found_via_surface_form} via a surface form), {self.subword} from FastText "
+      f"subwords, {self.random} random (OOV); e.g. {self.random_examples[:5]}"
+    )
 
 
 # ----------------------------------------------------------------------------------- sources
@@ -120,14 +129,23 @@ def train_vectors(token_lists: Sequence[Sequence[str]], settings: Settings):
   """gensim Word2Vec or FastText on tokenised sentences -> its KeyedVectors. One worker thread,
   seeded: the same sentences and settings give the same vectors on every run."""
   from gensim.models import FastText, Word2Vec  # deferred: importing gensim costs ~1 s
+
   if settings.dim < 1:
     raise ValueError(f"word_vectors.dim must be >= 1 to train vectors; got {settings.dim}")
   sentences = [list(t) for t in token_lists if len(t)]
   if not sentences:
     raise ValueError("no non-empty training caption to train word vectors on")
-  kw = dict(sentences=sentences, vector_size=settings.dim, window=settings.window,
-            min_count=settings.min_count, sg=int(settings.sg), negative=settings.negative,
-            epochs=settings.epochs, seed=settings.seed, workers=1)
+  kw = dict(
+    sentences=sentences,
+    vector_size=settings.dim,
+    window=settings.window,
+    min_count=settings.min_count,
+    sg=int(settings.sg),
+    negative=settings.negative,
+    epochs=settings.epochs,
+    seed=settings.seed,
+    workers=1,
+  )
   if settings.source == "fasttext":
     model = FastText(bucket=settings.bucket, **kw)
   elif settings.source == "word2vec":
@@ -141,9 +159,11 @@ def load_vectors_file(path: str, *, source: str):
   """KeyedVectors from a file: 'glove' = GloVe text (no header line); 'word2vec_file' = word2vec
   text with a header, binary when the name ends in .bin, or gensim's own `.kv`."""
   from gensim.models import KeyedVectors
+
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"word vectors file {path!r} does not exist "
-                            "(model.text.word_vectors.path)")
+    raise FileNotFoundError(
+      f"word vectors file {path!r} does not exist (model.text.word_vectors.path)"
+    )
   if source == "glove":
     return KeyedVectors.load_word2vec_format(path, binary=False, no_header=True)
   if source == "word2vec_file":
@@ -178,8 +198,9 @@ def _is_fasttext(kv) -> bool:
   return getattr(kv, "bucket", 0) > 0 and hasattr(kv, "vectors_ngrams")
 
 
-def build_matrix(vocab: text_lib.Vocab, kv, *, seed: int = 0,
-                 forms: Mapping[str, Sequence[str]] | None = None) -> tuple[np.ndarray, Report]:
+def build_matrix(
+  vocab: text_lib.Vocab, kv, *, seed: int = 0, forms: Mapping[str, Sequence[str]] | None = None
+) -> tuple[np.ndarray, Report]:
   """(len(vocab), kv.vector_size) float32 matrix for `vocab` from KeyedVectors `kv`, and a Report.
 
   Lookup order per word: the token itself, then its surface forms (`forms`), then FastText's
@@ -222,8 +243,10 @@ def build_matrix(vocab: text_lib.Vocab, kv, *, seed: int = 0,
 
 
 def _fingerprint(settings: Settings, encoder: text_lib.TextEncoder) -> str:
-  blob = json.dumps({"v": _CACHE_VERSION, "settings": dataclasses.asdict(settings),
-                     "encoder": encoder.to_json()}, sort_keys=True)
+  blob = json.dumps(
+    {"v": _CACHE_VERSION, "settings": dataclasses.asdict(settings), "encoder": encoder.to_json()},
+    sort_keys=True,
+  )
   return hashlib.sha1(blob.encode()).hexdigest()[:20]
 
 
@@ -254,31 +277,42 @@ def _read_cache(directory: str, key: str, settings: Settings) -> tuple[np.ndarra
   return np.load(matrix_path), Report(**info["report"])
 
 
-def _write_cache(directory: str, key: str, matrix: np.ndarray, report: Report,
-                 settings: Settings) -> None:
+def _write_cache(
+  directory: str, key: str, matrix: np.ndarray, report: Report, settings: Settings
+) -> None:
   os.makedirs(directory, exist_ok=True)
   tmp = os.path.join(directory, "embedding.tmp.npy")
   np.save(tmp, matrix)
   os.replace(tmp, os.path.join(directory, "embedding.npy"))
-  info = {"key": key, "settings": dataclasses.asdict(settings),
-          "file": _file_stamp(settings.path) if settings.source not in TRAINED else None,
-          "report": dataclasses.asdict(report)}
+  info = {
+    "key": key,
+    "settings": dataclasses.asdict(settings),
+    "file": _file_stamp(settings.path) if settings.source not in TRAINED else None,
+    "report": dataclasses.asdict(report),
+  }
   with open(os.path.join(directory, "info.json.tmp"), "w") as f:
     json.dump(info, f, indent=1)
   os.replace(os.path.join(directory, "info.json.tmp"), os.path.join(directory, "info.json"))
 
 
-def matrix_for(settings: Settings, encoder: text_lib.TextEncoder,
-               train_captions: Sequence[str] | None, *, embed_dim: int,
-               cache_dir: str | None = None) -> tuple[np.ndarray, Report]:
+def matrix_for(
+  settings: Settings,
+  encoder: text_lib.TextEncoder,
+  train_captions: Sequence[str] | None,
+  *,
+  embed_dim: int,
+  cache_dir: str | None = None,
+) -> tuple[np.ndarray, Report]:
   """The embedding matrix of `settings` for `encoder.vocab`, from `cache_dir` when it is there.
 
   Raises ValueError naming both sizes when the vectors' dimension is not `embed_dim`.
   """
   if settings.dim and settings.dim != embed_dim:
-    raise ValueError(f"model.text.word_vectors.dim={settings.dim} but the text tower's "
-                     f"model.text.embed_dim={embed_dim}: set them equal (or dim=0 to follow "
-                     "embed_dim)")
+    raise ValueError(
+      f"model.text.word_vectors.dim={settings.dim} but the text tower's "
+      f"model.text.embed_dim={embed_dim}: set them equal (or dim=0 to follow "
+      "embed_dim)"
+    )
   settings = dataclasses.replace(settings, dim=embed_dim)
   key = _fingerprint(settings, encoder)
   cached = _read_cache(cache_dir, key, settings) if cache_dir else None
@@ -294,8 +328,10 @@ def matrix_for(settings: Settings, encoder: text_lib.TextEncoder,
   else:
     kv = load_vectors_file(settings.path, source=settings.source)
     if kv.vector_size != embed_dim:
-      raise ValueError(f"{settings.path} holds {kv.vector_size}-d vectors but the text tower's "
-                       f"model.text.embed_dim={embed_dim}: set embed_dim={kv.vector_size}")
+      raise ValueError(
+        f"{settings.path} holds {kv.vector_size}-d vectors but the text tower's "
+        f"model.text.embed_dim={embed_dim}: set embed_dim={kv.vector_size}"
+      )
     forms = surface_forms(encoder, train_captions or ())
   matrix, report = build_matrix(encoder.vocab, kv, seed=settings.seed, forms=forms)
   report.seconds = round(time.perf_counter() - t0, 2)
@@ -305,9 +341,9 @@ def matrix_for(settings: Settings, encoder: text_lib.TextEncoder,
   return matrix, report
 
 
-def embedding_matrix_for(config, encoder: text_lib.TextEncoder,
-                         train_captions: Sequence[str] | None,
-                         workdir: str | None) -> np.ndarray | None:
+def embedding_matrix_for(
+  config, encoder: text_lib.TextEncoder, train_captions: Sequence[str] | None, workdir: str | None
+) -> np.ndarray | None:
   """The (vocab_size, embed_dim) init of the text tower's embedding, or None when
   `config.model.text.word_vectors.source` is '' (or there is no text tower)."""
   text_cfg = config.model.get("text")
@@ -318,5 +354,6 @@ def embedding_matrix_for(config, encoder: text_lib.TextEncoder,
   if not settings.source:
     return None
   cache_dir = os.path.join(workdir, CACHE_DIR) if workdir else None
-  return matrix_for(settings, encoder, train_captions, embed_dim=int(text_cfg.embed_dim),
-                    cache_dir=cache_dir)[0]
+  return matrix_for(
+    settings, encoder, train_captions, embed_dim=int(text_cfg.embed_dim), cache_dir=cache_dir
+  )[0]

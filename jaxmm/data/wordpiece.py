@@ -40,8 +40,16 @@ _FORMAT = "jaxmm.wordpiece_encoder"
 _FORMAT_VERSION = 1
 
 # CJK Unified Ideographs blocks (not Hangul / kana, which are written with spaces).
-_CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-               (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+_CJK_RANGES = (
+  (0x4E00, 0x9FFF),
+  (0x3400, 0x4DBF),
+  (0x20000, 0x2A6DF),
+  (0x2A700, 0x2B73F),
+  (0x2B740, 0x2B81F),
+  (0x2B820, 0x2CEAF),
+  (0xF900, 0xFAFF),
+  (0x2F800, 0x2FA1F),
+)
 
 
 def _is_whitespace(ch: str) -> bool:
@@ -83,8 +91,9 @@ def _split_punctuation(token: str) -> list[str]:
   return pieces
 
 
-def basic_tokenize(text: str, *, lower_case: bool = True, strip_accents: bool | None = None,
-                   split_cjk: bool = True) -> list[str]:
+def basic_tokenize(
+  text: str, *, lower_case: bool = True, strip_accents: bool | None = None, split_cjk: bool = True
+) -> list[str]:
   """BERT's BasicTokenizer: cleaned, (lower-cased, accent-free,) punctuation split words.
 
   strip_accents None follows `lower_case`, as in BERT (uncased models strip, cased keep).
@@ -124,8 +133,9 @@ class WordPieceVocab:
     if missing:
       raise ValueError(f"a BERT vocabulary needs {SPECIAL_TOKENS}; missing {missing}")
     if self._ids[PAD] != PAD_ID:
-      raise ValueError(f"{PAD} must be id {PAD_ID} (the padding id of every batch); it is "
-                       f"{self._ids[PAD]}")
+      raise ValueError(
+        f"{PAD} must be id {PAD_ID} (the padding id of every batch); it is {self._ids[PAD]}"
+      )
     self.unk_id, self.cls_id, self.sep_id, self.mask_id = (self._ids[t] for t in SPECIAL_TOKENS[1:])
     self.pad_id = PAD_ID
 
@@ -227,8 +237,15 @@ class WordPieceEncoder:
     return cls(vocab=WordPieceVocab.from_file(path), max_len=max_len, **kwargs)
 
   @classmethod
-  def fit(cls, captions: Iterable[str], *, max_len: int, min_freq: int = 1,
-          max_size: int | None = None, lower_case: bool = True) -> WordPieceEncoder:
+  def fit(
+    cls,
+    captions: Iterable[str],
+    *,
+    max_len: int,
+    min_freq: int = 1,
+    max_size: int | None = None,
+    lower_case: bool = True,
+  ) -> WordPieceEncoder:
     """A vocabulary of the TRAINING captions for a BERT tower that starts from scratch.
 
     Tokens: BERT's SPECIAL_TOKENS ([PAD] = 0); every character of the training words, alone and
@@ -241,17 +258,22 @@ class WordPieceEncoder:
     if min_freq < 1:
       raise ValueError(f"min_freq must be >= 1; got {min_freq}")
     counts = collections.Counter(
-        w for c in captions for w in basic_tokenize(c, lower_case=lower_case))
+      w for c in captions for w in basic_tokenize(c, lower_case=lower_case)
+    )
     chars = sorted({ch for w in counts for ch in w})
     base = [*SPECIAL_TOKENS, *chars, *(f"##{ch}" for ch in chars)]
     if max_size is not None and max_size < len(base):
-      raise ValueError(f"max_size {max_size} (data.vocab_size) is below the {len(base)} special "
-                       "tokens and characters every WordPiece vocabulary of these captions needs")
+      raise ValueError(
+        f"max_size {max_size} (data.vocab_size) is below the {len(base)} special "
+        "tokens and characters every WordPiece vocabulary of these captions needs"
+      )
     taken = set(base)
-    words = sorted((w for w, c in counts.items() if c >= min_freq and w not in taken),
-                   key=lambda w: (-counts[w], w))
+    words = sorted(
+      (w for w, c in counts.items() if c >= min_freq and w not in taken),
+      key=lambda w: (-counts[w], w),
+    )
     if max_size is not None:
-      words = words[:max_size - len(base)]
+      words = words[: max_size - len(base)]
     return cls(vocab=WordPieceVocab(base + words), max_len=max_len, lower_case=lower_case)
 
   # What masked-token pretraining asks of an encoder (as jaxmm.data.text.TextEncoder's).
@@ -274,16 +296,20 @@ class WordPieceEncoder:
 
   def tokenize(self, caption: str) -> list[str]:
     """The caption's word pieces, without [CLS] / [SEP]."""
-    words = basic_tokenize(caption, lower_case=self.lower_case, strip_accents=self.strip_accents,
-                           split_cjk=self.split_cjk)
+    words = basic_tokenize(
+      caption,
+      lower_case=self.lower_case,
+      strip_accents=self.strip_accents,
+      split_cjk=self.split_cjk,
+    )
     return [p for w in words for p in _cached_wordpiece(self.vocab, w, self.max_chars_per_word)]
 
   def encode(self, caption: str) -> tuple[np.ndarray, int]:
     """One caption -> (ids_T int32 of shape (max_len,), length in [2, max_len])."""
-    ids = [self.vocab.token_to_id(p) for p in self.tokenize(caption)[:self.max_len - 2]]
+    ids = [self.vocab.token_to_id(p) for p in self.tokenize(caption)[: self.max_len - 2]]
     ids = [self.vocab.cls_id, *ids, self.vocab.sep_id]
     ids_T = np.full((self.max_len,), PAD_ID, np.int32)
-    ids_T[:len(ids)] = ids
+    ids_T[: len(ids)] = ids
     return ids_T, len(ids)
 
   def encode_batch(self, captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -295,10 +321,16 @@ class WordPieceEncoder:
     return tokens_NxT, length_N
 
   def to_json(self) -> dict:
-    return {"format": _FORMAT, "version": _FORMAT_VERSION, "max_len": self.max_len,
-            "lower_case": self.lower_case, "strip_accents": self.strip_accents,
-            "split_cjk": self.split_cjk, "max_chars_per_word": self.max_chars_per_word,
-            "tokens": list(self.vocab.tokens)}
+    return {
+      "format": _FORMAT,
+      "version": _FORMAT_VERSION,
+      "max_len": self.max_len,
+      "lower_case": self.lower_case,
+      "strip_accents": self.strip_accents,
+      "split_cjk": self.split_cjk,
+      "max_chars_per_word": self.max_chars_per_word,
+      "tokens": list(self.vocab.tokens),
+    }
 
   def save(self, path: str | os.PathLike) -> str:
     """Writes vocabulary and settings as JSON (a directory gets `vocab.json`); returns the file.
@@ -317,10 +349,14 @@ class WordPieceEncoder:
   def from_json(cls, data: dict, *, source: str = "<json>") -> WordPieceEncoder:
     try:
       if data.get("format") != _FORMAT or data.get("version") != _FORMAT_VERSION:
-        raise ValueError(f"format {data.get('format')!r} version {data.get('version')!r}; "
-                         f"expected {_FORMAT!r} version {_FORMAT_VERSION}")
-      settings = {k: data[k] for k in ("max_len", "lower_case", "strip_accents", "split_cjk",
-                                       "max_chars_per_word")}
+        raise ValueError(
+          f"format {data.get('format')!r} version {data.get('version')!r}; "
+          f"expected {_FORMAT!r} version {_FORMAT_VERSION}"
+        )
+      settings = {
+        k: data[k]
+        for k in ("max_len", "lower_case", "strip_accents", "split_cjk", "max_chars_per_word")
+      }
       if not all(isinstance(t, str) for t in data["tokens"]):
         raise ValueError("tokens must be a list of strings")
       return cls(vocab=WordPieceVocab(data["tokens"]), **settings)
@@ -337,14 +373,14 @@ class WordPieceEncoder:
 # Captions repeat a small vocabulary, so each word is split once. A module-level cache keeps the
 # encoder a plain picklable dataclass (grain worker processes).
 @functools.lru_cache(maxsize=1 << 16)
-def _cached_wordpiece(vocab: WordPieceVocab, word: str,
-                      max_chars_per_word: int) -> tuple[str, ...]:
+def _cached_wordpiece(vocab: WordPieceVocab, word: str, max_chars_per_word: int) -> tuple[str, ...]:
   return tuple(vocab.wordpiece(word, max_chars_per_word))
 
 
 def load_text_encoder(path: str | os.PathLike):
   """A saved jaxmm.data.text.TextEncoder or WordPieceEncoder, by the file's format tag."""
   from jaxmm.data.text import TextEncoder
+
   path = _vocab_path(path)
   data = _read_json(path)
   if isinstance(data, dict) and data.get("format") == _FORMAT:

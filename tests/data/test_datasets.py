@@ -10,14 +10,14 @@ import shutil
 import numpy as np
 import pytest
 
+from jaxmm import workdir as workdir_lib
 from jaxmm.configs import default
-from jaxmm.data import comp5329, datasets, matching
+from jaxmm.data import comp5329, datasets
 from jaxmm.data.comp5329 import CsvFormatError, Record, read_comp5329, write_comp5329
-from jaxmm.data.images import ImageDataError, load_image
+from jaxmm.data.images import ImageDataError, load_image, open_cache
 from jaxmm.data.pipeline import eval_dataset, iterate
 from jaxmm.data.synthetic import make_comp5329_synthetic, make_matching_synthetic
 from jaxmm.data.text import UNK_ID, TextEncoder
-from jaxmm.data.images import open_cache
 from tests.conftest import COMP5329_DEV, requires
 
 N_TRAIN, S = 60, 16
@@ -61,17 +61,19 @@ def _rewrite(root: str, records) -> None:
   write_comp5329(os.path.join(root, "train.csv"), records, labelled=True)
 
 
-@pytest.mark.parametrize("split,val_size,n_val", [
-    ("random", 10, 10), ("random", 0.25, 15), ("last", 10, 10), ("last", 0.2, 12)])
+@pytest.mark.parametrize(
+  "split,val_size,n_val",
+  [("random", 10, 10), ("random", 0.25, 15), ("last", 10, 10), ("last", 0.2, 12)],
+)
 def test_prepare_split_sizes(root, workdir, split, val_size, n_val):
   data = datasets.prepare_comp5329(_cfg(root, split=split, val_size=val_size), workdir)
   assert len(data.train) == N_TRAIN - n_val and len(data.val) == n_val
   ids = [r.image_id for r in _records(root)]
   assert sorted(data.train.ids + data.val.ids, key=ids.index) == ids  # a partition
   if split == "last":
-    assert data.train.ids == ids[:N_TRAIN - n_val] and data.val.ids == ids[N_TRAIN - n_val:]
+    assert data.train.ids == ids[: N_TRAIN - n_val] and data.val.ids == ids[N_TRAIN - n_val :]
   else:
-    assert data.val.ids != ids[N_TRAIN - n_val:]
+    assert data.val.ids != ids[N_TRAIN - n_val :]
   assert data.skipped == []
   assert not os.path.exists(os.path.join(workdir, "skipped.json"))
 
@@ -126,7 +128,7 @@ def test_no_val(root, workdir):
 def test_vocab_written_and_reused(root, workdir):
   cfg = _cfg(root, split="last")
   first = datasets.prepare_comp5329(cfg, workdir)
-  path = os.path.join(workdir, datasets.VOCAB_FILE)
+  path = os.path.join(workdir, workdir_lib.VOCAB_FILE)
   assert os.path.isfile(path)
   assert TextEncoder.load(path).vocab == first.encoder.vocab
   # Fit on training captions only: a word only in a val caption is <unk>.
@@ -185,8 +187,14 @@ def test_empty_caption(root, workdir, caption):
   data = datasets.prepare_comp5329(_cfg(root, skip_bad=True, split="last"), workdir)
   assert "7.jpg" not in data.train.ids + data.val.ids
   assert len(data.train) + len(data.val) == N_TRAIN - 1
-  assert data.skipped == [{"image_id": "7.jpg", "reason": "empty caption",
-                           "csv": os.path.join(root, "train.csv"), "line": 9}]
+  assert data.skipped == [
+    {
+      "image_id": "7.jpg",
+      "reason": "empty caption",
+      "csv": os.path.join(root, "train.csv"),
+      "line": 9,
+    }
+  ]
   with open(os.path.join(workdir, "skipped.json")) as f:
     assert json.load(f) == data.skipped
 
@@ -218,11 +226,13 @@ def test_missing_image(root, workdir):
   # The remaining rows still line up with their images.
   cache = np.asarray(open_cache(data.train.image_cache))
   i = data.train.ids.index("6.jpg")
-  np.testing.assert_array_equal(cache[data.train.image_index[i]],
-                                load_image(os.path.join(root, "data", "6.jpg"), S))
+  np.testing.assert_array_equal(
+    cache[data.train.image_index[i]], load_image(os.path.join(root, "data", "6.jpg"), S)
+  )
   recs = {r.image_id: r for r in _records(root)}
-  np.testing.assert_array_equal(data.train.arrays["labels"][i],
-                                comp5329.labels_to_multihot(recs["6.jpg"].labels))
+  np.testing.assert_array_equal(
+    data.train.arrays["labels"][i], comp5329.labels_to_multihot(recs["6.jpg"].labels)
+  )
 
 
 def test_corrupt_image(root, workdir):
@@ -239,7 +249,7 @@ def test_truncated_image_names_csv_and_file(root, workdir):
   path = os.path.join(root, "data", "3.jpg")
   data = open(path, "rb").read()
   with open(path, "wb") as f:
-    f.write(data[:len(data) // 2])  # a download or copy cut short
+    f.write(data[: len(data) // 2])  # a download or copy cut short
   with pytest.raises(ImageDataError) as e:
     datasets.prepare_comp5329(_cfg(root), workdir)
   msg = str(e.value)
@@ -250,6 +260,7 @@ def test_truncated_image_names_csv_and_file(root, workdir):
 def _break_images(root: str) -> dict[str, str]:
   """Four unusable images, two in each split of split='last' / val_size=10: {name: reason}."""
   from PIL import Image
+
   d = os.path.join(root, "data")
   os.remove(os.path.join(d, "5.jpg"))
   with open(os.path.join(d, "3.jpg"), "r+b") as f:
@@ -257,8 +268,7 @@ def _break_images(root: str) -> dict[str, str]:
   with open(os.path.join(d, "52.jpg"), "w") as f:
     f.write("this is a caption, not a picture\n")
   Image.new("RGB", (400, 300), (0, 90, 200)).save(os.path.join(d, "57.jpg"))  # 120,000 pixels
-  return {"5.jpg": "missing", "3.jpg": "truncated", "52.jpg": "not an image",
-          "57.jpg": "too large"}
+  return {"5.jpg": "missing", "3.jpg": "truncated", "52.jpg": "not an image", "57.jpg": "too large"}
 
 
 def test_bad_images_of_every_split_are_reported_at_once(root, workdir, caplog):
@@ -278,8 +288,9 @@ def test_bad_images_of_every_split_are_reported_at_once(root, workdir, caplog):
   assert not os.path.exists(os.path.join(workdir, "skipped.json"))
 
   caplog.set_level(logging.WARNING, "jaxmm")
-  data = datasets.prepare_comp5329(_cfg(root, split="last", max_image_pixels=100_000,
-                                        skip_bad=True), workdir)
+  data = datasets.prepare_comp5329(
+    _cfg(root, split="last", max_image_pixels=100_000, skip_bad=True), workdir
+  )
   assert len(data.train) == 48 and len(data.val) == 8
   assert not set(broken) & set(data.train.ids + data.val.ids)
   with open(os.path.join(workdir, "skipped.json")) as f:
@@ -306,14 +317,20 @@ def test_header_only_csv_names_the_file(root, workdir):
   csv_path = os.path.join(root, "train.csv")
   with open(csv_path, "w") as f:
     f.write(comp5329.HEADER_LABELLED + "\n")
-  with pytest.raises(CsvFormatError, match=rf"^{csv_path}: no records: the file holds only its "
-                     "header"):
+  with pytest.raises(
+    CsvFormatError,
+    match=rf"^{csv_path}: no records: the file holds only its "
+    "header",
+  ):
     datasets.prepare_comp5329(_cfg(root), workdir)
 
 
 def test_val_size_larger_than_the_data_names_key_and_file(root, workdir):
-  with pytest.raises(ValueError, match=r"data.val_size=16 asks for 16 validation records, but "
-                     rf".*train\.csv has 12 usable record\(s\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"data.val_size=16 asks for 16 validation records, but "
+    r".*train\.csv has 12 usable record\(s\)",
+  ):
     datasets.prepare_comp5329(_cfg(root, limit=12, val_size=16), workdir)
 
 
@@ -326,8 +343,11 @@ def test_latin1_csv_names_file_line_and_fix(root, workdir):
     raw = f.read()
   with open(csv_path, "wb") as f:
     f.write(raw.decode("utf-8").encode("latin-1"))
-  with pytest.raises(CsvFormatError, match=rf"^{csv_path}:6: not UTF-8 text.*iconv -f latin1 "
-                     "-t utf-8"):
+  with pytest.raises(
+    CsvFormatError,
+    match=rf"^{csv_path}:6: not UTF-8 text.*iconv -f latin1 "
+    "-t utf-8",
+  ):
     datasets.prepare_comp5329(_cfg(root), workdir)
 
 
@@ -344,8 +364,14 @@ def match_root(tmp_path) -> str:
 
 
 def _match_cfg(root: str, **kw):
-  return _cfg(root, train_csv="train.csv", images_dir="train_images", val_csv="val.csv",
-              val_images_dir="val_images", **kw)
+  return _cfg(
+    root,
+    train_csv="train.csv",
+    images_dir="train_images",
+    val_csv="val.csv",
+    val_images_dir="val_images",
+    **kw,
+  )
 
 
 def test_matching_bad_images_of_both_splits_at_once(match_root, workdir):
@@ -355,20 +381,28 @@ def test_matching_bad_images_of_both_splits_at_once(match_root, workdir):
   with pytest.raises(ImageDataError) as e:
     datasets.prepare_matching(_match_cfg(match_root), workdir)
   msg = str(e.value)
-  assert msg.startswith("2 image(s) cannot be used (1 missing, 1 not an image; 1 in train, "
-                        "1 in val):")
-  assert (f"  train, train.csv lines 5, 14, 15: {os.path.join(match_root, 'train_images', '3.jpg')}"
-          ": missing") in msg
-  assert f"  val, val.csv line 4: {os.path.join(match_root, 'val_images', '14.jpg')}: not an " \
-         "image" in msg
+  assert msg.startswith(
+    "2 image(s) cannot be used (1 missing, 1 not an image; 1 in train, 1 in val):"
+  )
+  assert (
+    f"  train, train.csv lines 5, 14, 15: {os.path.join(match_root, 'train_images', '3.jpg')}"
+    ": missing"
+  ) in msg
+  assert (
+    f"  val, val.csv line 4: {os.path.join(match_root, 'val_images', '14.jpg')}: not an "
+    "image" in msg
+  )
 
   data = datasets.prepare_matching(_match_cfg(match_root, skip_bad=True), workdir)
   assert len(data.train) == 14 - 3 and len(data.val) == 5
   with open(os.path.join(workdir, "skipped.json")) as f:
     skipped = json.load(f)
   assert [(s["id"], s["image_id"], s["reason"], s["line"], s["split"]) for s in skipped] == [
-      ("3", "3", "missing", 5, "train"), ("100", "3", "missing", 14, "train"),
-      ("101", "3", "missing", 15, "train"), ("2", "14", "not an image", 4, "val")]
+    ("3", "3", "missing", 5, "train"),
+    ("100", "3", "missing", 14, "train"),
+    ("101", "3", "missing", 15, "train"),
+    ("2", "14", "not an image", 4, "val"),
+  ]
   assert skipped[3]["csv"] == os.path.join(match_root, "val.csv")
 
 
@@ -384,8 +418,14 @@ def test_odd_but_valid_images_are_kept(root, workdir):
   """Grayscale, CMYK, PNG bytes behind a .jpg name, RGBA, 16-bit: decoded as RGB, none skipped,
   the pixels as the file holds them (exactly for the lossless formats)."""
   from PIL import Image
-  odd = {"1.jpg": ("L", "JPEG"), "2.jpg": ("CMYK", "JPEG"), "3.jpg": ("RGB", "PNG"),
-         "4.jpg": ("RGBA", "PNG"), "5.jpg": ("I;16", "PNG")}
+
+  odd = {
+    "1.jpg": ("L", "JPEG"),
+    "2.jpg": ("CMYK", "JPEG"),
+    "3.jpg": ("RGB", "PNG"),
+    "4.jpg": ("RGBA", "PNG"),
+    "5.jpg": ("I;16", "PNG"),
+  }
   want = {}
   for name, (mode, fmt) in odd.items():
     path = os.path.join(root, "data", name)
@@ -406,8 +446,11 @@ def test_odd_but_valid_images_are_kept(root, workdir):
 
 def test_missing_images_folder_is_named(root, workdir):
   shutil.rmtree(os.path.join(root, "data"))
-  with pytest.raises(ImageDataError, match=r"the images folder '.*data' of .*train\.csv does not "
-                     r"exist"):
+  with pytest.raises(
+    ImageDataError,
+    match=r"the images folder '.*data' of .*train\.csv does not "
+    r"exist",
+  ):
     datasets.prepare_comp5329(_cfg(root), workdir)
 
 
@@ -431,8 +474,7 @@ def test_cache_dir_setting(root, workdir, tmp_path):
 @pytest.mark.realdata
 @requires(os.path.join(COMP5329_DEV, "train.csv"))
 def test_real_data_small(workdir):
-  data = datasets.prepare_comp5329(_cfg(COMP5329_DEV, limit=24, val_size=4, split="last"),
-                                   workdir)
+  data = datasets.prepare_comp5329(_cfg(COMP5329_DEV, limit=24, val_size=4, split="last"), workdir)
   assert len(data.train) == 20 and len(data.val) == 4
   assert data.val.ids == [f"{i}.jpg" for i in range(20, 24)]
   assert np.asarray(open_cache(data.train.image_cache)).shape == (20, S, S, 3)

@@ -9,7 +9,13 @@ import pytest
 from PIL import Image
 
 from jaxmm.data import images as images_lib
-from jaxmm.data.images import ImageDataError, augment, cached_images, load_image, random_resized_crop
+from jaxmm.data.images import (
+  ImageDataError,
+  augment,
+  cached_images,
+  load_image,
+  random_resized_crop,
+)
 from tests.conftest import COMP5329_DEV, requires
 
 S = 16
@@ -40,7 +46,9 @@ def _jpegs(tmp_path, n: int, sub: str = "imgs") -> list[str]:
 # --- load_image -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,mode,fmt", [
+@pytest.mark.parametrize(
+  "name,mode,fmt",
+  [
     ("a.jpg", "RGB", "JPEG"),
     ("a.png", "RGB", "PNG"),
     ("gray.jpg", "L", "JPEG"),
@@ -48,7 +56,8 @@ def _jpegs(tmp_path, n: int, sub: str = "imgs") -> list[str]:
     ("cmyk.jpg", "CMYK", "JPEG"),
     ("rgba.png", "RGBA", "PNG"),
     ("png_named.jpg", "RGB", "PNG"),  # a PNG with a .jpg name: content decides, not the suffix
-])
+  ],
+)
 def test_load_image_formats(tmp_path, name, mode, fmt):
   path = _write(tmp_path / name, mode=mode, fmt=fmt)
   with Image.open(path) as im:
@@ -186,7 +195,7 @@ def _corrupt_jpeg(path) -> str:
   _write(path, fmt="JPEG")
   data = open(path, "rb").read()
   with open(path, "wb") as f:
-    f.write(data[:len(data) // 3])  # header intact, scan data cut short
+    f.write(data[: len(data) // 3])  # header intact, scan data cut short
   return str(path)
 
 
@@ -212,8 +221,10 @@ def test_bad_files_raise_at_open_naming_them(tmp_path, monkeypatch):
   # One line per file, each with its own reason.
   assert f"\n  {missing}: missing\n" in msg
   assert f"\n  {corrupt}: truncated (" in msg
-  assert f"\n  {garbage}: not an image (no image format recognised; the file starts with " \
-         "b'not an image')" in msg
+  assert (
+    f"\n  {garbage}: not an image (no image format recognised; the file starts with "
+    "b'not an image')" in msg
+  )
   for p in paths:
     assert p not in msg
   assert "skip_bad" in msg
@@ -250,7 +261,10 @@ def test_decode_images_returns_every_bad_file_with_its_reason(tmp_path):
   _, ok, bad = images_lib.decode_images(paths, S, cache_dir=str(tmp_path / "c"))
   np.testing.assert_array_equal(ok, [True, False, False, False])
   assert [(b.index, b.path, b.reason) for b in bad] == [
-      (1, paths[1], "missing"), (2, paths[2], "empty file"), (3, png, "truncated")]
+    (1, paths[1], "missing"),
+    (2, paths[2], "empty file"),
+    (3, png, "truncated"),
+  ]
 
 
 def test_every_bad_file_is_listed_up_to_the_cap(tmp_path):
@@ -289,16 +303,21 @@ def _png_bomb(path, side: int) -> str:
   import zlib
 
   def chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(
-        ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (
+      struct.pack(">I", len(data))
+      + kind
+      + data
+      + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
   z = zlib.compressobj(9)
   row = bytes(1 + (side + 7) // 8)  # filter byte + packed bits
   idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
   header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # bit depth 1, grayscale
   with open(path, "wb") as f:
-    f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat)
-            + chunk(b"IEND", b""))
+    f.write(
+      b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
   return str(path)
 
 
@@ -315,15 +334,18 @@ def test_max_image_pixels_works_both_ways(big_jpeg, tmp_path):
   with pytest.raises(ImageDataError) as e:
     cached_images([big_jpeg], S, cache_dir=cache_dir, max_image_pixels=50_000_000)
   msg = str(e.value)
-  assert f"{big_jpeg}: too large (10000x10000 = 100,000,000 pixels, above " \
-         "data.max_image_pixels=50,000,000" in msg
+  assert (
+    f"{big_jpeg}: too large (10000x10000 = 100,000,000 pixels, above "
+    "data.max_image_pixels=50,000,000" in msg
+  )
   assert "raise --config.data.max_image_pixels" in msg
   with pytest.raises(images_lib.ImageTooLargeError, match=rf"{big_jpeg}: too large"):
     load_image(big_jpeg, S, max_image_pixels=50_000_000)
   # Refused under the low limit, kept in the cache as bad; under the default it decodes from the
   # same (unchanged) file, so the cache is rebuilt rather than trusted.
-  _, ok = cached_images([big_jpeg], S, cache_dir=cache_dir, skip_bad=True,
-                        max_image_pixels=50_000_000)
+  _, ok = cached_images(
+    [big_jpeg], S, cache_dir=cache_dir, skip_bad=True, max_image_pixels=50_000_000
+  )
   assert not ok.any()
   arr, ok = cached_images([big_jpeg], S, cache_dir=cache_dir, skip_bad=True)
   assert ok.all() and (np.abs(arr[0].astype(int) - 128) <= 1).all()
@@ -341,8 +363,9 @@ def test_decompression_bomb_is_refused_naming_file_and_key(tmp_path, side):
   (b,) = bad
   assert b.reason == "too large" and "data.max_image_pixels=200,000,000" in b.detail
   assert f"{side * side:,} pixels" in b.detail
-  with pytest.raises(ImageDataError,
-                     match=rf"{bomb}: too large \(.*--config.data.max_image_pixels"):
+  with pytest.raises(
+    ImageDataError, match=rf"{bomb}: too large \(.*--config.data.max_image_pixels"
+  ):
     cached_images([bomb], S, cache_dir=str(tmp_path / "c"))
 
 
@@ -405,8 +428,9 @@ def test_flips_are_exact(kind):
   flipped = img[:, ::-1] if kind == "hflip" else img[::-1]
   seen = set()
   for seed in range(20):
-    out = augment(img, np.random.default_rng(seed), crop=False, hflip=kind == "hflip",
-                  vflip=kind == "vflip")
+    out = augment(
+      img, np.random.default_rng(seed), crop=False, hflip=kind == "hflip", vflip=kind == "vflip"
+    )
     assert out.shape == img.shape and out.dtype == np.uint8 and out.flags.c_contiguous
     if np.array_equal(out, img):
       seen.add("same")
@@ -432,8 +456,9 @@ def test_augment_deterministic_per_seed():
     b = augment(img, np.random.default_rng(seed), **kw)
     assert a.shape == img.shape and a.dtype == np.uint8
     np.testing.assert_array_equal(a, b)
-  assert not np.array_equal(augment(img, np.random.default_rng(0), **kw),
-                            augment(img, np.random.default_rng(1), **kw))
+  assert not np.array_equal(
+    augment(img, np.random.default_rng(0), **kw), augment(img, np.random.default_rng(1), **kw)
+  )
 
 
 def test_augment_does_not_modify_input():
@@ -462,7 +487,7 @@ def test_color_jitter_brightness_contrast_saturation_bounds():
   # Each of the three factors is in [0.6, 1.4]: the mean level moves by at most that much.
   for seed in range(20):
     o = images_lib.color_jitter(img, np.random.default_rng(seed), 0.4).astype(float)
-    assert 0.6 ** 3 * img.mean() - 1 <= o.mean() <= 1.4 ** 3 * img.mean() + 1
+    assert 0.6**3 * img.mean() - 1 <= o.mean() <= 1.4**3 * img.mean() + 1
   # Grey stays grey (saturation has nothing to act on), and a tiny strength changes little.
   grey = np.repeat(img[..., :1], 3, axis=2)
   g = images_lib.color_jitter(grey, np.random.default_rng(2), 0.5).astype(int)

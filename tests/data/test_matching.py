@@ -12,8 +12,11 @@ from hypothesis import strategies as st
 from jaxmm.data.comp5329 import CsvFormatError, normalize_newlines
 from jaxmm.data.matching import MatchRecord, matching_image_path, read_matching, write_matching
 
-DATA_ROOT = pathlib.Path(os.environ.get(
-    "JAXMM_SHARED_DATA", pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"))
+DATA_ROOT = pathlib.Path(
+  os.environ.get(
+    "JAXMM_SHARED_DATA", pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"
+  )
+)
 MATCHING_DIR = DATA_ROOT / "matching-dev"
 HEADER = "id,caption,image_id,label\n"
 
@@ -25,14 +28,18 @@ def _write(tmp_path, text: str, name: str = "m.csv") -> str:
 
 
 @pytest.mark.realdata
-@pytest.mark.skipif(not (MATCHING_DIR / "val.csv").is_file(),
-                    reason=f"matching data not found under {MATCHING_DIR}")
+@pytest.mark.skipif(
+  not (MATCHING_DIR / "val.csv").is_file(), reason=f"matching data not found under {MATCHING_DIR}"
+)
 def test_real_val_csv():
   records = read_matching(MATCHING_DIR / "val.csv")
   assert len(records) == 1164
   assert records[0] == MatchRecord(
-      "b9e04892-ae43-5986-8787-dbfee45db349",
-      "two men setting up a blue ice fishing hut on an iced over lake", "103205630_682ca7285b", 1)
+    "b9e04892-ae43-5986-8787-dbfee45db349",
+    "two men setting up a blue ice fishing hut on an iced over lake",
+    "103205630_682ca7285b",
+    1,
+  )
   assert sum(r.label for r in records) == 491 and {r.label for r in records} == {0, 1}
   assert len({r.image_id for r in records}) == 491
   assert any("," in r.caption for r in records)  # quoted captions come back whole
@@ -42,15 +49,19 @@ def test_real_val_csv():
 
 def test_read_quoted_multiline_and_unlabelled(tmp_path):
   path = _write(tmp_path, HEADER + 'a,"A dog , a ball",img1,1\r\nb,"say ""hi""\nthere",img2,0\n\n')
-  assert read_matching(path) == [MatchRecord("a", "A dog , a ball", "img1", 1),
-                                 MatchRecord("b", 'say "hi"\nthere', "img2", 0)]
+  assert read_matching(path) == [
+    MatchRecord("a", "A dog , a ball", "img1", 1),
+    MatchRecord("b", 'say "hi"\nthere', "img2", 0),
+  ]
   path = _write(tmp_path, "\ufeffid,caption,image_id\nt1,a cat,img9\n", "test.csv")
   assert read_matching(path) == [MatchRecord("t1", "a cat", "img9", None)]
 
 
 def test_write_read_round_trip(tmp_path):
-  labelled = [MatchRecord("1", 'A "quoted", caption', "im_1", 1),
-              MatchRecord("2", "two\nlines", "im_2", 0)]
+  labelled = [
+    MatchRecord("1", 'A "quoted", caption', "im_1", 1),
+    MatchRecord("2", "two\nlines", "im_2", 0),
+  ]
   write_matching(tmp_path / "l.csv", labelled)
   assert (tmp_path / "l.csv").read_text().startswith(HEADER)
   assert read_matching(tmp_path / "l.csv") == labelled
@@ -62,7 +73,9 @@ def test_write_read_round_trip(tmp_path):
 
 def test_writer_refuses_what_reader_would_reject(tmp_path):
   with pytest.raises(ValueError, match="no label"):
-    write_matching(tmp_path / "x.csv", [MatchRecord("1", "a", "i", 1), MatchRecord("2", "b", "i", None)])
+    write_matching(
+      tmp_path / "x.csv", [MatchRecord("1", "a", "i", 1), MatchRecord("2", "b", "i", None)]
+    )
   with pytest.raises(ValueError, match="0/1"):
     write_matching(tmp_path / "x.csv", [MatchRecord("1", "a", "i", 2)])
   with pytest.raises(ValueError, match="empty id"):
@@ -74,13 +87,19 @@ def test_writer_refuses_what_reader_would_reject(tmp_path):
 _FIELD = st.text(min_size=1, max_size=20)
 
 
-@given(st.lists(st.tuples(_FIELD, st.text(max_size=40), _FIELD), max_size=6, unique_by=lambda t: t[0]),
-       st.sampled_from([None, 0, 1]))
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+  st.lists(st.tuples(_FIELD, st.text(max_size=40), _FIELD), max_size=6, unique_by=lambda t: t[0]),
+  st.sampled_from([None, 0, 1]),
+)
+@settings(
+  max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 def test_round_trip_property(tmp_path, rows, label):
   # Captions as the reader returns them (line breaks as "\n"); ids keep any "\r".
-  records = [MatchRecord(i, normalize_newlines(c), im, None if label is None else (label + k) % 2)
-             for k, (i, c, im) in enumerate(rows)]
+  records = [
+    MatchRecord(i, normalize_newlines(c), im, None if label is None else (label + k) % 2)
+    for k, (i, c, im) in enumerate(rows)
+  ]
   write_matching(tmp_path / "rt.csv", records)
   assert read_matching(tmp_path / "rt.csv") == records
 
@@ -106,7 +125,9 @@ def test_not_utf8_names_file_line_and_fix(tmp_path):
   assert read_matching(path)[1].caption == "a café"
 
 
-@pytest.mark.parametrize("header", ["ImageID,Labels,Caption", "id,caption,label,image_id", "id,caption"])
+@pytest.mark.parametrize(
+  "header", ["ImageID,Labels,Caption", "id,caption,label,image_id", "id,caption"]
+)
 def test_bad_header_names_file(tmp_path, header):
   path = _write(tmp_path, f"{header}\na,b,c,1\n")
   with pytest.raises(CsvFormatError, match=r"m\.csv:1: header is"):
@@ -132,4 +153,5 @@ def test_field_count_duplicate_and_missing_file(tmp_path):
 
 def test_image_path_layout():
   assert matching_image_path("/data/m", "val", "103205630_682ca7285b") == (
-      os.path.join("/data/m", "val_images", "103205630_682ca7285b.jpg"))
+    os.path.join("/data/m", "val_images", "103205630_682ca7285b.jpg")
+  )

@@ -6,7 +6,6 @@ import concurrent.futures
 import itertools
 import pickle
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -14,9 +13,17 @@ from PIL import Image
 
 from jaxmm.data import pipeline
 from jaxmm.data.images import cached_images, open_cache
-from jaxmm.data.pipeline import (AugmentConfig, PreparedSplit, SplitSource, augment_where,
-                                 device_augmentation, eval_dataset, iterate, steps_per_epoch,
-                                 train_dataset)
+from jaxmm.data.pipeline import (
+  AugmentConfig,
+  PreparedSplit,
+  SplitSource,
+  augment_where,
+  device_augmentation,
+  eval_dataset,
+  iterate,
+  steps_per_epoch,
+  train_dataset,
+)
 
 N, S, T, L = 40, 8, 5, 18
 BS = 8
@@ -36,12 +43,16 @@ def split(tmp_path_factory) -> PreparedSplit:
   assert ok.all()
   n = np.arange(N)
   arrays = {
-      "tokens": (n[:, None] * 10 + np.arange(T)).astype(np.int32),
-      "length": (n % T + 1).astype(np.int32),
-      "labels": np.eye(L, dtype=np.float32)[n % L],
+    "tokens": (n[:, None] * 10 + np.arange(T)).astype(np.int32),
+    "length": (n % T + 1).astype(np.int32),
+    "labels": np.eye(L, dtype=np.float32)[n % L],
   }
-  return PreparedSplit(ids=[f"{i}.png" for i in range(1, N + 1)], image_cache=cache.folder,
-                       image_index=np.arange(1, N + 1, dtype=np.int64), arrays=arrays)
+  return PreparedSplit(
+    ids=[f"{i}.png" for i in range(1, N + 1)],
+    image_cache=cache.folder,
+    image_index=np.arange(1, N + 1, dtype=np.int64),
+    arrays=arrays,
+  )
 
 
 def _collect(ds, **kw) -> list[dict]:
@@ -116,14 +127,22 @@ def test_train_batches_shapes_and_drop_remainder(split):
 
 def test_train_each_example_at_most_once_per_epoch(split):
   for epoch in range(3):
-    idx = np.concatenate([b["index"] for b in _collect(
-        train_dataset(split, batch_size=12, seed=1, epoch=epoch), num_threads=1)])
+    idx = np.concatenate(
+      [
+        b["index"]
+        for b in _collect(train_dataset(split, batch_size=12, seed=1, epoch=epoch), num_threads=1)
+      ]
+    )
     assert len(idx) == 36 and len(set(idx.tolist())) == 36 and idx.max() < N
 
 
 def test_train_exact_multiple_covers_all(split):
-  idx = np.concatenate([b["index"] for b in _collect(
-      train_dataset(split, batch_size=BS, seed=0, epoch=0), num_threads=1)])
+  idx = np.concatenate(
+    [
+      b["index"]
+      for b in _collect(train_dataset(split, batch_size=BS, seed=0, epoch=0), num_threads=1)
+    ]
+  )
   assert sorted(idx.tolist()) == list(range(N))
   assert idx.tolist() != list(range(N))  # shuffled
 
@@ -164,8 +183,9 @@ def test_train_hflip_only_gives_exact_flips(split):
   aug = AugmentConfig(hflip=True)
   cache = np.asarray(open_cache(split.image_cache))
   flipped = 0
-  for b in _collect(train_dataset(split, batch_size=BS, seed=0, epoch=0, augment=aug),
-                    num_threads=1):
+  for b in _collect(
+    train_dataset(split, batch_size=BS, seed=0, epoch=0, augment=aug), num_threads=1
+  ):
     for i, img in zip(b["index"], b["image"]):
       orig = cache[split.image_index[i]]
       if not np.array_equal(img, orig):
@@ -239,9 +259,12 @@ def test_eval_exact_multiple_no_padding(split):
 
 
 def test_eval_batch_larger_than_split(split):
-  small = PreparedSplit(ids=split.ids[:3], image_cache=split.image_cache,
-                        image_index=split.image_index[:3],
-                        arrays={k: v[:3] for k, v in split.arrays.items()})
+  small = PreparedSplit(
+    ids=split.ids[:3],
+    image_cache=split.image_cache,
+    image_index=split.image_index[:3],
+    arrays={k: v[:3] for k, v in split.arrays.items()},
+  )
   (b,) = _collect(eval_dataset(small, batch_size=BS), num_threads=1)
   np.testing.assert_array_equal(b["mask"], [1, 1, 1, 0, 0, 0, 0, 0])
   assert b["image"].shape == (BS, S, S, 3)
@@ -259,8 +282,10 @@ def test_process_shards_make_up_the_one_process_batches(split):
   same augmentation, and every process gets the same number of batches."""
   aug = AugmentConfig(crop=True, hflip=True)
   whole = list(train_dataset(split, batch_size=12, seed=3, epoch=1, augment=aug))
-  shards = [list(train_dataset(split, batch_size=4, seed=3, epoch=1, augment=aug, shard=(i, 3)))
-            for i in range(3)]
+  shards = [
+    list(train_dataset(split, batch_size=4, seed=3, epoch=1, augment=aug, shard=(i, 3)))
+    for i in range(3)
+  ]
   assert [len(s) for s in shards] == [len(whole)] * 3 == [40 // 12] * 3
   for k, batch in enumerate(whole):
     rows = np.concatenate([s[k]["index"] for s in shards])
@@ -284,6 +309,7 @@ def test_take_selects_rows_in_order_and_shares_the_cache(split):
 
 def test_swap_words():
   from jaxmm.data.pipeline import swap_words
+
   tokens = np.array([5, 6, 7, 8, 9, 0, 0])
   rng = np.random.default_rng(0)
   np.testing.assert_array_equal(swap_words(tokens, 5, rng, 0.0), tokens)
@@ -316,12 +342,15 @@ def test_device_placement_leaves_images_to_the_step_and_swaps_words_on_the_host(
   # does with augment.where='host'.
   extra = lambda ex, rng: ex
   assert device_augmentation(aug, extra) is None
-  on_host = lambda a: next(iter(train_dataset(split, batch_size=N, seed=0, epoch=0, augment=a,
-                                             extra_map=extra)))
+  on_host = lambda a: next(
+    iter(train_dataset(split, batch_size=N, seed=0, epoch=0, augment=a, extra_map=extra))
+  )
   got = on_host(aug)
   assert not np.array_equal(got["image"], plain["image"])
-  _assert_same([got], [on_host(AugmentConfig(crop=True, hflip=True, color_jitter=0.3,
-                                             word_swap=1.0, where="host"))])
+  _assert_same(
+    [got],
+    [on_host(AugmentConfig(crop=True, hflip=True, color_jitter=0.3, word_swap=1.0, where="host"))],
+  )
   assert device_augmentation(AugmentConfig(word_swap=1.0, where="device")) is None  # no images
 
 
@@ -336,6 +365,7 @@ def test_augment_where_auto_picks_by_backend_and_image_size():
   with pytest.raises(ValueError, match="data.augment.where='gpu'"):
     augment_where("gpu", 64)
   from jaxmm.configs import default
+
   c = default.get_config()
   c.data.augment.update(crop=True, color_jitter=0.2)
   aug = AugmentConfig.from_config(c.data, backend="gpu")
@@ -349,15 +379,22 @@ def test_split_read_into_memory_once(split, monkeypatch):
   store_only = split.take(range(N))
   monkeypatch.setattr(pipeline, "RESIDENT_FRACTION", 0.0)  # over budget: reads the store
   assert not store_only.load_resident() and store_only.resident is None
-  from_store = _collect(train_dataset(store_only, batch_size=BS, seed=0, epoch=0, augment=AUG),
-                        num_threads=1)
+  from_store = _collect(
+    train_dataset(store_only, batch_size=BS, seed=0, epoch=0, augment=AUG), num_threads=1
+  )
   monkeypatch.undo()
   resident = split.take(range(N))
   assert resident.load_resident()
   np.testing.assert_array_equal(resident.resident, open_cache(split.image_cache)[1:])
-  _assert_same(_collect(train_dataset(resident, batch_size=BS, seed=0, epoch=0, augment=AUG),
-                        num_threads=1), from_store)
+  _assert_same(
+    _collect(train_dataset(resident, batch_size=BS, seed=0, epoch=0, augment=AUG), num_threads=1),
+    from_store,
+  )
   assert pickle.loads(pickle.dumps(resident)).resident is None  # worker processes read the store
-  in_memory = PreparedSplit(ids=split.ids, image_cache=np.asarray(resident.resident),
-                            image_index=np.arange(N), arrays=split.arrays)
+  in_memory = PreparedSplit(
+    ids=split.ids,
+    image_cache=np.asarray(resident.resident),
+    image_index=np.arange(N),
+    arrays=split.arrays,
+  )
   assert not in_memory.load_resident()  # already an array

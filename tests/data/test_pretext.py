@@ -7,10 +7,9 @@ import pytest
 from PIL import Image
 
 from jaxmm.data import pretext
-from jaxmm.data.images import cached_images
+from jaxmm.data.images import cached_images, open_cache
 from jaxmm.data.pipeline import PreparedSplit, eval_dataset, iterate, train_dataset
 from jaxmm.data.text import MASK_ID, PAD_ID
-from jaxmm.data.images import open_cache
 
 N, S, T = 24, 16, 10
 
@@ -25,15 +24,20 @@ def split(tmp_path_factory) -> PreparedSplit:
     Image.fromarray(rng.integers(1, 255, (S, S, 3), dtype=np.uint8)).save(paths[-1])
   cache, ok = cached_images(paths, S, cache_dir=str(d / "cache"), num_threads=1)
   length = (np.arange(N) % T + 1).astype(np.int32)
-  tokens = np.where(np.arange(T)[None] < length[:, None],
-                    rng.integers(3, 50, (N, T)), PAD_ID).astype(np.int32)
-  return PreparedSplit(ids=[str(i) for i in range(N)], image_cache=cache.folder,
-                       image_index=np.arange(N), arrays={"tokens": tokens, "length": length})
+  tokens = np.where(
+    np.arange(T)[None] < length[:, None], rng.integers(3, 50, (N, T)), PAD_ID
+  ).astype(np.int32)
+  return PreparedSplit(
+    ids=[str(i) for i in range(N)],
+    image_cache=cache.folder,
+    image_index=np.arange(N),
+    arrays={"tokens": tokens, "length": length},
+  )
 
 
 def _blob(y, x, size=S):
   img = np.zeros((size, size, 3), np.uint8)
-  img[y - 1:y + 2, x - 1:x + 2] = 255
+  img[y - 1 : y + 2, x - 1 : x + 2] = 255
   return img
 
 
@@ -68,16 +72,20 @@ def test_rotation_label_names_the_applied_angle(split, angles):
   for batch in iterate(ds, num_threads=1):
     assert batch["rotation"].dtype == np.int32
     for img, k, i in zip(batch["image"], batch["rotation"], batch["index"]):
-      matches = [j for j, a in enumerate(angles)
-                 if np.array_equal(pretext.rotate(originals[i], a), img)]
+      matches = [
+        j for j, a in enumerate(angles) if np.array_equal(pretext.rotate(originals[i], a), img)
+      ]
       assert matches == [k]
       seen.add(int(k))
   assert len(seen) >= len(angles) - 1  # 24 draws over <= 5 classes
 
 
 def _batches(split, extra_map, seed, epoch=0):
-  return list(iterate(train_dataset(split, batch_size=8, seed=seed, epoch=epoch,
-                                    extra_map=extra_map), num_threads=1))
+  return list(
+    iterate(
+      train_dataset(split, batch_size=8, seed=seed, epoch=epoch, extra_map=extra_map), num_threads=1
+    )
+  )
 
 
 @pytest.mark.parametrize("make", [lambda: pretext.Rotation(), lambda: pretext.MaskTokens(num=2)])
@@ -94,8 +102,10 @@ def test_deterministic_per_seed_and_epoch(split, make):
   base = by_index(a)
   assert by_index(_batches(split, make(), 1)) != base  # another seed
   assert by_index(_batches(split, make(), 0, epoch=1)) != base  # another epoch
-  evals = [list(iterate(eval_dataset(split, batch_size=8, extra_map=make()), num_threads=1))
-           for _ in range(2)]
+  evals = [
+    list(iterate(eval_dataset(split, batch_size=8, extra_map=make()), num_threads=1))
+    for _ in range(2)
+  ]
   for x, y in zip(*evals):
     np.testing.assert_array_equal(x[key], y[key])
 
@@ -149,6 +159,11 @@ def test_mask_tokens_on_batches(split):
     assert batch["mlm_targets"].dtype == np.int32 and batch["mlm_mask"].dtype == np.float32
     originals = split.arrays["tokens"][batch["index"]]
     for row in range(len(batch["index"])):
-      _check_masking(originals[row], batch["length"][row], batch["tokens"][row],
-                     batch["mlm_targets"][row], batch["mlm_mask"][row])
+      _check_masking(
+        originals[row],
+        batch["length"][row],
+        batch["tokens"][row],
+        batch["mlm_targets"][row],
+        batch["mlm_mask"][row],
+      )
   assert pretext.Rotation(pretext.RIGHT_ANGLES).num_classes == 4

@@ -1,4 +1,4 @@
-"""The synthetic data sets: layout, determinism, label/caption rules and a rough difficulty check."""
+"""The synthetic data sets: layout, determinism, label/caption rules, a rough difficulty check."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ N_TRAIN, N_TEST, SIZE = 60, 10, 32
 
 
 def _make(root: pathlib.Path, seed: int = 0) -> pathlib.Path:
-  return synthetic.make_comp5329_synthetic(root, n_train=N_TRAIN, n_test=N_TEST, image_size=SIZE,
-                                           seed=seed)
+  return synthetic.make_comp5329_synthetic(
+    root, n_train=N_TRAIN, n_test=N_TEST, image_size=SIZE, seed=seed
+  )
 
 
 def _files(root: pathlib.Path) -> dict[str, bytes]:
@@ -97,16 +98,33 @@ def test_difficulty_knobs(tmp_path):
     assert set(e.modes) == {"clear"} and e.mentioned == e.labels and not e.decoys
   with pytest.raises(ValueError, match="p_decoy"):
     synthetic.Difficulty(p_decoy=1.5)
-  assert synthetic.main(["--root", str(tmp_path), "--n_train", "3", "--n_test", "1",
-                         "--image_size", "16", "--p_mention", "0.9"]) == 0
+  assert (
+    synthetic.main(
+      [
+        "--root",
+        str(tmp_path),
+        "--n_train",
+        "3",
+        "--n_test",
+        "1",
+        "--image_size",
+        "16",
+        "--p_mention",
+        "0.9",
+      ]
+    )
+    == 0
+  )
   assert "p_mention=0.9" in (tmp_path / "README.txt").read_text()
 
 
 def test_matching_layout(tmp_path):
-  root = synthetic.make_matching_synthetic(tmp_path / "a", n_train=40, n_val=20, image_size=SIZE,
-                                           seed=0)
-  own = {str(i): e.caption for i, (e, _) in
-         enumerate(synthetic.synth_examples(60, image_size=8, seed=0))}
+  root = synthetic.make_matching_synthetic(
+    tmp_path / "a", n_train=40, n_val=20, image_size=SIZE, seed=0
+  )
+  own = {
+    str(i): e.caption for i, (e, _) in enumerate(synthetic.synth_examples(60, image_size=8, seed=0))
+  }
   seen_ids: set[str] = set()
   for split, n in (("train", 40), ("val", 20)):
     with open(root / f"{split}.csv", newline="", encoding="utf-8") as f:
@@ -121,22 +139,55 @@ def test_matching_layout(tmp_path):
       assert (caption == own[image_id]) == (label == "1")
       seen_ids.add(image_id)
   assert len(seen_ids) == 60
-  again = synthetic.make_matching_synthetic(tmp_path / "b", n_train=40, n_val=20,
-                                            image_size=SIZE, seed=0)
+  again = synthetic.make_matching_synthetic(
+    tmp_path / "b", n_train=40, n_val=20, image_size=SIZE, seed=0
+  )
   assert _files(again) == _files(root)
 
 
 def test_cli(tmp_path):
-  assert synthetic.main(["--root", str(tmp_path), "--n_train", "4", "--n_test", "2",
-                         "--image_size", "16", "--seed", "5"]) == 0
+  assert (
+    synthetic.main(
+      [
+        "--root",
+        str(tmp_path),
+        "--n_train",
+        "4",
+        "--n_test",
+        "2",
+        "--image_size",
+        "16",
+        "--seed",
+        "5",
+      ]
+    )
+    == 0
+  )
   assert len(read_comp5329(tmp_path / "train.csv")) == 4
   assert len(list((tmp_path / "data").iterdir())) == 6
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_cli_table_layout_has_the_comp5329_examples_with_label_names(tmp_path, fmt):
-  assert synthetic.main(["--root", str(tmp_path / "t"), "--task", "table", "--format", fmt,
-                         "--n_train", "4", "--n_test", "2", "--image_size", "16"]) == 0
+  assert (
+    synthetic.main(
+      [
+        "--root",
+        str(tmp_path / "t"),
+        "--task",
+        "table",
+        "--format",
+        fmt,
+        "--n_train",
+        "4",
+        "--n_test",
+        "2",
+        "--image_size",
+        "16",
+      ]
+    )
+    == 0
+  )
   synthetic.make_comp5329_synthetic(tmp_path / "c", n_train=4, n_test=2, image_size=16)
   train = table.read_table(tmp_path / "t" / f"train.{fmt}", need="labels")
   comp = read_comp5329(tmp_path / "c" / "train.csv")
@@ -168,8 +219,9 @@ def test_neither_modality_alone_is_perfect():
   pairs = list(synthetic.synth_examples(2000, image_size=SIZE, seed=7))
   y = np.stack([labels_to_multihot(e.labels) for e, _ in pairs])
   # Text: predicting exactly the named classes misses unnamed objects and trusts decoys.
-  named = np.stack([labels_to_multihot(sorted(synthetic.mentioned_labels(e.caption)))
-                    for e, _ in pairs])
+  named = np.stack(
+    [labels_to_multihot(sorted(synthetic.mentioned_labels(e.caption))) for e, _ in pairs]
+  )
   recall = (named * y).sum() / y.sum()
   precision = (named * y).sum() / named.sum()
   assert 0.5 < recall < 0.8 and 0.8 < precision < 0.98

@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from jaxmm.configs import default
 from jaxmm import tasks
+from jaxmm.configs import default
 from jaxmm.data import comp5329, datasets, labels, table
 from jaxmm.data.images import open_cache
 from jaxmm.data.synthetic import (

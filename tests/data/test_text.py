@@ -1,4 +1,4 @@
-"""Tests for the caption text pipeline: normalize, Vocab, TextEncoder save/load, offline resources."""
+"""The caption text pipeline: normalize, Vocab, TextEncoder save/load, offline resources."""
 
 from __future__ import annotations
 
@@ -13,15 +13,27 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from jaxmm.data import text
-from jaxmm.data.text import (MASK_ID, PAD_ID, UNK_ID, TextEncoder, Vocab, check_text_resources,
-                             normalize)
+from jaxmm.data.text import (
+  MASK_ID,
+  PAD_ID,
+  UNK_ID,
+  TextEncoder,
+  Vocab,
+  check_text_resources,
+  normalize,
+)
 
-DATA_ROOT = pathlib.Path(os.environ.get(
-    "JAXMM_SHARED_DATA", pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"))
+DATA_ROOT = pathlib.Path(
+  os.environ.get(
+    "JAXMM_SHARED_DATA", pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"
+  )
+)
 MATCHING_VAL = DATA_ROOT / "matching-dev" / "val.csv"
 
 
-@pytest.mark.parametrize("raw, expected", [
+@pytest.mark.parametrize(
+  "raw, expected",
+  [
     ("A man's DOG, running!!\nfast.", ["a", "mans", "dog", "running", "fast"]),
     ("tri-colored  hello_world\t6 people", ["tri", "colored", "hello", "world", "6", "people"]),
     ('reads "spray."', ["reads", "spray"]),
@@ -30,7 +42,8 @@ MATCHING_VAL = DATA_ROOT / "matching-dev" / "val.csv"
     ("Caf\u00e9 \ufb01ne \uff21\uff22", ["caf\u00e9", "fine", "ab"]),  # NFKC folds ligatures/widths
     ("", []),
     (" ...!? \n ", []),
-])
+  ],
+)
 def test_normalize_cases(raw, expected):
   assert normalize(raw) == expected
 
@@ -40,7 +53,11 @@ def test_stemming_is_porter_and_needs_no_data():
 
 
 def test_stopwords_come_from_gensim_and_apply_before_stemming():
-  assert normalize("A man on the beach, with his dog", remove_stopwords=True) == ["man", "beach", "dog"]
+  assert normalize("A man on the beach, with his dog", remove_stopwords=True) == [
+    "man",
+    "beach",
+    "dog",
+  ]
   # "becomes" is a stopword; its stem "becom" is not, so removal must see the whole word.
   assert normalize("becomes", remove_stopwords=True, stem=True) == []
 
@@ -61,23 +78,29 @@ def test_lemmatize_without_wordnet_fails_with_install_command(no_wordnet, tmp_pa
   msg = str(err.value)
   assert "python -m nltk.downloader -d ~/nltk_data wordnet omw-1.4" in msg
   assert "apt-get install wordnet-base wordnet-sense-index" in msg and "NLTK_DATA" in msg
-  for fails in (lambda: normalize("dogs", lemmatize=True),
-                lambda: TextEncoder.fit(["dogs"], max_len=4, lemmatize=True),
-                lambda: TextEncoder(Vocab.build([]), max_len=4, lemmatize=True)):
+  for fails in (
+    lambda: normalize("dogs", lemmatize=True),
+    lambda: TextEncoder.fit(["dogs"], max_len=4, lemmatize=True),
+    lambda: TextEncoder(Vocab.build([]), max_len=4, lemmatize=True),
+  ):
     with pytest.raises(RuntimeError, match="nltk.downloader"):
       fails()
   # A saved lemmatising encoder fails at load time too, not at its first caption.
   path = tmp_path / "vocab.json"
-  path.write_text(json.dumps({**TextEncoder(Vocab.build([]), max_len=4).to_json(), "lemmatize": True}))
+  path.write_text(
+    json.dumps({**TextEncoder(Vocab.build([]), max_len=4).to_json(), "lemmatize": True})
+  )
   with pytest.raises(RuntimeError, match="wordnet"):
     TextEncoder.load(path)
 
 
 def test_lemmatize_runs_after_stopwords_and_before_stemming(monkeypatch):
   seen = []
+
   def fake_lemma(token):
     seen.append(token)
     return {"geese": "goose", "running": "run"}.get(token, token)
+
   monkeypatch.setattr(text, "_get_lemmatizer", lambda: fake_lemma)
   assert normalize("The geese running", lemmatize=True, remove_stopwords=True) == ["goose", "run"]
   assert seen == ["geese", "running"]
@@ -87,7 +110,16 @@ def test_lemmatize_runs_after_stopwords_and_before_stemming(monkeypatch):
 def test_vocab_order_min_freq_and_specials():
   lists = [["b", "a", "c", "a"], ["c", "d", "<pad>"], ["e"]]
   vocab = Vocab.build(lists)
-  assert vocab.tokens == ("<pad>", "<unk>", "<mask>", "a", "c", "b", "d", "e")  # freq desc, token asc
+  assert vocab.tokens == (
+    "<pad>",
+    "<unk>",
+    "<mask>",
+    "a",
+    "c",
+    "b",
+    "d",
+    "e",
+  )  # freq desc, token asc
   assert (PAD_ID, UNK_ID, MASK_ID) == (0, 1, 2)
   assert [vocab.token_to_id(t) for t in ("<pad>", "<unk>", "<mask>", "a", "zzz")] == [0, 1, 2, 3, 1]
   assert vocab.id_to_token(4) == "c" and len(vocab) == 8 and "d" in vocab
@@ -137,14 +169,16 @@ def test_encoder_fits_on_training_captions_only():
 
 def test_save_load_round_trip(tmp_path):
   captions = ["A man surfing", "Two dogs on a beach", "a man and a dog"]
-  enc = TextEncoder.fit(captions, max_len=6, min_freq=1, max_size=10, stem=True,
-                        remove_stopwords=True)
+  enc = TextEncoder.fit(
+    captions, max_len=6, min_freq=1, max_size=10, stem=True, remove_stopwords=True
+  )
   written = enc.save(tmp_path / "enc.json")
   loaded = TextEncoder.load(written)
   assert loaded == enc
   assert loaded.vocab.tokens == enc.vocab.tokens
-  for a, b in zip(loaded.encode_batch(captions + ["unseen words"]),
-                  enc.encode_batch(captions + ["unseen words"])):
+  for a, b in zip(
+    loaded.encode_batch(captions + ["unseen words"]), enc.encode_batch(captions + ["unseen words"])
+  ):
     np.testing.assert_array_equal(a, b)
   # A directory means its vocab.json (the layout next to a checkpoint).
   assert enc.save(tmp_path) == str(tmp_path / "vocab.json")
@@ -158,12 +192,12 @@ def test_load_missing_or_garbled_names_path(tmp_path):
     TextEncoder.load(tmp_path / "nope.json")
   good = TextEncoder.fit(["a b"], max_len=3).to_json()
   cases = {
-      "notjson.json": "{not json",
-      "array.json": "[1, 2]",
-      "nokeys.json": json.dumps({"format": good["format"], "version": 1}),
-      "badtokens.json": json.dumps({**good, "tokens": ["a", "b"]}),
-      "badflag.json": json.dumps({**good, "stem": "yes"}),
-      "otherformat.json": json.dumps({**good, "format": "something-else"}),
+    "notjson.json": "{not json",
+    "array.json": "[1, 2]",
+    "nokeys.json": json.dumps({"format": good["format"], "version": 1}),
+    "badtokens.json": json.dumps({**good, "tokens": ["a", "b"]}),
+    "badflag.json": json.dumps({**good, "stem": "yes"}),
+    "otherformat.json": json.dumps({**good, "format": "something-else"}),
   }
   for name, content in cases.items():
     (tmp_path / name).write_text(content)
@@ -186,17 +220,37 @@ def test_normalize_and_encode_never_break_on_unicode(raw, stem, remove_stopwords
 # Captions as the COMP5329 files can hold them: arbitrary unicode, or built from quotes, commas,
 # line breaks and things that look like CSV syntax.
 _CAPTION = st.text(max_size=40) | st.lists(
-    st.sampled_from(['"', ",", "\n", "\r\n", " ", "dog", "Caf\u00e9", "7.jpg", "''", "\u2028",
-                     "\t", "\ufeff", "\u0130", "don't"]), max_size=12).map("".join)
+  st.sampled_from(
+    [
+      '"',
+      ",",
+      "\n",
+      "\r\n",
+      " ",
+      "dog",
+      "Caf\u00e9",
+      "7.jpg",
+      "''",
+      "\u2028",
+      "\t",
+      "\ufeff",
+      "\u0130",
+      "don't",
+    ]
+  ),
+  max_size=12,
+).map("".join)
 
 
 @given(st.lists(_CAPTION, min_size=1, max_size=6), st.booleans(), st.integers(1, 8))
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+  max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 def test_captions_survive_csv_and_vocab_round_trips(tmp_path, captions, stem, max_len):
   """Captions written in the COMP5329 layout and read back encode exactly as the originals, with
   an encoder saved to vocab.json and loaded again."""
   from jaxmm.data.comp5329 import Record, read_comp5329, write_comp5329
+
   records = [Record(f"{i}.jpg", (1,), c) for i, c in enumerate(captions)]
   try:
     write_comp5329(tmp_path / "t.csv", records)
@@ -217,6 +271,7 @@ def test_captions_survive_csv_and_vocab_round_trips(tmp_path, captions, stem, ma
 @pytest.mark.skipif(not MATCHING_VAL.is_file(), reason=f"matching data not found at {MATCHING_VAL}")
 def test_real_captions_encode(tmp_path):
   from jaxmm.data.matching import read_matching
+
   captions = [r.caption for r in read_matching(MATCHING_VAL)]
   enc = TextEncoder.fit(captions[:1000], max_len=32, stem=True)  # S0 settings
   tokens_NxT, length_N = enc.encode_batch(captions[1000:])

@@ -1,4 +1,5 @@
-"""Word vectors: real gensim training on a few captions, GloVe files, OOV rows, cache, determinism."""
+"""Word vectors: real gensim training on a few captions, GloVe files, OOV rows, cache,
+determinism."""
 
 from __future__ import annotations
 
@@ -15,12 +16,18 @@ from jaxmm.data import word_vectors as wv
 from jaxmm.data.text import MASK_ID, PAD_ID, UNK_ID, TextEncoder
 
 CAPTIONS = [
-    "A man riding a horse on the beach", "Two dogs playing with a ball in the park",
-    "A woman holding an umbrella in the rain", "People sitting at a table eating pizza",
-    "A cat sleeping on a red couch", "A man riding a bike down the street",
-    "Two people walking dogs on the beach", "A plate of pizza on a wooden table",
-    "A red bus driving down the street", "A dog chasing a ball on the grass",
-    "A giraffe standing next to a tree", "Zebras grazing in a field",
+  "A man riding a horse on the beach",
+  "Two dogs playing with a ball in the park",
+  "A woman holding an umbrella in the rain",
+  "People sitting at a table eating pizza",
+  "A cat sleeping on a red couch",
+  "A man riding a bike down the street",
+  "Two people walking dogs on the beach",
+  "A plate of pizza on a wooden table",
+  "A red bus driving down the street",
+  "A dog chasing a ball on the grass",
+  "A giraffe standing next to a tree",
+  "Zebras grazing in a field",
 ] * 3
 SETTINGS = wv.Settings(source="word2vec", dim=8, epochs=3, window=3, min_count=1, seed=0)
 
@@ -102,8 +109,9 @@ def test_dimension_mismatches_say_both_sizes(tmp_path, encoder):
   with pytest.raises(ValueError, match=r"4-d vectors.*embed_dim=8"):
     wv.matrix_for(wv.Settings(source="glove", path=path), encoder, CAPTIONS, embed_dim=8)
   with pytest.raises(FileNotFoundError, match="nope.txt"):
-    wv.matrix_for(wv.Settings(source="glove", path=str(tmp_path / "nope.txt")), encoder, None,
-                  embed_dim=8)
+    wv.matrix_for(
+      wv.Settings(source="glove", path=str(tmp_path / "nope.txt")), encoder, None, embed_dim=8
+    )
   with pytest.raises(ValueError, match="source must be one of"):
     wv.Settings(source="glvoe")
 
@@ -111,9 +119,16 @@ def test_dimension_mismatches_say_both_sizes(tmp_path, encoder):
 def _config(**word_vectors):
   c = config_dict.ConfigDict()
   c.seed = 0
-  c.model = config_dict.ConfigDict(dict(mode="fused", text=dict(
-      name="bow", embed_dim=8, word_vectors=dict(source="", path="", dim=0, sg=1, window=3,
-                                                 epochs=3, min_count=1))))
+  c.model = config_dict.ConfigDict(
+    dict(
+      mode="fused",
+      text=dict(
+        name="bow",
+        embed_dim=8,
+        word_vectors=dict(source="", path="", dim=0, sg=1, window=3, epochs=3, min_count=1),
+      ),
+    )
+  )
   c.model.text.word_vectors.update(word_vectors)
   return c
 
@@ -128,7 +143,9 @@ def test_entry_point_off_by_default_and_cached(tmp_path, encoder, monkeypatch):
     raise AssertionError("trained again despite the cache")
 
   monkeypatch.setattr(wv, "train_vectors", no_training)
-  np.testing.assert_array_equal(wv.embedding_matrix_for(config, encoder, None, str(tmp_path)), first)
+  np.testing.assert_array_equal(
+    wv.embedding_matrix_for(config, encoder, None, str(tmp_path)), first
+  )
   with pytest.raises(AssertionError, match="trained again"):  # another setting: another key
     wv.embedding_matrix_for(_config(source="word2vec", window=2), encoder, CAPTIONS, str(tmp_path))
 
@@ -142,7 +159,9 @@ def test_glove_cache_follows_the_file(tmp_path, encoder):
   second = wv.embedding_matrix_for(config, encoder, CAPTIONS, str(tmp_path))
   assert not np.allclose(first, second)
   os.remove(path)  # gone: the cache serves a resumed run
-  np.testing.assert_array_equal(wv.embedding_matrix_for(config, encoder, None, str(tmp_path)), second)
+  np.testing.assert_array_equal(
+    wv.embedding_matrix_for(config, encoder, None, str(tmp_path)), second
+  )
 
 
 def test_seeds_change_vectors_and_python_hash_seed_does_not(encoder):
@@ -150,10 +169,12 @@ def test_seeds_change_vectors_and_python_hash_seed_does_not(encoder):
   b, _ = wv.matrix_for(dataclasses.replace(SETTINGS, seed=1), encoder, CAPTIONS, embed_dim=8)
   assert not np.allclose(a[3:], b[3:])
   # gensim seeds some vectors with Python's hash(); str hashes change with PYTHONHASHSEED.
-  code = ("import sys, numpy as np; from tests.data import test_word_vectors as t; "
-          "from jaxmm.data import word_vectors as wv; from jaxmm.data.text import TextEncoder; "
-          "enc = TextEncoder.fit(t.CAPTIONS, max_len=8); "
-          "np.save(sys.argv[1], wv.matrix_for(t.SETTINGS, enc, t.CAPTIONS, embed_dim=8)[0])")
+  code = (
+    "import sys, numpy as np; from tests.data import test_word_vectors as t; "
+    "from jaxmm.data import word_vectors as wv; from jaxmm.data.text import TextEncoder; "
+    "enc = TextEncoder.fit(t.CAPTIONS, max_len=8); "
+    "np.save(sys.argv[1], wv.matrix_for(t.SETTINGS, enc, t.CAPTIONS, embed_dim=8)[0])"
+  )
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"wv_{os.getpid()}.npy")
   env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=root)
@@ -173,12 +194,14 @@ def test_file_source_without_a_file_falls_back_as_configured(tmp_path, encoder, 
   assert "no glove file given" in caplog.text and "random embeddings instead" in caplog.text
   trained = _config(source="glove", fallback="fasttext")
   matrix = wv.embedding_matrix_for(trained, encoder, CAPTIONS, str(tmp_path))
-  expected, _ = wv.matrix_for(wv.Settings(source="fasttext", dim=8, window=3, epochs=3),
-                              encoder, CAPTIONS, embed_dim=8)
+  expected, _ = wv.matrix_for(
+    wv.Settings(source="fasttext", dim=8, window=3, epochs=3), encoder, CAPTIONS, embed_dim=8
+  )
   np.testing.assert_array_equal(matrix, expected)
   assert "fasttext vectors trained on the training captions instead" in caplog.text
   path, _ = _glove(tmp_path, ["man", "dog"], dim=8)  # a file given: the fallback is unused
   with_file = _config(source="glove", path=path, fallback="fasttext")
   glove = wv.embedding_matrix_for(with_file, encoder, CAPTIONS, None)
-  np.testing.assert_array_equal(glove[encoder.vocab.token_to_id("man")],
-                                wv.load_vectors_file(path, source="glove")["man"])
+  np.testing.assert_array_equal(
+    glove[encoder.vocab.token_to_id("man")], wv.load_vectors_file(path, source="glove")["man"]
+  )

