@@ -7,6 +7,11 @@ ArrayRecord data source (random access, no TensorFlow). The images are stored as
 file order (shuffling disabled: record i is file i). Files that cannot be used get an all-zero
 image and are listed, with their reasons, in the dataset's metadata.
 
+The images are written as consecutive splits `part0`, `part1`, ... of at most PART_BYTES each:
+TFDS's writer holds a split in memory up to 1 GB and past that spills it to temporary files
+through TensorFlow, which jaxmm does not install. Parts keep every split in memory and the
+writer's memory bounded, whatever the dataset's size.
+
 Runs and configs with the same files and size share one store; several processes opening a new one
 at once build it once (a file lock), so hosts on shared storage all read the same prepared data.
 """
@@ -25,8 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 NAME = "jaxmm_images"
-VERSION = "1.0.0"
-SPLIT = "images"
+VERSION = "1.1.0"
+PART_BYTES = 256 << 20  # per split: well under TFDS's 1 GB in-memory limit
 # Decode this many files ahead of the writer: enough to keep every thread busy, bounded memory.
 _AHEAD = 256
 
@@ -75,11 +80,13 @@ def _builder_class():
         )
 
       def _split_generators(self, dl_manager):
-        return {SPLIT: self._generate_examples()}
+        bounds = part_bounds(self._n, self._size)
+        return {f"part{k}": self._generate_examples(a, b) for k, (a, b) in enumerate(bounds)}
 
-      def _generate_examples(self):
+      def _generate_examples(self, start: int, stop: int):
         blank = np.zeros((self._size, self._size, 3), np.uint8)
-        for i, (img, why) in enumerate(_decoded(self._load, self._n, self._threads)):
+        load = lambda i: self._load(start + i)
+        for i, (img, why) in enumerate(_decoded(load, stop - start, self._threads), start):
           if img is None:
             self.bad.append((i, *why))
           yield i, {"image": blank if img is None else img}
@@ -90,6 +97,13 @@ def _builder_class():
 
 
 _BUILDER = None
+
+
+def part_bounds(n: int, size: int, part_bytes: int | None = None) -> list[tuple[int, int]]:
+  """[start, stop) of each split: consecutive, at most `part_bytes` (PART_BYTES) of images each,
+  at least one split (an empty store has one empty part)."""
+  per_part = max(1, (part_bytes or PART_BYTES) // (size * size * 3))
+  return [(a, min(a + per_part, n)) for a in range(0, n, per_part)] or [(0, 0)]
 
 
 def _decoded(load: Callable[[int], tuple], n: int, threads: int) -> Iterator[tuple]:
@@ -195,16 +209,27 @@ class ImageStore:
           builder = tfds.builder_from_directory(self.folder)
           self._meta = builder.info.metadata or {}
           self._shape = builder.info.features["image"].shape
-          self._source = builder.as_data_source(split=SPLIT)
+          parts = sorted(builder.info.splits, key=lambda name: int(name.removeprefix("part")))
+          sources = [builder.as_data_source(split=name) for name in parts]
+          # starts[k]: the index of part k's first image
+          self._starts = np.cumsum([0] + [len(src) for src in sources])
+          self._source = sources
     return self._source
 
   def __len__(self) -> int:
-    return len(self._open())
+    self._open()
+    return int(self._starts[-1])
 
   @property
   def shape(self) -> tuple[int, ...]:
-    n = len(self._open())
-    return (n, *self._shape)
+    return (len(self), *self._shape)
+
+  def _get(self, i: int) -> np.ndarray:
+    sources = self._open()
+    if not 0 <= i < len(self):
+      raise IndexError(f"image {i} out of range for a store of {len(self)} ({self.folder})")
+    k = int(np.searchsorted(self._starts, i, side="right")) - 1
+    return sources[k][i - int(self._starts[k])]["image"]
 
   def bad(self) -> list[tuple[int, str, str]]:
     """(index, reason, detail) of every file that could not be used when the store was written."""
@@ -213,13 +238,13 @@ class ImageStore:
 
   def __getitem__(self, i) -> np.ndarray:
     """One image (an int) or a stack of them (a slice or a sequence of ints)."""
-    source = self._open()
+    self._open()
     if isinstance(i, (int, np.integer)):
-      return source[int(i)]["image"]
+      return self._get(int(i) + len(self) if i < 0 else int(i))
     rows = range(len(self))[i] if isinstance(i, slice) else [int(k) for k in np.asarray(i)]
     if len(rows) == 0:
       return np.zeros((0, *self._shape), np.uint8)
-    return np.stack([source[k]["image"] for k in rows])
+    return np.stack([self._get(k) for k in rows])
 
   def __array__(self, dtype=None, copy=None):
     out = self[:]

@@ -47,6 +47,33 @@ def test_records_are_the_files_in_order(tmp_path):
   assert st.bad() == []
 
 
+def test_parts_bound_every_split_and_cover_the_files_in_order():
+  bounds = store.part_bounds(12_000, 224)
+  assert bounds[0][0] == 0 and bounds[-1][1] == 12_000
+  assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+  assert max((b - a) * 224 * 224 * 3 for a, b in bounds) <= store.PART_BYTES < 1000 << 20
+  assert store.part_bounds(0, 64) == [(0, 0)] and store.part_bounds(5, 64, 1) == [
+    (i, i + 1) for i in range(5)
+  ]
+
+
+def test_a_store_of_several_parts_reads_as_one(tmp_path, monkeypatch):
+  monkeypatch.setattr(store, "PART_BYTES", 2 * S * S * 3)  # two images per split
+  paths = _files(tmp_path, 5)
+  with open(paths[3], "wb") as f:
+    f.write(b"not an image")
+  folder = store.prepare(str(tmp_path / "c"), "k", size=S, n=5, load=_loader(paths))
+  st = store.ImageStore(folder)
+  assert len(st) == 5 and len(st._source) == 3
+  for i in (0, 1, 2, 4):
+    np.testing.assert_array_equal(st[i], images.load_image(paths[i], S))
+  np.testing.assert_array_equal(st[1:5], np.stack([st[i] for i in range(1, 5)]))
+  np.testing.assert_array_equal(st[-1], st[4])
+  assert [b[:2] for b in st.bad()] == [(3, "undecodable")] and not st[3].any()
+  with pytest.raises(IndexError, match="out of range"):
+    st[5]
+
+
 def test_bad_files_are_blank_and_listed_with_their_reason(tmp_path):
   paths = _files(tmp_path, 4)
   with open(paths[2], "wb") as f:
