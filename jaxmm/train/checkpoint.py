@@ -74,9 +74,16 @@ def _save_replicas_whole() -> None:
   replicas: orbax's replica-parallel default slices every replicated array with a jax op of its
   own shape, and compiling those took 5 s at the first save of the demo's state over 4 CPU
   devices (0.3 s without); our states are small enough for one writer."""
-  ocp.type_handlers.register_type_handler(
-    jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True
-  )
+  # orbax warns "Type handler registry ... overriding jax.Array" at every run: the override is
+  # the point, so the warning is kept off stderr.
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  try:
+    ocp.type_handlers.register_type_handler(
+      jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True
+    )
+  finally:
+    absl_logging.set_verbosity(verbosity)
 
 
 def _barrier_prefix(folder: str) -> str:
