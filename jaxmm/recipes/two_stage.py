@@ -30,7 +30,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxmm import tasks
+from jaxmm import report, tasks
 from jaxmm import workdir as workdir_lib
 from jaxmm.data import pipeline
 from jaxmm.data.pipeline import PreparedSplit
@@ -298,6 +298,8 @@ def _finish(
     standard.finalize_thresholds(config, workdir, task, predict_step, state.model, data.val)
     with open(workdir_lib.path(workdir, workdir_lib.TWO_STAGE_FILE), "w") as f:
       json.dump(progress.extra["two_stage"], f, indent=1, default=float)
+    if config.train.report:  # the fused model's: per-class table and threshold sweep on val
+      report.try_write_report(workdir)
 
   parallel.on_first_process(write_files, "writing the two-stage results")
   log.info(
