@@ -6,6 +6,13 @@ The same protocol as configs/best.py: fit on records 0..8999, thresholds on 9000
 the held-out 10000..11999 (also: fit on all of 0..9999 at threshold 0.5, the plain baseline).
 Then, per label, the held-out samples-F1 if that one label were predicted perfectly (everything
 else the baseline's): how much a better image model could add through each label.
+
+On a folder in the plain table layout (train.jsonl / .csv and a labelled test.jsonl / .csv), the
+baseline of configs/own_data.py's split: fit on train less own_data's random 10% val split, the
+global threshold from that val split, scored on test (also: the expected-F1 rule):
+
+  python benchmarks/text_baseline.py --table DIR
+
 Needs scikit-learn (a dev dependency).
 """
 
@@ -19,7 +26,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
-from jaxmm.data import comp5329
+from jaxmm.data import comp5329, datasets, labels, table
 from jaxmm.train import metrics, thresholds
 
 
@@ -30,11 +37,48 @@ def fit_predict(train_text, y, texts, c):
   return [clf.predict_proba(vec.transform(t)) for t in texts]
 
 
+def table_baseline(root: str, c: float, test_file: str | None = None) -> None:
+  """TF-IDF + LR on a table folder, with configs/own_data.py's train/val split."""
+  from jaxmm.configs import own_data
+
+  cfg = own_data.get_config().data
+  train = table.read_table(table.find_split_file(root, "train"), need="labels")
+  test_file = test_file or table.find_split_file(root, "test")
+  if test_file is None:
+    raise SystemExit(f"{root}: no test.jsonl or test.csv to score on")
+  test = table.read_table(test_file, need="labels")
+  fit, val = datasets.split_records(train, cfg)
+  label_set = labels.LabelSet(labels.sort_names(n for r in fit for n in r.labels))
+  known = set(label_set.names)
+
+  def xy(rows):
+    return [r.caption for r in rows], label_set.multihot_batch(
+      [[n for n in r.labels if n in known] for r in rows]
+    )
+
+  (x_fit, y_fit), (x_val, y_val), (x_test, y_test) = xy(fit), xy(val), xy(test)
+  p_val, p_test = fit_predict(x_fit, y_fit, [x_val, x_test], c)
+  t, _ = thresholds.tune_global_threshold(p_val, y_val)
+  f1 = metrics.samples_f1(y_test, thresholds.apply_thresholds(p_test, t))
+  ef1 = metrics.samples_f1(y_test, thresholds.expected_f1_predictions(p_test))
+  print(
+    f"TF-IDF (1-2 grams) + LR C={c} on {root}: fit {len(fit)} rows, global threshold {t:.2f} "
+    f"from {len(val)} val rows (own_data's split): test samples-F1 {f1:.4f} ({len(test)} rows); "
+    f"expected-F1 rule: {ef1:.4f}"
+  )
+
+
 def main():
   ap = argparse.ArgumentParser()
-  ap.add_argument("--root", required=True)
+  ap.add_argument("--root", help="a COMP5329 folder (the held-out protocol above)")
+  ap.add_argument("--table", help="a table-layout folder with train.* and a labelled test.*")
+  ap.add_argument("--test", help="with --table: the labelled file to score (default DIR/test.*)")
   ap.add_argument("--C", type=float, default=10.0)
   args = ap.parse_args()
+  if args.table:
+    return table_baseline(args.table, args.C, args.test)
+  if not args.root:
+    ap.error("give --root (COMP5329 folder) or --table (table-layout folder)")
   recs = comp5329.read_comp5329(os.path.join(args.root, "train.csv"))
   text = [r.caption for r in recs]
   y = np.stack([comp5329.labels_to_multihot(r.labels) for r in recs])

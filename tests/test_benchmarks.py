@@ -105,3 +105,32 @@ def test_loader_json_line_names_the_placement_and_both_rates():
     out["host_images_per_s"]
     == out["rows"]["grain train pipeline, augmentation on the host, 2 threads"]
   )
+
+
+def test_text_baseline_on_a_table_folder(tmp_path):
+  """The TF-IDF baseline with own_data's split, on a generated table folder (train + test)."""
+  pytest.importorskip("sklearn")
+  from tests.test_own_data import SIZES, make_own_data
+
+  root = tmp_path / "mine"
+  make_own_data(str(root))
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "benchmarks/text_baseline.py",
+      "--table",
+      str(root),
+      "--test",
+      str(root / "test.jsonl"),
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = proc.stdout.strip().splitlines()[-1]
+  n_val = round(SIZES["train"] * 0.1)
+  assert f"fit {SIZES['train'] - n_val} rows" in line and f"({SIZES['test']} rows)" in line
+  f1 = float(line.split("test samples-F1 ")[1].split()[0])
+  assert 0.0 <= f1 <= 1.0
