@@ -22,7 +22,15 @@ log = logging.getLogger("jaxmm")
 
 
 def run(main) -> None:
-  """absl's app.run(main), with an expected error printed as `error: <message>` (exit status 1)."""
+  """absl's app.run(main), with an expected error printed as `error: <message>` (exit status 1).
+
+  `--help` lists the flags of main's module and --verbose: absl shows the key flags of the module
+  named sys.argv[0], and the programs' flags live in jaxmm.scripts.*, not in the file run.
+  """
+  by_module = FLAGS.flags_by_module_dict()
+  for module in (main.__module__, __name__):
+    for flag in by_module.get(module, ()):
+      FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
   def wrapped(argv):
     try:

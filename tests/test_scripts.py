@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from jaxmm import config as config_lib
+from tests.conftest import ROOT
 
 COMMANDS = ("jaxmm-train", "jaxmm-evaluate", "jaxmm-predict")
 
@@ -65,3 +66,22 @@ def test_train_evaluate_predict_outside_a_checkout(tmp_path):
   run(*_command("predict"), "--workdir", "w", "--csv", str(test_csv), "--out", "sub.csv")
   lines = (tmp_path / "sub.csv").read_text().splitlines()
   assert lines[0] == "ImageID,Labels" and len(lines) == 1 + 8
+
+
+@pytest.mark.parametrize(
+  "name, own_flags",
+  [
+    ("train", ("--config", "--workdir", "--stage")),
+    ("evaluate", ("--workdir", "--csv", "--rows")),
+    ("predict", ("--workdir", "--csv", "--out", "--probs")),
+  ],
+)
+def test_help_lists_the_programs_own_flags(name, own_flags):
+  """--help of the checkout's script and of the installed command: the program's flags and
+  --verbose, though they are defined in jaxmm.scripts.<name>, not in the file run."""
+  for cmd in ([sys.executable, f"{name}.py"], _command(name)):
+    out = subprocess.run(
+      [*cmd, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    ).stdout
+    assert all(f"{flag}:" in out or f"--[no]{flag[2:]}:" in out for flag in own_flags), out
+    assert "--[no]verbose:" in out, out

@@ -17,7 +17,10 @@ from jaxmm import config as config_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
-  "config", None, "Path to a config file (configs/*.py).", lock_config=True
+  "config",
+  None,
+  "A config file, or a shipped config's name (demo, own_data, best, ...: jaxmm/configs).",
+  lock_config=True,
 )
 flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and the vocabulary go.")
 flags.DEFINE_enum(
