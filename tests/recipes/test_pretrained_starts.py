@@ -92,7 +92,7 @@ def test_rotation_tower_starts_the_matching_run(tmp_path):
 
 
 def test_mlm_tower_and_vocabulary_carry_into_the_matching_run(tmp_path):
-  from jaxmm.data import datasets
+  from jaxmm import workdir as workdir_lib
 
   pre, down = _pretext_configs(tmp_path, "pretrain_mlm")
   run = str(tmp_path / "mlm")
@@ -105,7 +105,7 @@ def test_mlm_tower_and_vocabulary_carry_into_the_matching_run(tmp_path):
   down.train.max_steps = 1
   train_and_evaluate(down, str(tmp_path / "down"))
   vocab = [
-    json.load(open(os.path.join(d, datasets.VOCAB_FILE)))["tokens"]
+    json.load(open(os.path.join(d, workdir_lib.VOCAB_FILE)))["tokens"]
     for d in (run, str(tmp_path / "down"))
   ]
   assert vocab[0] == vocab[1]

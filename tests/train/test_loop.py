@@ -212,7 +212,7 @@ def test_nan_loss_skips_updates_and_stops_cleanly(tmp_path, data_root):
   # before it: a skipped step changes nothing, optimizer state included.
   ckpt = ckpt_lib.Checkpointer(workdir)
   assert ckpt.latest_step() == last - 1
-  vocab = TextEncoder.load(os.path.join(workdir, datasets.VOCAB_FILE)).vocab
+  vocab = TextEncoder.load(os.path.join(workdir, workdir_lib.VOCAB_FILE)).vocab
   like = state_lib.build(config, tasks.make(config), vocab_size=len(vocab)).arrays
   latest, meta = ckpt.restore(like)
   before, _ = ckpt.restore(like, step=last - 2)

@@ -150,8 +150,8 @@ def test_a_run_augmenting_on_the_device_resumes_exactly(tmp_path):
 
   import jax
 
+  from jaxmm import workdir as workdir_lib
   from jaxmm.configs import tiny
-  from jaxmm.data import datasets
   from jaxmm.data.text import TextEncoder
   from jaxmm.recipes import train_and_evaluate
   from jaxmm.train import checkpoint as ckpt_lib
@@ -166,7 +166,7 @@ def test_a_run_augmenting_on_the_device_resumes_exactly(tmp_path):
   def final_arrays(workdir, max_steps=None):
     config.train.max_steps = max_steps
     train_and_evaluate(config, workdir)
-    vocab = TextEncoder.load(os.path.join(workdir, datasets.VOCAB_FILE)).vocab
+    vocab = TextEncoder.load(os.path.join(workdir, workdir_lib.VOCAB_FILE)).vocab
     ckpt = ckpt_lib.Checkpointer(workdir)
     like = state_lib.build(config, tasks.make(config), vocab_size=len(vocab)).arrays
     arrays, meta = ckpt.restore(like)
