@@ -42,13 +42,14 @@ def table_baseline(root: str, c: float, test_file: str | None = None) -> None:
   from jaxmm.configs import own_data
 
   cfg = own_data.get_config().data
-  train = table.read_table(table.find_split_file(root, "train"), need="labels")
+  train_file = table.find_split_file(root, "train")
+  train = table.read_table(train_file, need="labels")
   test_file = test_file or table.find_split_file(root, "test")
   if test_file is None:
     raise SystemExit(f"{root}: no test.jsonl or test.csv to score on")
   test = table.read_table(test_file, need="labels")
   fit, val = datasets.split_records(train, cfg)
-  label_set = labels.LabelSet(labels.sort_names(n for r in fit for n in r.labels))
+  label_set = labels.for_training(cfg, None, train, train_file)[0]  # own_data's label set
   known = set(label_set.names)
 
   def xy(rows):

@@ -24,9 +24,11 @@ log = logging.getLogger("jaxmm")
 def run(main) -> None:
   """absl's app.run(main), with an expected error printed as `error: <message>` (exit status 1).
 
-  `--help` lists the flags of main's module and --verbose: absl shows the key flags of the module
-  named sys.argv[0], and the programs' flags live in jaxmm.scripts.*, not in the file run.
+  `--help` prints the docstring of main's module and lists its flags and --verbose: absl prints
+  __main__'s docstring and the key flags of the module named sys.argv[0], and the programs live in
+  jaxmm.scripts.*, not in the file run.
   """
+  sys.modules["__main__"].__doc__ = sys.modules[main.__module__].__doc__
   by_module = FLAGS.flags_by_module_dict()
   for module in (main.__module__, __name__):
     for flag in by_module.get(module, ()):

@@ -154,7 +154,6 @@ def _write(result):
 
 def run() -> None:
   """The `jaxmm-evaluate` command (and evaluate.py)."""
-  sys.modules["__main__"].__doc__ = __doc__  # what absl's --help prints
   cli.run(main)
 
 

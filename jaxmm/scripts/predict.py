@@ -112,7 +112,6 @@ def main(argv):
 
 def run() -> None:
   """The `jaxmm-predict` command (and predict.py)."""
-  sys.modules["__main__"].__doc__ = __doc__  # what absl's --help prints
   cli.run(main)
 
 

@@ -57,7 +57,6 @@ def main(argv):
 
 def run() -> None:
   """The `jaxmm-train` command (and train.py)."""
-  sys.modules["__main__"].__doc__ = __doc__  # what absl's --help prints
   config_lib.resolve_config_arg(sys.argv)
   config_lib.check_overrides(sys.argv)
   cli.run(main)
