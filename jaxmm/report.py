@@ -71,6 +71,7 @@ _SUMMARY = (
   ("samples_precision", "samples precision"),
   ("samples_recall", "samples recall"),
   ("exact_match", "exact match"),
+  ("mean_ap", "mean average precision (no threshold)"),
 )
 
 

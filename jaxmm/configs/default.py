@@ -121,9 +121,17 @@ def get_config() -> config_dict.ConfigDict:
     )
   )
   # norm: '' | 'batch' | 'layer' after each hidden layer; interaction_dim > 0 adds the product and
-  # distance of the two towers projected to that size (helps matching).
+  # distance of the two towers projected to that size (helps matching). output_bias: 'zeros', or
+  # 'prior' (multi-label: each output's bias starts at its label's log-odds in the training set).
   m.head = config_dict.ConfigDict(
-    dict(hidden=(512,), dropout=0.2, feature_dropout=0.0, norm="", interaction_dim=0)
+    dict(
+      hidden=(512,),
+      dropout=0.2,
+      feature_dropout=0.0,
+      norm="",
+      interaction_dim=0,
+      output_bias="zeros",
+    )
   )
   m.attention = config_dict.ConfigDict(dict(dim=256, num_heads=4, num_layers=1, dropout=0.1))
 

@@ -63,6 +63,20 @@ class MLPHead(nnx.Module):
     return self.out(x_BxD).astype(jnp.float32)  # logits (and so the loss) in float32
 
 
+def set_output_bias(model: nnx.Module, bias_L) -> int:
+  """Sets the output-layer bias of every MLPHead in `model` with len(bias_L) outputs (a late
+  fusion's two branches each have one) -> how many were set."""
+  bias_L = jnp.asarray(bias_L, jnp.float32)
+  heads = [
+    m
+    for _, m in nnx.iter_modules(model)
+    if isinstance(m, MLPHead) and m.out.out_features == bias_L.shape[0]
+  ]
+  for head in heads:
+    head.out.bias[...] = bias_L.astype(head.out.bias.dtype)
+  return len(heads)
+
+
 class ConcatFusionClassifier(nnx.Module):
   """logits = head([image.encode(image); text.encode(tokens, length)]).
 

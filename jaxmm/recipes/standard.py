@@ -75,6 +75,7 @@ def train_on(config, workdir: str, task: Task, data) -> loop.FitResult:
     steps_per_epoch=plan.steps_per_epoch,
     total_steps=plan.schedule_steps,
     embedding_init=embedding_init,
+    output_bias=task.output_bias(data.train),
     pretrained=checkpointer.latest_step() is None,
   )
   state, progress = loop.resume(state, checkpointer, sharding=plan.state_sharding)

@@ -54,6 +54,14 @@ class Task:
         f"train.select_metric={select!r} is not reported by task {self.name!r}; use one of {known}"
       )
     check_data_config(config.data)
+    bias = config.model.get("head", {}).get("output_bias", "zeros")
+    if bias not in ("zeros", "prior"):
+      raise ValueError(f"model.head.output_bias={bias!r} is not 'zeros' or 'prior'")
+    if bias == "prior" and not self.has_prior_bias:
+      raise ValueError(
+        f"model.head.output_bias='prior' is for multi-label tasks (task {self.name!r} has no "
+        "label prior): set it to 'zeros'"
+      )
 
   @property
   def layout(self) -> str:
@@ -79,6 +87,13 @@ class Task:
 
   def _with_images(self, with_images: bool | None) -> bool:
     return self.config.model.mode != "text" if with_images is None else with_images
+
+  has_prior_bias = False  # output_bias can start the head's biases at the labels' log-odds
+
+  def output_bias(self, train_split):
+    """The heads' initial output bias from the training labels (model.head.output_bias='prior'),
+    or None to keep the layer's own initialisation."""
+    return None
 
   def with_train_data(self, train_split) -> Task:
     """This task with what its loss takes from the training labels (class weights)."""

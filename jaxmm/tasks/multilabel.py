@@ -35,6 +35,7 @@ class MultilabelTask(Task):
     "weighted_f1",
     "samples_precision",
     "samples_recall",
+    "mean_ap",
   )
   label_key = target_key = "labels"
   decision_rules = (thresholds_lib.EXPECTED_F1,)
@@ -88,6 +89,17 @@ class MultilabelTask(Task):
       jnp.float32,
     )
     return task
+
+  has_prior_bias = True
+
+  def output_bias(self, train_split):
+    if self.config.model.get("head", {}).get("output_bias", "zeros") != "prior":
+      return None
+    freq = np.asarray(train_split.arrays["labels"], np.float64).mean(axis=0)
+    # a label never (or always) seen gets a finite log-odds: at most 1 example in (n + 1) apart
+    eps = 1.0 / (len(train_split) + 1)
+    freq = np.clip(freq, eps, 1.0 - eps)
+    return np.log(freq / (1.0 - freq)).astype(np.float32)
 
   def num_outputs(self):
     return len(self.labels)

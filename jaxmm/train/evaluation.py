@@ -38,6 +38,10 @@ def _collect(pending, probs, loss_sum, n):
 def multilabel_report(
   probs_NxL: np.ndarray, labels_NxL: np.ndarray, thresholds, *, prefix: str = "val_"
 ) -> dict[str, float]:
-  """Metrics at the given threshold(s), every row predicting at least one label."""
+  """Metrics at the given threshold(s), every row predicting at least one label, and the
+  threshold-free mean average precision (`mean_ap`)."""
   preds = thresholds_lib.apply_thresholds(probs_NxL, thresholds, at_least_one=True)
-  return {prefix + k: v for k, v in metrics_lib.multilabel_metrics(labels_NxL, preds).items()}
+  out = metrics_lib.multilabel_metrics(labels_NxL, preds)
+  # threshold-free: moves while the thresholded scores still sit at the label prior
+  out["mean_ap"] = metrics_lib.mean_average_precision(labels_NxL, probs_NxL)
+  return {prefix + k: v for k, v in out.items()}

@@ -114,6 +114,39 @@ def multilabel_metrics(labels_NxL, preds_NxL) -> dict[str, float]:
   }
 
 
+def average_precision(labels_N, scores_N) -> float:
+  """Area under the precision-recall curve as scikit-learn's `average_precision_score`:
+  sum over the distinct scores (descending) of (recall step) x (precision there); ties count as
+  one threshold. NaN when there is no positive."""
+  labels = np.asarray(labels_N).astype(bool).ravel()
+  scores = np.asarray(scores_N, np.float64).ravel()
+  if labels.shape != scores.shape:
+    raise ValueError(f"labels {labels.shape} and scores {scores.shape} differ in shape")
+  n_pos = int(labels.sum())
+  if n_pos == 0:
+    return float("nan")
+  order = np.argsort(-scores, kind="mergesort")
+  scores, labels = scores[order], labels[order]
+  # the last index of each run of equal scores: one threshold per distinct score
+  last = np.r_[np.nonzero(np.diff(scores))[0], len(scores) - 1]
+  tp = np.cumsum(labels)[last]
+  precision = tp / (last + 1)
+  recall_step = np.diff(np.r_[0, tp]) / n_pos
+  return float(np.sum(recall_step * precision))
+
+
+def mean_average_precision(labels_NxL, probs_NxL) -> float:
+  """Macro mean of `average_precision` over the labels with a positive in `labels_NxL`: how well
+  the scores rank each label's examples first, whatever the threshold (COCO's multi-label mAP)."""
+  labels = _as_binary_2d(labels_NxL, "labels_NxL")
+  probs = np.asarray(probs_NxL, np.float64)
+  if probs.shape != labels.shape:
+    raise ValueError(f"labels {labels.shape} and probs {probs.shape} differ in shape")
+  aps = [average_precision(labels[:, j], probs[:, j]) for j in range(labels.shape[1])]
+  aps = [a for a in aps if not np.isnan(a)]
+  return float(np.mean(aps)) if aps else float("nan")
+
+
 def per_class_metrics(
   labels_NxL,
   preds_NxL,

@@ -13,7 +13,7 @@ from typing import Any
 from flax import nnx, struct
 from jax.sharding import Sharding
 
-from jaxmm.models import registry
+from jaxmm.models import fusion, registry
 from jaxmm.train import checkpoint as ckpt_lib
 from jaxmm.train import optim, transfer
 
@@ -53,16 +53,20 @@ def build(
   steps_per_epoch: int = 1,
   total_steps: int = 1,
   embedding_init=None,
+  output_bias=None,
   pretrained: bool = False,
 ) -> TrainState:
   """A fresh model of `task` with the optimizer of `config.optim`.
 
-  embedding_init (word vectors) and pretrained (model.image.weights, init.*_from) only matter to
-  a fresh training run: a restored checkpoint overwrites them. The step counts size the schedule.
+  embedding_init (word vectors), output_bias (the heads' initial output bias, e.g. the labels'
+  prior log-odds) and pretrained (model.image.weights, init.*_from) only matter to a fresh
+  training run: a restored checkpoint overwrites them. The step counts size the schedule.
   """
   model = registry.init_in_one_program(
     lambda: task.build_model(vocab_size, nnx.Rngs(config.seed), embedding_init=embedding_init)
   )
+  if output_bias is not None and not fusion.set_output_bias(model, output_bias):
+    raise ValueError(f"model {config.model.name!r} has no output layer to take the initial bias")
   if pretrained:
     transfer.init_from_config(model, config)
   return with_optimizer(model, config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)

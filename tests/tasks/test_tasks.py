@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from jaxmm import config as config_lib
 from jaxmm import inference, tasks
 from jaxmm.configs import s0_best, tiny
 from jaxmm.data import matching
@@ -163,3 +164,42 @@ def test_matching_config_errors(tmp_path):
   c.task = "segmentation"
   with pytest.raises(ValueError, match="'segmentation' is not a task"):
     tasks.make(c)
+
+
+def test_prior_output_bias_starts_every_head_at_the_label_log_odds(tmp_path):
+  from flax import nnx
+
+  from jaxmm.data.pipeline import PreparedSplit
+  from jaxmm.models import fusion
+  from jaxmm.train import state as state_lib
+
+  c = _multilabel_text_config(tmp_path / "data")
+  c.model.head.output_bias = "prior"
+  task = tasks.make(c)
+  config_lib.ensure_synthetic(c.data, task=task.layout)
+  vocab_size = len(task.load_data(str(tmp_path)).encoder.vocab)
+  task.check_config()
+  labels = np.zeros((10, len(task.labels)), np.float32)
+  labels[:5, 0] = 1  # label 0: half the rows; label 1: every row; the rest: none
+  labels[:, 1] = 1
+  split = PreparedSplit(
+    ids=[str(i) for i in range(10)], image_cache=None, image_index=None, arrays={"labels": labels}
+  )
+  bias = task.output_bias(split)
+  assert bias[0] == pytest.approx(0.0)
+  assert bias[1] == pytest.approx(np.log(10 / 11 / (1 / 11)))  # clipped: 1 in n + 1 apart
+  assert bias[2] == pytest.approx(-bias[1])
+  state = state_lib.build(c, task, vocab_size=vocab_size, output_bias=bias)
+  model = nnx.merge(state.model_def, state.model)
+  heads = [m for _, m in nnx.iter_modules(model) if isinstance(m, fusion.MLPHead)]
+  assert heads and all(np.allclose(h.out.bias[...], bias) for h in heads)
+  # the default keeps the layer's zeros; a task without a label prior refuses 'prior'
+  c.model.head.output_bias = "zeros"
+  assert tasks.make(c).output_bias(None) is None
+  m = _matching_config(tmp_path, loss="ce")
+  m.model.head.output_bias = "prior"
+  with pytest.raises(ValueError, match="output_bias='prior' is for multi-label"):
+    tasks.make(m).check_config()
+  m.model.head.output_bias = "log_odds"
+  with pytest.raises(ValueError, match="is not 'zeros' or 'prior'"):
+    tasks.make(m).check_config()

@@ -148,3 +148,28 @@ def test_binary_hand_case():
   assert m["accuracy"] == pytest.approx(0.6)
   assert m["precision"] == pytest.approx(2 / 3)
   assert m["recall"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_average_precision_vs_sklearn(seed):
+  rng = np.random.default_rng(seed)
+  n = int(rng.integers(2, 60))
+  labels = rng.random((n, 4)) < 0.3
+  labels[0] = True  # every column has a positive
+  scores = np.round(rng.random((n, 4)), 1)  # many ties: each distinct score is one threshold
+  for j in range(4):
+    assert metrics.average_precision(labels[:, j], scores[:, j]) == pytest.approx(
+      skm.average_precision_score(labels[:, j], scores[:, j]), abs=1e-12
+    )
+  want = np.mean([skm.average_precision_score(labels[:, j], scores[:, j]) for j in range(4)])
+  assert metrics.mean_average_precision(labels, scores) == pytest.approx(want, abs=1e-12)
+
+
+def test_mean_average_precision_skips_labels_without_positives():
+  labels = np.array([[1, 0], [0, 0], [1, 0]])
+  scores = np.array([[0.9, 0.8], [0.5, 0.5], [0.2, 0.1]])
+  # column 0: ranked 1st and 3rd -> AP = (1/2)(1/1) + (1/2)(2/3); column 1 has no positive
+  assert metrics.mean_average_precision(labels, scores) == pytest.approx(0.5 + 1 / 3)
+  assert np.isnan(metrics.average_precision([0, 0], [0.3, 0.2]))
+  # a perfect ranking scores 1 whatever the threshold: the scores never cross 0.5 here
+  assert metrics.average_precision([1, 0, 1, 0], [0.3, 0.1, 0.4, 0.2]) == 1.0
