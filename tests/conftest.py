@@ -68,5 +68,24 @@ def _shared_compilation_cache(tmp_path_factory):
   config_lib.setup_compilation_cache(path)
 
 
+@pytest.fixture(scope="session")
+def own_data_run(tmp_path_factory):
+  """configs/own_data.py trained once on tests/test_own_data.py's generated folder, with
+  predict.py's `--probs` output on its test.csv: (root, rows, workdir, predictions path). Shared
+  by the tests of own data and of `jaxmm.load`, which only read it."""
+  from jaxmm.recipes import train_and_evaluate
+  from tests.test_own_data import _config, _run, make_own_data
+
+  tmp = tmp_path_factory.mktemp("own_data")
+  root = tmp / "mine"
+  rows = make_own_data(str(root))
+  workdir = str(tmp / "run")
+  train_and_evaluate(_config(root), workdir)
+  pred = tmp / "pred.csv"
+  args = ["predict.py", "--workdir", workdir, "--csv", str(root / "test.csv"), "--out", str(pred)]
+  _run([*args, "--probs"])
+  return root, rows, workdir, pred
+
+
 def requires(path: str):
   return pytest.mark.skipif(not os.path.exists(path), reason=f"{path} not present")

@@ -11,31 +11,13 @@ from PIL import Image
 
 import jaxmm
 from jaxmm.data import images as images_lib
-from jaxmm.recipes import train_and_evaluate
 from jaxmm.train import thresholds as thresholds_lib
-from tests.test_own_data import NAMES, SIZES, _config, _run, make_own_data
+from tests.test_own_data import NAMES, SIZES
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  tmp = tmp_path_factory.mktemp("api")
-  root = tmp / "mine"
-  rows = make_own_data(str(root))
-  workdir = str(tmp / "run")
-  train_and_evaluate(_config(root), workdir)
-  pred = tmp / "pred.csv"
-  _run(
-    [
-      "predict.py",
-      "--workdir",
-      workdir,
-      "--csv",
-      str(root / "test.csv"),
-      "--out",
-      str(pred),
-      "--probs",
-    ]
-  )
+def trained(own_data_run):
+  root, rows, workdir, pred = own_data_run  # predict.py's --probs output on test.csv
   with open(pred, newline="") as f:
     written = list(csv.DictReader(f))
   paths = [

@@ -19,7 +19,6 @@ from jaxmm.configs import own_data
 from jaxmm.data import datasets, labels, table
 from jaxmm.data.images import open_cache
 from jaxmm.data.pipeline import PreparedSplit
-from jaxmm.recipes import train_and_evaluate
 from jaxmm.train import thresholds as thresholds_lib
 from tests.conftest import ROOT
 
@@ -93,11 +92,8 @@ def _run(args):
   return proc
 
 
-def test_own_data_trains_evaluates_and_predicts_label_names(tmp_path):
-  root = tmp_path / "mine"
-  rows = make_own_data(str(root))
-  workdir = str(tmp_path / "run")
-  train_and_evaluate(_config(root), workdir)
+def test_own_data_trains_evaluates_and_predicts_label_names(own_data_run, tmp_path):
+  root, rows, workdir, pred = own_data_run  # trained once for this file and tests/test_api.py
   want = tuple(sorted(NAMES))
   assert labels.load(os.path.join(workdir, "labels.json")).names == want
   report = open(os.path.join(workdir, "report.md")).read()
@@ -112,19 +108,6 @@ def test_own_data_trains_evaluates_and_predicts_label_names(tmp_path):
   assert [r["name"] for r in metrics["per_class"]] == list(want)
 
   # predict.py on the CSV copy, with probabilities: the input's image and text, label names.
-  pred = tmp_path / "pred.csv"
-  _run(
-    [
-      "predict.py",
-      "--workdir",
-      workdir,
-      "--csv",
-      str(root / "test.csv"),
-      "--out",
-      str(pred),
-      "--probs",
-    ]
-  )
   with open(pred, newline="") as f:
     got = list(csv.DictReader(f))
   assert list(got[0]) == ["image", "text", "labels"] + [f"p:{n}" for n in want]
@@ -158,9 +141,9 @@ def test_own_data_trains_evaluates_and_predicts_label_names(tmp_path):
 
   # A test label outside the workdir's set names the file, row and label.
   bad = [dict(rows["test"][0]), dict(rows["test"][1], labels="cat|zebra")]
-  table.write_table(root / "bad.jsonl", bad, ("image", "text", "labels"))
+  table.write_table(tmp_path / "bad.jsonl", bad, ("image", "text", "labels"))
   with pytest.raises(labels.UnknownLabelError, match=r"bad\.jsonl:2: label 'zebra' is not in"):
-    inference.split_from_csv(restored, str(root / "bad.jsonl"), str(root), labelled=True)
+    inference.split_from_csv(restored, str(tmp_path / "bad.jsonl"), str(root), labelled=True)
 
 
 def test_csv_and_jsonl_tables_prepare_the_same_arrays(tmp_path):
