@@ -163,15 +163,16 @@ def prepare(
       absl_log, level, shown = logging.getLogger("absl"), logging.getLogger("absl").level, None
       absl_log.setLevel(logging.ERROR)
       try:
-        builder = _builder_class()(
-          size=size,
-          load=load,
-          n=n,
-          num_threads=num_threads,
-          data_dir=cache_dir,
-          config=tfds.core.BuilderConfig(name=key),
-          file_format="array_record",
-        )
+        with _no_leftover_tempdirs():
+          builder = _builder_class()(
+            size=size,
+            load=load,
+            n=n,
+            num_threads=num_threads,
+            data_dir=cache_dir,
+            config=tfds.core.BuilderConfig(name=key),
+            file_format="array_record",
+          )
         shown = tqdm_utils._active
         tfds.display_progress_bar(n >= 2000 and sys.stderr.isatty())
         builder.download_and_prepare()
@@ -180,6 +181,25 @@ def prepare(
         if shown is not None:
           tfds.display_progress_bar(shown)
   return folder
+
+
+@contextlib.contextmanager
+def _no_leftover_tempdirs() -> Iterator[None]:
+  """Removes the empty `tmp*tfds` folder TFDS makes (and leaves) when it builds a new dataset's
+  info: it would fetch that info from Google Cloud Storage into it, which is off (GCS access is
+  disabled by default), so the folder stays empty; one per store would pile up in the temp
+  folder. Only empty folders that appeared during the block are removed."""
+  import glob
+  import tempfile
+
+  pattern = os.path.join(tempfile.gettempdir(), "tmp*tfds")
+  before = set(glob.glob(pattern))
+  try:
+    yield
+  finally:
+    for path in set(glob.glob(pattern)) - before:
+      with contextlib.suppress(OSError):  # not empty, or gone: not ours to remove
+        os.rmdir(path)
 
 
 def remove(cache_dir: str, key: str) -> None:

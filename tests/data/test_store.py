@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import tempfile
 
 import numpy as np
 import pytest
@@ -45,6 +46,17 @@ def test_records_are_the_files_in_order(tmp_path):
   np.testing.assert_array_equal(st[[4, 1]], np.stack([st[4], st[1]]))
   assert st[2:5].shape == (3, S, S, 3) and st[[]].shape == (0, S, S, 3)
   assert st.bad() == []
+
+
+def test_preparing_leaves_no_folder_in_the_temp_folder(tmp_path, monkeypatch):
+  temp = tmp_path / "temp"
+  temp.mkdir()
+  (temp / "tmpmine_tfds").mkdir()  # someone else's, not empty: kept
+  (temp / "tmpmine_tfds" / "f").write_text("x")
+  monkeypatch.setattr(tempfile, "tempdir", str(temp))
+  paths = _files(tmp_path)
+  store.prepare(str(tmp_path / "cache"), "k", size=S, n=len(paths), load=_loader(paths))
+  assert sorted(os.listdir(temp)) == ["tmpmine_tfds"]
 
 
 def test_parts_bound_every_split_and_cover_the_files_in_order():
