@@ -87,5 +87,25 @@ def own_data_run(tmp_path_factory):
   return root, rows, workdir, pred
 
 
+def import_torchvision():
+  """torchvision, or None when it is not installed. The torchvision wheel pip finds beside a CPU
+  torch is a CUDA build whose compiled ops (nms ...) fail to register at import; its models, and
+  transformers (which imports torchvision whenever it is installed), need none of them, so the op
+  registrations are skipped then."""
+  import importlib.util
+  import types
+
+  if importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchvision") is None:
+    return None
+  try:
+    import torchvision
+  except (ImportError, RuntimeError):
+    for name in [n for n in sys.modules if n.split(".")[0] == "torchvision"]:
+      del sys.modules[name]
+    sys.modules["torchvision._meta_registrations"] = types.ModuleType("_meta_registrations")
+    import torchvision
+  return torchvision
+
+
 def requires(path: str):
   return pytest.mark.skipif(not os.path.exists(path), reason=f"{path} not present")

@@ -3,16 +3,15 @@ files, and agreement with transformers' BertTokenizer on tricky captions."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pickle
-import sys
 
 import numpy as np
 import pytest
 
 from jaxmm.data import text as text_lib
 from jaxmm.data import wordpiece as wp
+from tests.conftest import import_torchvision
 
 VOCAB = [
   "[PAD]",
@@ -167,13 +166,7 @@ def test_save_load_pickle_and_dispatch(vocab_file, tmp_path):
 @pytest.fixture(scope="module")
 def bert_tokenizer_cls():
   """transformers' BertTokenizer, or skip."""
-  if importlib.util.find_spec("torchvision") is not None:
-    try:
-      import torchvision  # noqa: F401
-    except Exception:  # pylint: disable=broad-except
-      # A torchvision built for another torch fails at import and transformers imports it
-      # whenever it is installed; tokenisation needs none of it.
-      sys.modules["torchvision"] = None
+  import_torchvision()  # transformers imports it whenever it is installed
   return pytest.importorskip("transformers").BertTokenizer
 
 

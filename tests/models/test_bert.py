@@ -3,9 +3,6 @@ transformers' BertModel (built here with random weights)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +10,7 @@ import pytest
 from flax import nnx
 
 from jaxmm.models import bert
+from tests.conftest import import_torchvision
 
 VOCAB, HIDDEN, LAYERS, HEADS, INTER, MAX_POS = 100, 32, 2, 4, 37, 64
 LENGTH_B = np.array([9, 3, 1, 6], np.int32)
@@ -180,13 +178,7 @@ def test_hf_config_kwargs_and_errors(tmp_path):
 def import_transformers():
   """transformers (with torch), or skip the test."""
   pytest.importorskip("torch")
-  if importlib.util.find_spec("torchvision") is not None:
-    try:
-      import torchvision  # noqa: F401
-    except Exception:  # pylint: disable=broad-except
-      # A torchvision built for another torch fails at import, and transformers imports it
-      # whenever it is installed; BERT needs none of it, so hide it from this process.
-      sys.modules["torchvision"] = None
+  import_torchvision()  # transformers imports it whenever it is installed
   return pytest.importorskip("transformers")
 
 

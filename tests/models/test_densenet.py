@@ -4,9 +4,6 @@ torchvision's densenet121 (random weights) when torch and torchvision are instal
 from __future__ import annotations
 
 import functools
-import importlib.util
-import sys
-import types
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +13,7 @@ from flax import nnx
 
 from jaxmm.models import densenet
 from jaxmm.models import import_weights as iw
+from tests.conftest import import_torchvision
 
 # torchvision densenet121: 7,978,856 parameters minus the classifier (1024 * 1000 + 1000).
 _TORCHVISION_COUNT = 6_953_856
@@ -89,22 +87,12 @@ def test_forward_dtype_and_train_eval_batchnorm():
 
 
 def _torchvision_models():
-  """torchvision.models, or a skip when torchvision is not installed. A torchvision wheel built
-  for a CUDA torch next to a CPU torch cannot register its compiled ops (nms ...) and fails on
-  import (a RuntimeError, or an ImportError once an earlier import left it half-initialised); its
-  models are plain Python and do not need them, so the op registrations are skipped then."""
+  """torchvision.models (tests.conftest.import_torchvision), or a skip."""
   pytest.importorskip("torch")
-  if "torchvision" in sys.modules and sys.modules["torchvision"] is None:
-    del sys.modules["torchvision"]  # hidden by a test that needed transformers without it
-  if importlib.util.find_spec("torchvision") is None:
+  if import_torchvision() is None:
     pytest.skip("torchvision is not installed")
-  try:
-    import torchvision.models as tvm
-  except (ImportError, RuntimeError):
-    for name in [n for n in sys.modules if n.split(".")[0] == "torchvision"]:
-      del sys.modules[name]
-    sys.modules["torchvision._meta_registrations"] = types.ModuleType("_meta_registrations")
-    import torchvision.models as tvm
+  import torchvision.models as tvm
+
   return tvm
 
 
