@@ -192,6 +192,9 @@ def get_config() -> config_dict.ConfigDict:
   t.class_weight_scheme = "sqrt_inverse"
   t.focal_gamma = 2.0
   t.focal_alpha = 0.25
+  # Multi-label: each example's loss is the 'mean' over its labels or their 'sum' (L times larger;
+  # with Adam/AdamW that changes an update only through optim.eps, clipping or optim.l2).
+  t.label_reduction = "mean"
   t.threshold = 0.5
   # 'global', 'per_class', '' (keep train.threshold) or 'expected_f1' (multi-label: no threshold,
   # each row's label set of highest expected F1 under the predicted probabilities)

@@ -24,6 +24,7 @@ from jaxmm.train import metrics as metrics_lib
 from jaxmm.train import thresholds as thresholds_lib
 
 LOSSES = ("bce", "weighted_bce", "focal")
+LABEL_REDUCTIONS = ("mean", "sum")
 
 
 class MultilabelTask(Task):
@@ -62,6 +63,11 @@ class MultilabelTask(Task):
     if self.config.train.loss not in LOSSES:
       raise ValueError(
         f"train.loss={self.config.train.loss!r} is not a multi-label loss: use one of {LOSSES}"
+      )
+    reduction = self.config.train.get("label_reduction", "mean")
+    if reduction not in LABEL_REDUCTIONS:
+      raise ValueError(
+        f"train.label_reduction={reduction!r}: use 'mean' (average over the labels) or 'sum'"
       )
     super().check_config()
 
@@ -110,10 +116,14 @@ class MultilabelTask(Task):
   def loss(self, logits, batch):
     train = self.config.train
     if train.loss == "focal":
-      return losses.focal_loss(
+      loss_B = losses.focal_loss(
         logits, batch["labels"], gamma=train.focal_gamma, alpha=train.focal_alpha or None
       )
-    return losses.sigmoid_bce(logits, batch["labels"], class_weights_L=self.class_weights)
+    else:
+      loss_B = losses.sigmoid_bce(logits, batch["labels"], class_weights_L=self.class_weights)
+    if train.get("label_reduction", "mean") == "sum":  # torch's reduction='sum' over the labels
+      loss_B = loss_B * logits.shape[-1]
+    return loss_B
 
   def probs(self, logits):
     return jax.nn.sigmoid(logits)

@@ -154,6 +154,8 @@ def test_matching_config_errors(tmp_path):
     check(_multilabel_text_config(tmp_path, tune_thresholds="globl"))
   with pytest.raises(ValueError, match="not a multi-label loss"):
     check(_multilabel_text_config(tmp_path, loss="ce"))
+  with pytest.raises(ValueError, match=r"train.label_reduction='total'"):
+    check(_multilabel_text_config(tmp_path, label_reduction="total"))
   with pytest.raises(ValueError, match="select_metric"):
     check(_matching_config(tmp_path, loss="ce", select_metric="val_samples_f1"))
   c = _matching_config(tmp_path, loss="ce", contrastive_weight=1.0)
@@ -164,6 +166,20 @@ def test_matching_config_errors(tmp_path):
   c.task = "segmentation"
   with pytest.raises(ValueError, match="'segmentation' is not a task"):
     tasks.make(c)
+
+
+@pytest.mark.parametrize("loss", ["bce", "focal"])
+def test_label_reduction_sum_is_the_mean_times_the_label_count(tmp_path, loss):
+  rng = np.random.default_rng(0)
+  batch = {"labels": (rng.random((5, 18)) < 0.2).astype(np.float32)}
+  logits = rng.normal(size=(5, 18)).astype(np.float32)
+  per_example = {}
+  for reduction in ("mean", "sum"):
+    task = tasks.make(_multilabel_text_config(tmp_path, loss=loss, label_reduction=reduction))
+    task.check_config()
+    per_example[reduction] = np.asarray(task.loss(logits, batch))
+  assert per_example["mean"].shape == (5,)
+  np.testing.assert_allclose(per_example["sum"], 18 * per_example["mean"], rtol=1e-6)
 
 
 def test_prior_output_bias_starts_every_head_at_the_label_log_odds(tmp_path):
