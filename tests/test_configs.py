@@ -106,6 +106,31 @@ def test_best_gpu_is_best_with_only_its_sizes_changed():
   assert best["model.image.conv_impl"] == gpu["model.image.conv_impl"] == "auto"
 
 
+def test_s0_variants_keep_the_training_they_were_measured_with():
+  """s0_matching trains with the changes that took it past S0's 0.70; its variants inherit its
+  data and head but keep S0's reported training (s0_matching.as_reported)."""
+  load = {
+    n: config_lib.flatten(
+      config_lib.load_config_file(os.path.join(ROOT, "jaxmm", "configs", f"{n}.py")).to_dict()
+    )
+    for n in ("s0_matching", "s0_cnn_mlp", "s0_ae_lstm")
+  }
+  s0 = load["s0_matching"]
+  assert s0["model.text.word_vectors.source"] == "fasttext" and s0["model.text.dropout"] == 0.2
+  assert (s0["optim.lr"], s0["optim.schedule"], s0["data.augment.crop"]) == (
+    5e-4,
+    "warmup_cosine",
+    True,
+  )
+  for name in ("s0_cnn_mlp", "s0_ae_lstm"):
+    c = load[name]
+    assert (c["optim.name"], c["optim.lr"], c["optim.schedule"]) == ("adam", 2e-4, "constant")
+    assert not c["data.augment.crop"] and not c["data.augment.hflip"]
+    assert c["model.head.dropout"] == 0.0
+    assert c.get("model.text.word_vectors.source", "") == ""
+  assert load["s0_cnn_mlp"]["model.image.num_filters"] == 32
+
+
 # tiny, demo and comp5329_dev train in tests/test_end_to_end.py-style runs of the same model family;
 # own_data (comp5329_dev's model on a table) in tests/test_own_data.py; best_gpu: the test above.
 _ELSEWHERE = ("default", "tiny", "demo", "comp5329_dev", "best_gpu", "own_data")

@@ -17,6 +17,7 @@ from jaxmm.configs import s0_matching
 
 def get_config():
   c = s0_matching.get_config()
+  s0_matching.as_reported(c)
   c.model.image.update(name="resnet18", stem="imagenet", num_filters=32)
   c.model.text.update(
     name="lstm", embed_dim=128, hidden_size=128, bidirectional=True, pooling="max", dropout=0.1
