@@ -63,8 +63,8 @@ def get_config():
 
 
 def as_reported(c):
-  """S0's training as its report gives it, which the variants were measured with: a half-width
-  CNN, random embeddings, no augmentation or dropout, Adam 2e-4 at a constant rate."""
+  """S0's training as its report gives it (random embeddings, no augmentation or dropout, Adam
+  2e-4 at a constant rate) with the half-width CNN: what the variants were measured with."""
   c.model.image.update(num_filters=32)
   c.model.text.update(dropout=0.0)
   c.model.text.word_vectors.update(source="")
