@@ -46,6 +46,58 @@ def _test_xla_flags() -> str:
 
 os.environ["XLA_FLAGS"] = _test_xla_flags()
 
+# The README runs the suite as `pytest -n 2 --dist loadscope` (pytest-xdist): most tests compile
+# and trace in one Python thread, so two workers on two cores take ~0.6x the serial time. A
+# module's tests stay on one worker (they share module fixtures), as loadscope does; on top of it,
+# the config tests share nothing and spread one by one, the two modules reading the session's
+# own-data run share a worker, and units start longest first, so no long one is left for the end
+# (seconds: one serial run; units not named here follow in collection order).
+_SPREAD_MODULES = ("tests/test_configs.py",)
+_MERGED_MODULES = {"tests/test_api.py": "own_data", "tests/test_own_data.py": "own_data"}
+_SECONDS = {
+  "tests/recipes/test_two_stage.py": 100,
+  "tests/test_faults.py": 87,
+  "tests/test_end_to_end.py": 81,
+  "tests/test_configs.py::test_config_trains_two_steps[s1_bingi]": 71,
+  "own_data": 70,
+  "tests/train/test_loop.py": 67,
+  "tests/train/test_multihost.py": 61,
+  "tests/tasks/test_tasks.py": 56,
+  "tests/test_benchmarks.py": 42,
+  "tests/train/test_steps.py": 37,
+  "tests/test_scripts.py": 37,
+  "tests/recipes/test_pretrained_starts.py": 36,
+  "tests/test_configs.py::test_config_trains_two_steps[s4_liu]": 36,
+  "tests/test_configs.py::test_config_trains_two_steps[best]": 28,
+  "tests/test_configs.py::test_config_trains_two_steps[s3_ren]": 26,
+  "tests/test_configs.py::test_config_trains_two_steps[s2_xu]": 24,
+}
+
+
+def _xdist_unit(nodeid: str) -> str:
+  module = nodeid.split("::")[0]
+  return nodeid if module in _SPREAD_MODULES else _MERGED_MODULES.get(module, module)
+
+
+def pytest_collection_modifyitems(config, items):
+  if hasattr(config, "workerinput"):  # an xdist worker: the scheduler takes units in this order
+    items.sort(key=lambda item: -_SECONDS.get(_xdist_unit(item.nodeid), 0))  # stable
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+  if config.getvalue("dist") != "loadscope":
+    return None
+  from xdist.scheduler import LoadScopeScheduling
+
+  class UnitScheduling(LoadScopeScheduling):
+    def _split_scope(self, nodeid: str) -> str:
+      return _xdist_unit(nodeid)
+
+  config.option.loadscopereorder = False  # keep the workers' longest-first order
+  return UnitScheduling(config, log)
+
+
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 COMP5329_DEV = os.path.join(SHARED, "comp5329-dev")
 MATCHING_DEV = os.path.join(SHARED, "matching-dev")
