@@ -15,7 +15,8 @@ alike, and steps/s is the median over repeats.
 
 On a GPU: jax computes in bfloat16 (`model.dtype`), torch uses autocast(bfloat16) + channels_last.
 `--json` prints, as the last line, a JSON list of {"model", "jax_steps_per_s", "torch_steps_per_s",
-"ratio", "batch", "image_size", "device"}; ratio = jax_steps_per_s / torch_steps_per_s (medians).
+"ratio", "batch", "image_size", "device", "cpu_kernels"}; ratio = jax_steps_per_s /
+torch_steps_per_s (medians); cpu_kernels: the kernels of jax's step on a CPU (None elsewhere).
 The table also shows the median and quartiles of the per-repeat paired ratios and the process CPU
 time per step of each side (less moved by other processes' load than wall time).
 """
@@ -41,7 +42,7 @@ from jaxmm import config as config_lib  # noqa: E402
 from jaxmm import tasks  # noqa: E402
 from jaxmm.data import comp5329  # noqa: E402
 from jaxmm.models import registry  # noqa: E402
-from jaxmm.train import optim, steps  # noqa: E402
+from jaxmm.train import cpu_kernels, optim, steps  # noqa: E402
 from jaxmm.train import state as state_lib  # noqa: E402
 
 # name -> (image tower, text tower, default batch)
@@ -124,8 +125,20 @@ def jax_runner(name: str, batch_np: dict, args):
   )
   state = state_lib.from_model(model, tx)
   # One device, as torch gets one: the comparison is per device.
-  train_step = steps.make_train_step(tasks.make(config_lib.default_config()), seed=0)
+  task = tasks.make(config_lib.default_config())
+  made = {}
+
+  def make_step(kernels: str):
+    if kernels not in made:
+      made[kernels] = steps.make_train_step(task, seed=0, cpu_kernels=kernels)
+    return made[kernels]
+
   batch = jax.device_put(batch_np)
+  # The CPU kernels train.py's default ('auto') would choose for this step, or the ones asked for.
+  kernels = getattr(args, "cpu_kernels", "auto")
+  if kernels == "auto":
+    kernels = cpu_kernels.choose(make_step, state, batch)
+  train_step = make_step(kernels)
   holder = {"state": state}
 
   def run(n: int):
@@ -136,6 +149,7 @@ def jax_runner(name: str, batch_np: dict, args):
     holder["state"] = state
     return float(metrics["loss"])
 
+  run.cpu_kernels = kernels if jax.default_backend() == "cpu" else None
   return run
 
 
@@ -219,6 +233,7 @@ def compare(name: str, args, threads: int) -> dict:
     "batch": batch,
     "image_size": args.image_size if MODELS[name][0] else None,
     "device": f"{dev.platform} ({dev.device_kind})",
+    "cpu_kernels": runners["jax"].cpu_kernels,
     "_spread": {k: (round(min(v), 2), round(max(v), 2)) for k, v in rates.items()},
     "_cpu_ms": {k: round(statistics.median(v)) for k, v in cpu_ms.items()},
     "_paired": (
@@ -243,6 +258,12 @@ def main(argv=None):
     "--dtype", default="auto", help="jax compute dtype: auto (bf16 on GPU), float32, bfloat16"
   )
   p.add_argument("--text-impl", default="fused", help="jax LSTM: fused | cudnn (NVIDIA GPU)")
+  p.add_argument(
+    "--cpu-kernels",
+    default="auto",
+    choices=["auto", "ynnpack", "eigen"],
+    help="XLA:CPU's conv/matmul kernels; auto: the faster of a timed step each, as train.py",
+  )
   p.add_argument("--warmup", type=int, default=3)
   p.add_argument("--steps", type=int, default=5, help="steps per timed repeat")
   p.add_argument("--repeats", type=int, default=7)

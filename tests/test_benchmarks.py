@@ -76,7 +76,9 @@ def test_compare_torch_json_rows():
       "batch",
       "image_size",
       "device",
+      "cpu_kernels",
     }
+    assert r["cpu_kernels"] in ("ynnpack", "eigen")  # a CPU: the step train.py would choose
     assert r["jax_steps_per_s"] > 0 and r["torch_steps_per_s"] > 0 and r["batch"] == 4
   assert rows[0]["image_size"] == 32 and rows[1]["image_size"] is None
 

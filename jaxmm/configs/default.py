@@ -195,6 +195,10 @@ def get_config() -> config_dict.ConfigDict:
   # Multi-label: each example's loss is the 'mean' over its labels or their 'sum' (L times larger;
   # with Adam/AdamW that changes an update only through optim.eps, clipping or optim.l2).
   t.label_reduction = "mean"
+  # On a CPU: the kernel library of the train step's convs and matmuls, 'ynnpack' (XLA's default)
+  # or 'eigen'; 'auto' times one step of each on the first batch and keeps the faster (which one
+  # wins depends on the CPU; jaxmm.train.cpu_kernels). Ignored on GPUs.
+  t.cpu_kernels = "auto"
   t.threshold = 0.5
   # 'global', 'per_class', '' (keep train.threshold) or 'expected_f1' (multi-label: no threshold,
   # each row's label set of highest expected F1 under the predicted probabilities)

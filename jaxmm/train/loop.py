@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from jaxmm import workdir as workdir_lib
 from jaxmm.data import pipeline
 from jaxmm.train import checkpoint as ckpt_lib
-from jaxmm.train import optim, parallel, steps
+from jaxmm.train import cpu_kernels, optim, parallel, steps
 from jaxmm.train import state as state_lib
 from jaxmm.train.setup import RunPlan
 from jaxmm.train.writer import MetricWriter
@@ -57,6 +57,7 @@ class Progress:
   elapsed_s: float = 0.0  # wall-clock, summed over resumptions
   metric_rows: int = 0  # rows of metrics.jsonl at the checkpoint
   pending: list = dataclasses.field(default_factory=list)  # step metrics not yet logged
+  cpu_kernels: str = ""  # the train step's CPU kernels once chosen: a resume compiles the same
   extra: dict = dataclasses.field(default_factory=dict)  # recipe results (two-stage)
 
   def to_meta(self) -> dict:
@@ -176,12 +177,22 @@ def fit(
     writes=workdir_lib.writes_files(),
   )
   mesh = plan.mesh
-  train_step = steps.make_train_step(
-    task,
-    seed=plan.seed,
-    out_shardings=parallel.replicated(mesh) if mesh else None,
-    augment=pipeline.device_augmentation(plan.augment, extra_map),
-  )
+  made_steps = {}
+
+  def make_step(kernels: str):
+    if kernels not in made_steps:
+      made_steps[kernels] = steps.make_train_step(
+        task,
+        seed=plan.seed,
+        out_shardings=parallel.replicated(mesh) if mesh else None,
+        augment=pipeline.device_augmentation(plan.augment, extra_map),
+        cpu_kernels=kernels,
+      )
+    return made_steps[kernels]
+
+  if plan.cpu_kernels != "auto":  # as configured; 'auto' keeps a resumed run's choice
+    p.cpu_kernels = plan.cpu_kernels
+  train_step = make_step(p.cpu_kernels) if p.cpu_kernels else None  # None: chosen on batch 1
   predict_step = steps.make_predict_step(state.model_def, task)
   eval_predict = predict_step
   state = parallel.place(state, plan.state_sharding)  # a no-op for a state from `resume`
@@ -245,6 +256,12 @@ def fit(
       ):
         if mesh is not None:
           batch = parallel.shard_batch(batch, mesh)
+        if train_step is None:
+          long_run = plan.total_steps - p.step >= cpu_kernels.MIN_RUN_STEPS
+          p.cpu_kernels = (
+            cpu_kernels.choose(make_step, state, batch) if long_run else cpu_kernels.DEFAULT
+          )
+          train_step = make_step(p.cpu_kernels)
         state, m = train_step(state, batch)
         pending.append(m)
         p.step += 1

@@ -15,7 +15,7 @@ from jax.sharding import Mesh, Sharding
 
 from jaxmm.data import pipeline
 from jaxmm.data.pipeline import AugmentConfig
-from jaxmm.train import optim, parallel
+from jaxmm.train import cpu_kernels, optim, parallel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +43,7 @@ class RunPlan:
   num_threads: int
   num_workers: int
   progress_bar: bool
+  cpu_kernels: str  # 'auto' | 'ynnpack' | 'eigen' (jaxmm.train.cpu_kernels)
 
   @property
   def state_sharding(self) -> Sharding:
@@ -76,6 +77,8 @@ def plan(config, task, num_train: int) -> RunPlan:
     local_batch = parallel.per_process_batch(tc.batch_size, mesh)
     shard = (jax.process_index(), jax.process_count())
   augment = AugmentConfig.from_config(config.data)  # image transforms placed for this backend
+  kernels = tc.get("cpu_kernels", "auto")
+  cpu_kernels.check(kernels)
   return RunPlan(
     seed=config.seed,
     steps_per_epoch=spe,
@@ -100,4 +103,5 @@ def plan(config, task, num_train: int) -> RunPlan:
     num_threads=config.data.num_threads,
     num_workers=config.data.num_workers,
     progress_bar=tc.progress_bar,
+    cpu_kernels=kernels,
   )

@@ -17,6 +17,7 @@ import optax
 from flax import nnx
 
 from jaxmm.data import device_augment
+from jaxmm.train import cpu_kernels as cpu_kernels_lib
 from jaxmm.train import losses
 
 # XLA:CPU's default copy insertion copies the Adam moments before updating them in place, as the
@@ -25,19 +26,32 @@ from jaxmm.train import losses
 _COMPILER_OPTIONS = {"cpu": {"xla_cpu_copy_insertion_use_region_analysis": True}}
 
 
-def compiler_options() -> dict | None:
-  """XLA options for jitting a train step on this backend (None: the defaults)."""
-  return _COMPILER_OPTIONS.get(jax.default_backend())
+def compiler_options(cpu_kernels: str = cpu_kernels_lib.DEFAULT) -> dict | None:
+  """XLA options for jitting a train step on this backend (None: the defaults); on a CPU with
+  the convs and matmuls in `cpu_kernels` (jaxmm.train.cpu_kernels)."""
+  backend = jax.default_backend()
+  options = _COMPILER_OPTIONS.get(backend)
+  if backend == "cpu":
+    options = {**(options or {}), **cpu_kernels_lib.compiler_options(cpu_kernels)}
+  return options
 
 
-def make_train_step(task, *, seed: int, out_shardings: Any = None, augment=None):
+def make_train_step(
+  task,
+  *,
+  seed: int,
+  out_shardings: Any = None,
+  augment=None,
+  cpu_kernels: str = cpu_kernels_lib.DEFAULT,
+):
   """-> jitted `train_step(state, batch) -> (state, metrics)` over a TrainState, donated.
 
   `task` (jaxmm.tasks.Task) gives the forward pass and the per-example loss. out_shardings: where
   the new state and metrics live (jaxmm.train.parallel replicates them over a mesh); None leaves
   it to jit. augment: the image augmentation to apply to `batch['image']` before the forward pass
   (a pipeline.AugmentConfig, from pipeline.device_augmentation), None for none; each example's
-  draw is keyed by (seed, optimizer step, batch['index']).
+  draw is keyed by (seed, optimizer step, batch['index']). cpu_kernels: 'ynnpack' or 'eigen',
+  the kernel library of the convs and matmuls on a CPU (jaxmm.train.cpu_kernels).
   """
   base_key = jax.random.key(seed)
 
@@ -67,7 +81,9 @@ def make_train_step(task, *, seed: int, out_shardings: Any = None, augment=None)
     return new_state, {"loss": loss, "grad_norm": grad_norm, "finite": finite}
 
   kwargs = {} if out_shardings is None else {"out_shardings": out_shardings}
-  return jax.jit(train_step, donate_argnums=0, compiler_options=compiler_options(), **kwargs)
+  return jax.jit(
+    train_step, donate_argnums=0, compiler_options=compiler_options(cpu_kernels), **kwargs
+  )
 
 
 def augment_images(batch: dict[str, jax.Array], seed: int, step: jax.Array, augment) -> dict:

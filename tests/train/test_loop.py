@@ -293,3 +293,24 @@ def test_a_signal_during_the_last_step_still_evaluates_it(tmp_path, data_root, m
   monkeypatch.undo()
   assert train_and_evaluate(config, workdir)["stopped_by_signal"] is None  # the resumed run
   assert read_metrics(os.path.join(workdir, "metrics.jsonl")) == rows
+
+
+def test_the_cpu_kernels_are_saved_and_a_resumed_auto_run_keeps_them(tmp_path, data_root):
+  """train.cpu_kernels reaches the checkpoints; 'auto' on resume compiles what the run began
+  with (exact resume), not a fresh timing's choice."""
+  config, workdir = _tiny(tmp_path, data_root, ckpt_every_steps=1, max_steps=2)
+  config.model.mode = "text"
+  config.data.val_size = 0
+  config.train.cpu_kernels = "eigen"
+  train_and_evaluate(config, workdir)
+  ckpt = ckpt_lib.Checkpointer(workdir)
+  assert ckpt.restore_meta()["cpu_kernels"] == "eigen"
+  ckpt.close()
+  config.train.update(cpu_kernels="auto", max_steps=3)  # a tiny step alone would keep 'ynnpack'
+  train_and_evaluate(config, workdir)
+  ckpt = ckpt_lib.Checkpointer(workdir)
+  assert ckpt.latest_step() == 3 and ckpt.restore_meta()["cpu_kernels"] == "eigen"
+  ckpt.close()
+  config.train.cpu_kernels = "mkl"
+  with pytest.raises(ValueError, match="train.cpu_kernels='mkl'"):
+    train_and_evaluate(config, str(tmp_path / "bad"))
