@@ -192,6 +192,8 @@ def fit(
 
   if plan.cpu_kernels != "auto":  # as configured; 'auto' keeps a resumed run's choice
     p.cpu_kernels = plan.cpu_kernels
+  elif p.step and not p.cpu_kernels:  # a checkpoint from before the choice: XLA's default then
+    p.cpu_kernels = cpu_kernels.DEFAULT
   train_step = make_step(p.cpu_kernels) if p.cpu_kernels else None  # None: chosen on batch 1
   predict_step = steps.make_predict_step(state.model_def, task)
   eval_predict = predict_step
