@@ -126,19 +126,17 @@ def jax_runner(name: str, batch_np: dict, args):
   state = state_lib.from_model(model, tx)
   # One device, as torch gets one: the comparison is per device.
   task = tasks.make(config_lib.default_config())
-  made = {}
 
   def make_step(kernels: str):
-    if kernels not in made:
-      made[kernels] = steps.make_train_step(task, seed=0, cpu_kernels=kernels)
-    return made[kernels]
+    return steps.make_train_step(task, seed=0, cpu_kernels=kernels)
 
   batch = jax.device_put(batch_np)
   # The CPU kernels train.py's default ('auto') would choose for this step, or the ones asked for.
-  kernels = getattr(args, "cpu_kernels", "auto")
+  kernels = args.cpu_kernels
   if kernels == "auto":
-    kernels = cpu_kernels.choose(make_step, state, batch)
-  train_step = make_step(kernels)
+    kernels, train_step = cpu_kernels.choose(make_step, state, batch)
+  else:
+    train_step = make_step(kernels)
   holder = {"state": state}
 
   def run(n: int):

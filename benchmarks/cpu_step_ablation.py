@@ -109,6 +109,12 @@ def main(argv=None):
   p.add_argument("--image-size", type=int, default=64)
   p.add_argument("--width", type=int, default=64, help="ResNet num_filters (best.py: 32)")
   p.add_argument("--batch", type=int, default=0, help="0: compare_torch's default for the model")
+  p.add_argument(
+    "--cpu-kernels",
+    default="ynnpack",
+    choices=["ynnpack", "eigen"],
+    help="XLA:CPU's conv/matmul kernels, the same for every variant (jaxmm.train.cpu_kernels)",
+  )
   p.add_argument("--repeats", type=int, default=9)
   p.add_argument("--steps", type=int, default=3)
   args = p.parse_args(argv)
@@ -121,6 +127,7 @@ def main(argv=None):
     dtype="float32",
     width=args.width,
     text_impl="fused",
+    cpu_kernels=args.cpu_kernels,  # the same kernels for every variant
   )
   batch_size = args.batch or compare_torch.MODELS[args.model][2]
   batch = compare_torch.make_batch(args.model, batch_size, ns)

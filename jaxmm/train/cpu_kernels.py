@@ -69,26 +69,34 @@ def choose(
   state,
   batch,
   *,
+  run_steps: int | None = None,
   repeats: int = 3,
   min_step_s: float = MIN_STEP_S,
-) -> str:
-  """'ynnpack' or 'eigen': the faster train step on this machine for this state and batch.
+) -> tuple[str, Any]:
+  """-> ('ynnpack' or 'eigen', its step): the faster train step on this machine for this state and
+  batch.
 
-  make_step(kernels) -> the jitted (state, batch) -> (state, metrics) step; `state` and `batch`
-  are left as they were (each timing runs on a copy). Only on a CPU backend in one process (other
-  processes could choose differently and compute different replicas); elsewhere 'ynnpack', which
-  adds no compile option. A step under `min_step_s` keeps 'ynnpack' without a second compile.
+  make_step(kernels) -> the jitted (state, batch) -> (state, metrics) step, called once for each
+  kernels it times; `state` and `batch` are left as they were (each timing runs on a copy). Only on
+  a CPU backend in one process (other processes could choose differently and compute different
+  replicas); elsewhere, and for a run of fewer than MIN_RUN_STEPS `run_steps` (None: any length),
+  'ynnpack', which adds no compile option, untimed. A step under `min_step_s` keeps 'ynnpack'
+  without a second compile.
   """
-  if jax.default_backend() != "cpu" or jax.process_count() > 1:
-    return DEFAULT
-  times = {DEFAULT: _seconds_per_step(make_step(DEFAULT), state, batch, repeats)}
+  default_step = make_step(DEFAULT)
+  short_run = run_steps is not None and run_steps < MIN_RUN_STEPS
+  if jax.default_backend() != "cpu" or jax.process_count() > 1 or short_run:
+    return DEFAULT, default_step
+  steps = {DEFAULT: default_step}
+  times = {DEFAULT: _seconds_per_step(default_step, state, batch, repeats)}
   if times[DEFAULT] < min_step_s:
-    return DEFAULT
-  times["eigen"] = _seconds_per_step(make_step("eigen"), state, batch, repeats)
+    return DEFAULT, default_step
+  steps["eigen"] = make_step("eigen")
+  times["eigen"] = _seconds_per_step(steps["eigen"], state, batch, repeats)
   chosen = min(times, key=times.get)
   log.info(
     "CPU kernels: %s (one train step: %s)",
     chosen,
     ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in times.items()),
   )
-  return chosen
+  return chosen, steps[chosen]

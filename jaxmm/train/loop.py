@@ -177,18 +177,15 @@ def fit(
     writes=workdir_lib.writes_files(),
   )
   mesh = plan.mesh
-  made_steps = {}
 
   def make_step(kernels: str):
-    if kernels not in made_steps:
-      made_steps[kernels] = steps.make_train_step(
-        task,
-        seed=plan.seed,
-        out_shardings=parallel.replicated(mesh) if mesh else None,
-        augment=pipeline.device_augmentation(plan.augment, extra_map),
-        cpu_kernels=kernels,
-      )
-    return made_steps[kernels]
+    return steps.make_train_step(
+      task,
+      seed=plan.seed,
+      out_shardings=parallel.replicated(mesh) if mesh else None,
+      augment=pipeline.device_augmentation(plan.augment, extra_map),
+      cpu_kernels=kernels,
+    )
 
   if plan.cpu_kernels != "auto":  # as configured; 'auto' keeps a resumed run's choice
     p.cpu_kernels = plan.cpu_kernels
@@ -259,11 +256,9 @@ def fit(
         if mesh is not None:
           batch = parallel.shard_batch(batch, mesh)
         if train_step is None:
-          long_run = plan.total_steps - p.step >= cpu_kernels.MIN_RUN_STEPS
-          p.cpu_kernels = (
-            cpu_kernels.choose(make_step, state, batch) if long_run else cpu_kernels.DEFAULT
+          p.cpu_kernels, train_step = cpu_kernels.choose(
+            make_step, state, batch, run_steps=plan.total_steps - p.step
           )
-          train_step = make_step(p.cpu_kernels)
         state, m = train_step(state, batch)
         pending.append(m)
         p.step += 1
