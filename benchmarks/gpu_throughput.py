@@ -1,33 +1,58 @@
-"""GPU throughput of jaxmm's real train step, and a full epoch fed from the prepared image cache.
+"""GPU throughput of jaxmm's real train step beside torch AMP, the cuDNN vs fused LSTM, and a full
+epoch through jaxmm's input pipeline: one command, no data, no network.
 
-  python benchmarks/gpu_throughput.py                    # GPU: ResNet-50 + Bi-LSTM, 224 px, bf16
-  python benchmarks/gpu_throughput.py --root ../shared/data/comp5329-dev   # epoch of real data
-  python benchmarks/gpu_throughput.py --smoke            # CPU smoke run (tests/test_benchmarks.py)
+  python benchmarks/gpu_throughput.py --json --out gpu_throughput.json   # GPU, all four parts
+  python benchmarks/gpu_throughput.py --root ../shared/data/comp5329-dev --json  # real-data epoch
+  python benchmarks/gpu_throughput.py --smoke --json     # CPU smoke run (tests/test_benchmarks.py)
 
-1. step: images/s of `steps.make_train_step` on a batch already on the device (upper bound), with
-   the step's device augmentation (random-resized crop + h-flip) as training runs it.
-2. epoch: one epoch through the real input path, timed end to end: grain gathers uint8 rows of the
+1. step: images/s of `steps.make_train_step` (ResNet-50 + Bi-LSTM, fused, 224 px, bf16, batch
+   256) on a batch already on the device, with the step's device augmentation (random-resized crop
+   + h-flip) as training runs it.
+2. torch: the same architecture (benchmarks/torch_models.py) with autocast(bf16) + channels_last
+   and Adam on the same batch, timed in turns with step 1 (who goes first alternates); torch does
+   not augment, so `ratio_vs_torch` slightly favours torch (by FLOPs, the crop and flip of a
+   224 px batch are well under 1 % of a ResNet-50 train step).
+3. epoch: one epoch through the real input path, timed end to end: grain gathers uint8 rows of the
    split (read into memory once, timed apart, as PreparedSplit.load_resident does) on --threads
-   host threads (or --workers processes), batches go to the device while the previous step runs
-   (jax dispatch is asynchronous), the step crops, flips and trains. --where host puts the crop
-   and flip back on the host threads (PIL) for comparison. With --root the prepared store is built
-   from the JPEGs first (timed separately); without it (no data, no network) the split is
-   --epoch-images random uint8 images in memory.
-Targets on one H100-class GPU: >= 3,000 images/s for the step, a 30k-image epoch in <= 10 s.
-The last line is one JSON object (with --json).
+   host threads (or --workers processes), batches go to the device while the previous step runs,
+   the step crops, flips and trains. --where host puts the crop and flip back on the host threads
+   (PIL). With --root the prepared store is built from the JPEGs first (timed apart); without it
+   the split is --epoch-images random uint8 images in memory.
+4. lstm: sequences/s of the text-only Bi-LSTM train step (batch --lstm-batch) with
+   `model.text.impl='fused'` and 'cudnn' (jax.experimental.rnn; NVIDIA GPUs only: elsewhere its
+   error is recorded), and torch's nn.LSTM (cuDNN on a GPU) under autocast(bf16).
+Targets on one H100/H200: >= 3,000 images/s for the step, >= 1.2x torch AMP, a 30k-image epoch in
+<= 10 s. Each part that fails is recorded under "errors" and the others still run; a part that
+would start after --budget-s seconds is skipped. With --out the JSON object is rewritten after each
+part (what a timeout leaves is still there); with --json it is also the last line printed.
+
+On a GPU machine without network access that has jax (CUDA), flax, optax, orbax and torch but not
+grain or ml_collections, five wheels (4.4 MB) fetched where PyPI is reachable, into the git-ignored
+.whl/, make up the difference; installed into a folder of their own, they touch nothing there:
+  pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
+    --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \\
+    grain array-record cloudpickle portpicker ml-collections
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl   # there
+  PYTHONPATH=/tmp/site python3 benchmarks/gpu_throughput.py --json --out gpu_throughput.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+import traceback
+from types import SimpleNamespace
 
+# jax takes 75 % of the GPU's memory at its first use; torch's model shares the GPU here.
+os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -43,16 +68,23 @@ from jaxmm.train import state as state_lib  # noqa: E402
 
 
 def make_config(args):
+  """The fused model compare_torch.py measures (and torch_models.py mirrors), on the train path."""
   c = default_config.get_config()
   c.model.mode = "fused"
   c.model.dtype = args.dtype
-  c.model.image.update(name=args.image, stem="imagenet", num_filters=args.width)
+  c.model.image.update(name=args.image, stem="imagenet", num_filters=args.width, conv_impl="auto")
   if args.smoke:  # one residual stage: every layer kind, compiled in seconds
     c.model.image.stage_sizes = (1,)
   c.model.text.update(
-    name="lstm", embed_dim=args.text_width, hidden_size=args.text_width, pooling="last", dropout=0.0
+    name="lstm",
+    embed_dim=args.text_width,
+    hidden_size=args.text_width,
+    num_layers=1,
+    bidirectional=True,
+    pooling="last",
+    dropout=0.0,
   )
-  c.model.head.update(hidden=(512,), dropout=0.2)
+  c.model.head.update(hidden=(512,), dropout=0.2, feature_dropout=0.0, norm="")
   c.optim.update(name="adam", lr=1e-3, schedule="constant", warmup_epochs=0.0)
   c.data.update(
     image_size=args.size,
@@ -90,24 +122,57 @@ def random_batch(c, vocab_size: int, rng) -> dict[str, np.ndarray]:
   }  # grain batches carry it: same jit signature
 
 
-def step_rate(c, step, state, vocab_size: int, args):
-  """-> (images/s of the train step alone, batch resident on the device; the state)."""
-  batch = jax.device_put(random_batch(c, vocab_size, np.random.default_rng(0)))
-  t0 = time.perf_counter()
-  for _ in range(args.warmup):
-    state, m = step(state, batch)
-  jax.block_until_ready(m["loss"])
-  print(f"  step warm-up (compile) {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-  rates = []
-  for _ in range(args.repeats):
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-      state, m = step(state, batch)
+class JaxRunner:
+  """run(n): n steps of `step` on one resident batch, blocking at the end; keeps the state."""
+
+  def __init__(self, step, state, batch):
+    self.step, self.state, self.batch = step, state, batch
+
+  def __call__(self, n: int) -> float:
+    state = self.state
+    for _ in range(n):
+      state, m = self.step(state, self.batch)
     jax.block_until_ready(m["loss"])
-    rates.append(args.steps * c.train.batch_size / (time.perf_counter() - t0))
-  if not np.isfinite(float(m["loss"])):
-    raise FloatingPointError("non-finite loss")
-  return statistics.median(rates), state
+    self.state = state
+    return float(m["loss"])
+
+
+def timed_in_turns(runners: dict, args, errors: dict, prefix: str) -> dict[str, float]:
+  """-> steps/s (median over repeats) of each runner after its warm-up; the runners take turns
+  each repeat, who goes first alternating, so drifting load meets all alike. A runner other than
+  the first that fails its warm-up is dropped, its error put in `errors[prefix + name]`."""
+  runners = dict(runners)
+  for i, (name, run) in enumerate(list(runners.items())):
+    t0 = time.perf_counter()
+    try:
+      loss = run(args.warmup)  # a jax step compiles here
+      if not np.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss {loss}")
+    except Exception as err:
+      if i == 0:
+        raise
+      errors[f"{prefix}{name}"] = f"{type(err).__name__}: {err}"[:500]
+      del runners[name]
+      continue
+    print(f"  {name} warm-up {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+  rates = {k: [] for k in runners}
+  for r in range(args.repeats):
+    for name in list(runners)[:: 1 if r % 2 == 0 else -1]:
+      t0 = time.perf_counter()
+      runners[name](args.steps)
+      rates[name].append(args.steps / (time.perf_counter() - t0))
+  return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def torch_fusion_runner(image: str | None, batch_np: dict, args):
+  """compare_torch's torch side: autocast(bf16) + channels_last on a GPU, float32 on CPU."""
+  import compare_torch
+
+  name = {"resnet50": "resnet50_bilstm", "resnet18": "resnet18_bilstm", None: "bilstm"}[image]
+  opts = SimpleNamespace(
+    vocab=args.vocab, embed=args.text_width, hidden=args.text_width, width=args.width
+  )
+  return compare_torch.torch_runner(name, batch_np, opts, threads=os.cpu_count())
 
 
 def synthetic_split(c, n: int, vocab_size: int) -> pipeline.PreparedSplit:
@@ -148,6 +213,122 @@ def epoch_time(c, split, step, state, args) -> tuple[float, int]:
   return time.perf_counter() - t0, n
 
 
+def lstm_rates(args, errors: dict) -> dict[str, float]:
+  """Sequences/s of the text-only Bi-LSTM train step: jaxmm fused, jaxmm cuDNN, torch."""
+  import compare_torch
+
+  opts = SimpleNamespace(
+    vocab=args.vocab,
+    embed=args.text_width,
+    hidden=args.text_width,
+    width=args.width,
+    length=args.length,
+    image_size=args.size,
+    dtype=args.dtype,
+    cpu_kernels="ynnpack",  # XLA's default; the choice matters for convs, not this LSTM
+  )
+  batch_np = compare_torch.make_batch("bilstm", args.lstm_batch, opts)
+  runners = {}
+  for impl in ("fused", "cudnn"):  # cuDNN off an NVIDIA GPU: its error is recorded, not a rate
+    runners[impl] = compare_torch.jax_runner(
+      "bilstm", batch_np, SimpleNamespace(**vars(opts), text_impl=impl)
+    )
+  if not args.no_torch:
+    try:
+      runners["torch"] = torch_fusion_runner(None, batch_np, args)
+    except Exception as err:  # the jaxmm figures stand without it
+      errors["lstm_torch"] = f"{type(err).__name__}: {err}"[:500]
+  return {k: v * args.lstm_batch for k, v in timed_in_turns(runners, args, errors, "lstm_").items()}
+
+
+def real_split(c, root: str, cache_dir: str, out: dict) -> tuple[pipeline.PreparedSplit, int]:
+  """-> (the prepared store of every labelled record under `root`, built from its JPEGs (timed);
+  its vocabulary size)."""
+  c.data.update(root=root, cache_dir=cache_dir, split="last", val_size=0)
+  t0 = time.perf_counter()
+  data = datasets.prepare_comp5329(c.data, None)
+  out["cache_build_s"] = round(time.perf_counter() - t0, 1)
+  print(f"cache build: {out['cache_build_s']} s for {len(data.train)} images", flush=True)
+  return data.train, len(data.encoder.vocab)
+
+
+def measure_step(c, vocab: int, args, out: dict):
+  """Part 1 (and 2): jaxmm's step, and torch's in turns with it -> (the compiled step, state)."""
+  step, state = build_step(c, vocab)  # one model, compiled once, for the step and the epoch
+  batch_np = random_batch(c, vocab, np.random.default_rng(0))
+  runners = {"jaxmm": JaxRunner(step, state, jax.device_put(batch_np))}
+  if not args.no_torch:
+    try:
+      runners["torch"] = torch_fusion_runner(args.image, batch_np, args)
+      out["torch"] = sys.modules["torch"].__version__
+    except Exception as err:  # the jaxmm figure stands without it
+      out["errors"]["step_torch"] = f"{type(err).__name__}: {err}"[:500]
+  rates = timed_in_turns(runners, args, out["errors"], "step_")
+  out["step_images_per_s"] = round(rates["jaxmm"] * args.batch, 1)
+  line = f"train step: jaxmm {out['step_images_per_s']:.0f} images/s"
+  if "torch" in rates:
+    out["torch_amp_images_per_s"] = round(rates["torch"] * args.batch, 1)
+    out["ratio_vs_torch"] = round(rates["jaxmm"] / rates["torch"], 3)
+    line += f", torch {out['torch_amp_images_per_s']:.0f} ({out['ratio_vs_torch']:.2f}x)"
+  print(line, flush=True)
+  return step, runners["jaxmm"].state
+
+
+def measure_epoch(c, split, step, state, args, out: dict) -> None:
+  """Part 3: one epoch of `split` through grain and the step."""
+  t0 = time.perf_counter()
+  if split.load_resident(args.threads):
+    out["resident_load_s"] = round(time.perf_counter() - t0, 1)
+  secs, n = epoch_time(c, split, step, state, args)
+  out.update(epoch_s=round(secs, 2), epoch_images=n, epoch_images_per_s=round(n / secs, 1))
+  print(f"epoch: {n} images in {secs:.1f} s ({n / secs:.0f} images/s, loading included)")
+
+
+def measure_lstm(args, out: dict) -> None:
+  """Part 4: the Bi-LSTM's train step, fused vs cuDNN vs torch."""
+  out["lstm_batch"] = args.lstm_batch
+  rates = lstm_rates(args, out["errors"])
+  for k, v in rates.items():
+    out[f"lstm_{k}_sequences_per_s"] = round(v, 1)
+  print("Bi-LSTM: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()) + " sequences/s")
+
+
+class Report:
+  """The result object: parts add keys; rewritten to --out after each part."""
+
+  def __init__(self, path: str, **fields):
+    self.path, self.out, self.t0 = path, dict(fields, errors={}, skipped=[]), time.perf_counter()
+
+  def elapsed(self) -> float:
+    return time.perf_counter() - self.t0
+
+  @contextlib.contextmanager
+  def part(self, name: str, budget_s: float, ready: bool = True):
+    """-> whether to run the part: not when past the budget or not `ready` (an earlier part it
+    needs did not finish); then it is listed under "skipped". An exception in the part is
+    recorded under "errors", not raised: the next part still runs."""
+    run = ready and self.elapsed() <= budget_s
+    if not run:
+      self.out["skipped"].append(name)
+      why = f"{self.elapsed():.0f} s > budget {budget_s:.0f} s" if ready else "no train step"
+      print(f"{name}: skipped ({why})", flush=True)
+    try:
+      yield run
+    except Exception as err:
+      self.out["errors"][name] = f"{type(err).__name__}: {err}"[:500]
+      traceback.print_exc()
+    finally:
+      self.save()
+
+  def save(self):
+    self.out["wall_s"] = round(self.elapsed(), 1)
+    if self.path:
+      tmp = self.path + ".tmp"
+      with open(tmp, "w") as f:
+        json.dump(self.out, f, indent=1)
+      os.replace(tmp, self.path)
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--image", default="resnet50")
@@ -169,14 +350,19 @@ def main(argv=None):
   p.add_argument(
     "--where", default="device", choices=("device", "host"), help="where crop + flip run"
   )
+  p.add_argument("--lstm-batch", type=int, default=256)
+  p.add_argument("--no-torch", action="store_true", help="jaxmm alone")
   p.add_argument("--no-epoch", action="store_true")
+  p.add_argument("--no-lstm", action="store_true")
+  p.add_argument("--budget-s", type=float, default=200.0, help="start no part after this")
+  p.add_argument("--out", default="", help="JSON file, rewritten after each part")
   p.add_argument("--smoke", "--tiny", action="store_true", help="CPU smoke sizes, seconds")
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
   if args.smoke:
     args.image, args.width, args.text_width, args.size, args.batch = "resnet18", 8, 16, 32, 8
     args.length, args.vocab, args.warmup, args.steps, args.repeats = 8, 50, 1, 2, 1
-    args.epoch_images, args.threads = 48, 2
+    args.epoch_images, args.threads, args.lstm_batch = 48, 2, 8
   if args.dtype == "auto":
     args.dtype = "bfloat16" if jax.default_backend() == "gpu" else "float32"
   c = make_config(args)
@@ -187,38 +373,38 @@ def main(argv=None):
     f"{args.size} px, batch {args.batch}, {args.dtype}",
     flush=True,
   )
-  out = {
-    "device": f"{dev.platform} ({dev.device_kind})",
-    "image": args.image,
-    "size": args.size,
-    "batch": args.batch,
-    "dtype": args.dtype,
-    "augment_where": args.where,
-  }
+  report = Report(
+    args.out,
+    device=f"{dev.platform} ({dev.device_kind})",
+    jax=jax.__version__,
+    image=args.image,
+    size=args.size,
+    batch=args.batch,
+    dtype=args.dtype,
+    augment_where=args.where,
+  )
+  out = report.out
   with tempfile.TemporaryDirectory(prefix="jaxmm_gpu_") as tmp:
-    split, vocab = None, args.vocab
+    split, vocab, trained = None, args.vocab, None
     if args.root and not args.no_epoch:
-      c.data.update(root=args.root, cache_dir=os.path.join(tmp, "cache"), split="last", val_size=0)
-      t0 = time.perf_counter()
-      data = datasets.prepare_comp5329(c.data, None)
-      out["cache_build_s"] = round(time.perf_counter() - t0, 1)
-      split, vocab = data.train, len(data.encoder.vocab)
-      print(f"cache build: {out['cache_build_s']} s for {len(split)} images", flush=True)
-    step, state = build_step(c, vocab)  # one model, compiled once, for both measurements
-    rate, state = step_rate(c, step, state, vocab, args)
-    out["step_images_per_s"] = round(rate, 1)
-    print(f"train step: {rate:.0f} images/s", flush=True)
+      with report.part("cache", args.budget_s) as run:
+        if run:
+          split, vocab = real_split(c, args.root, os.path.join(tmp, "cache"), out)
+    with report.part("step", args.budget_s) as run:
+      if run:
+        trained = measure_step(c, vocab, args, out)
     if not args.no_epoch:
-      if split is None:
-        split = synthetic_split(c, args.epoch_images, vocab)
-      t0 = time.perf_counter()
-      if split.load_resident(args.threads):
-        out["resident_load_s"] = round(time.perf_counter() - t0, 1)
-      secs, n = epoch_time(c, split, step, state, args)
-      out.update(epoch_s=round(secs, 2), epoch_images=n, epoch_images_per_s=round(n / secs, 1))
-      print(
-        f"epoch: {n} images in {secs:.1f} s ({n / secs:.0f} images/s, loading included)", flush=True
-      )
+      with report.part("epoch", args.budget_s, ready=trained is not None) as run:
+        if run:
+          measure_epoch(
+            c, split or synthetic_split(c, args.epoch_images, vocab), *trained, args, out
+          )
+    del split, trained
+    if not args.no_lstm:
+      with report.part("lstm", args.budget_s) as run:
+        if run:
+          measure_lstm(args, out)
+  report.save()
   if args.json:
     print(json.dumps(out))
   return out

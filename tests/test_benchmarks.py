@@ -27,12 +27,34 @@ def _run(*args):
 
 
 @pytest.mark.slow
-def test_gpu_throughput_smoke_on_cpu():
-  """The GPU benchmark end to end on CPU, no data: its input pipeline feeds the step that
-  augments on the device."""
-  out = _run("benchmarks/gpu_throughput.py", "--smoke", "--json")
-  assert out["augment_where"] == "device"
+def test_gpu_throughput_smoke_on_cpu(tmp_path):
+  """The GPU benchmark end to end on CPU, no data: the step beside torch, its input pipeline
+  feeding the step that augments on the device, and the LSTMs; the JSON file it rewrites after
+  each part matches the last line."""
+  path = tmp_path / "gpu.json"
+  out = _run("benchmarks/gpu_throughput.py", "--smoke", "--json", "--out", str(path))
+  assert json.loads(path.read_text()) == out
+  assert out["augment_where"] == "device" and out["skipped"] == []
   assert out["step_images_per_s"] > 0 and out["epoch_images"] == 48 and out["epoch_s"] > 0
+  assert out["lstm_fused_sequences_per_s"] > 0
+  # The cuDNN LSTM lowers for NVIDIA GPUs only: off one its failure is recorded, the rest runs.
+  assert "NVIDIA GPU" in out["errors"].pop("lstm_cudnn")
+  if importlib.util.find_spec("torch") is not None:
+    assert out["errors"] == {}
+    assert out["torch_amp_images_per_s"] > 0 and out["lstm_torch_sequences_per_s"] > 0
+    assert out["ratio_vs_torch"] == pytest.approx(
+      out["step_images_per_s"] / out["torch_amp_images_per_s"], rel=0.01
+    )
+
+
+def test_gpu_throughput_skips_parts_past_its_budget(tmp_path):
+  """A part that would start past --budget-s is skipped and named; the file is still written."""
+  path = tmp_path / "gpu.json"
+  out = _run(
+    "benchmarks/gpu_throughput.py", "--smoke", "--budget-s", "-1", "--json", "--out", str(path)
+  )
+  assert out["skipped"] == ["step", "epoch", "lstm"] and "step_images_per_s" not in out
+  assert json.loads(path.read_text()) == out
 
 
 @pytest.mark.slow
