@@ -60,7 +60,7 @@ _SECONDS = {
   "tests/test_end_to_end.py": 81,
   "tests/test_configs.py::test_config_trains_two_steps[s1_bingi]": 71,
   "own_data": 70,
-  "tests/train/test_loop.py": 67,
+  "tests/train/test_loop.py": 76,
   "tests/train/test_multihost.py": 61,
   "tests/tasks/test_tasks.py": 56,
   "tests/test_benchmarks.py": 61,

@@ -314,3 +314,36 @@ def test_the_cpu_kernels_are_saved_and_a_resumed_auto_run_keeps_them(tmp_path, d
   config.train.cpu_kernels = "mkl"
   with pytest.raises(ValueError, match="train.cpu_kernels='mkl'"):
     train_and_evaluate(config, str(tmp_path / "bad"))
+
+
+def test_a_checkpoint_from_before_the_kernel_choice_resumes_on_xlas_default(
+  tmp_path, data_root, monkeypatch
+):
+  """A checkpoint whose meta has no cpu_kernels was trained with XLA's default kernels: an 'auto'
+  run resumes on those, untimed, and saves the choice from then on."""
+  from jaxmm.train import cpu_kernels, loop
+
+  config, workdir = _tiny(tmp_path, data_root, ckpt_every_steps=1, max_steps=2)
+  config.model.mode = "text"
+  config.data.val_size = 0
+  to_meta = loop.Progress.to_meta
+  monkeypatch.setattr(  # what a version without the kernel choice saved
+    loop.Progress,
+    "to_meta",
+    lambda self: {k: v for k, v in to_meta(self).items() if k != "cpu_kernels"},
+  )
+  train_and_evaluate(config, workdir)
+  ckpt = ckpt_lib.Checkpointer(workdir)
+  assert "cpu_kernels" not in ckpt.restore_meta()
+  ckpt.close()
+  monkeypatch.undo()
+
+  def no_timing(*args, **kwargs):
+    raise AssertionError("a resumed run timed the kernels anew")
+
+  monkeypatch.setattr(cpu_kernels, "choose", no_timing)
+  config.train.update(cpu_kernels="auto", max_steps=3)
+  train_and_evaluate(config, workdir)
+  ckpt = ckpt_lib.Checkpointer(workdir)
+  assert ckpt.latest_step() == 3 and ckpt.restore_meta()["cpu_kernels"] == "ynnpack"
+  ckpt.close()
