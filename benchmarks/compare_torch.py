@@ -157,43 +157,18 @@ def torch_runner(name: str, batch_np: dict, args, threads: int):
   import torch
   import torch_models
 
-  torch.set_num_threads(threads)
-  torch.manual_seed(0)
-  cuda = torch.cuda.is_available() and jax.default_backend() == "gpu"
-  device = torch.device("cuda" if cuda else "cpu")
   image, text, _ = MODELS[name]
-  model = torch_models.FusionClassifier(
+  return torch_models.train_runner(
     image,
     text,
+    batch_np,
     vocab=args.vocab,
     embed=args.embed,
     hidden=args.hidden,
     width=args.width,
-    channels_last=cuda,
-  ).to(device)
-  if cuda:
-    model = model.to(memory_format=torch.channels_last)
-  opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-  loss_fn = torch.nn.BCEWithLogitsLoss()
-  img = torch.from_numpy(batch_np["image"]).to(device) if image else None
-  tokens = torch.from_numpy(batch_np["tokens"]).long().to(device)
-  length = torch.from_numpy(batch_np["length"]).long()  # stays on the CPU (see torch_models)
-  labels = torch.from_numpy(batch_np["labels"]).to(device)
-  model.train()
-
-  def run(n: int):
-    for _ in range(n):
-      opt.zero_grad(set_to_none=True)
-      with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-        logits = model(img, tokens, length)
-      loss = loss_fn(logits.float(), labels)
-      loss.backward()
-      opt.step()
-    if cuda:
-      torch.cuda.synchronize()
-    return float(loss.detach())
-
-  return run
+    cuda=torch.cuda.is_available() and jax.default_backend() == "gpu",
+    threads=threads,
+  )
 
 
 def compare(name: str, args, threads: int) -> dict:

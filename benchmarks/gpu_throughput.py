@@ -8,19 +8,20 @@ epoch through jaxmm's input pipeline: one command, no data, no network.
 1. step: images/s of `steps.make_train_step` (ResNet-50 + Bi-LSTM, fused, 224 px, bf16, batch
    256) on a batch already on the device, with the step's device augmentation (random-resized crop
    + h-flip) as training runs it.
-2. torch: the same architecture (benchmarks/torch_models.py) with autocast(bf16) + channels_last
-   and Adam on the same batch, timed in turns with step 1 (who goes first alternates); torch does
-   not augment, so `ratio_vs_torch` slightly favours torch (by FLOPs, the crop and flip of a
-   224 px batch are well under 1 % of a ResNet-50 train step).
-3. epoch: one epoch through the real input path, timed end to end: grain gathers uint8 rows of the
+2. torch: the same model in PyTorch (benchmarks/torch_models.py) on the same batch, Adam,
+   autocast(bf16) + channels_last on a GPU, in a process of its own without jax, while this one
+   keeps its GPU memory (jax is held to 45 % of it here unless XLA_PYTHON_CLIENT_MEM_FRACTION says
+   otherwise). torch does not augment, so `ratio_vs_torch` slightly favours torch (by FLOPs, the
+   crop and flip of a 224 px batch are well under 1 % of a ResNet-50 train step).
+3. lstm: sequences/s of the text-only Bi-LSTM train step (batch --lstm-batch) with
+   `model.text.impl='fused'` and 'cudnn' (jax.experimental.rnn; NVIDIA GPUs only: elsewhere its
+   error is recorded), timed in turns; then torch's nn.LSTM (cuDNN on a GPU) as in 2.
+4. epoch: one epoch through the real input path, timed end to end: grain gathers uint8 rows of the
    split (read into memory once, timed apart, as PreparedSplit.load_resident does) on --threads
    host threads (or --workers processes), batches go to the device while the previous step runs,
-   the step crops, flips and trains. --where host puts the crop and flip back on the host threads
-   (PIL). With --root the prepared store is built from the JPEGs first (timed apart); without it
-   the split is --epoch-images random uint8 images in memory.
-4. lstm: sequences/s of the text-only Bi-LSTM train step (batch --lstm-batch) with
-   `model.text.impl='fused'` and 'cudnn' (jax.experimental.rnn; NVIDIA GPUs only: elsewhere its
-   error is recorded), and torch's nn.LSTM (cuDNN on a GPU) under autocast(bf16).
+   the step of 1 crops, flips and trains. --where host puts the crop and flip back on the host
+   threads (PIL). With --root the prepared store is built from the JPEGs first (timed apart);
+   without it the split is --epoch-images random uint8 images in memory.
 Targets on one H100/H200: >= 3,000 images/s for the step, >= 1.2x torch AMP, a 30k-image epoch in
 <= 10 s. Each part that fails is recorded under "errors" and the others still run; a part that
 would start after --budget-s seconds is skipped. With --out the JSON object is rewritten after each
@@ -43,13 +44,14 @@ import contextlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from types import SimpleNamespace
 
-# jax takes 75 % of the GPU's memory at its first use; torch's model shares the GPU here.
+# jax takes 75 % of the GPU's memory at its first use; torch's process shares the GPU (part 4).
 os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -164,15 +166,32 @@ def timed_in_turns(runners: dict, args, errors: dict, prefix: str) -> dict[str, 
   return {k: statistics.median(v) for k, v in rates.items()}
 
 
-def torch_fusion_runner(image: str | None, batch_np: dict, args):
-  """compare_torch's torch side: autocast(bf16) + channels_last on a GPU, float32 on CPU."""
-  import compare_torch
-
-  name = {"resnet50": "resnet50_bilstm", "resnet18": "resnet18_bilstm", None: "bilstm"}[image]
-  opts = SimpleNamespace(
-    vocab=args.vocab, embed=args.text_width, hidden=args.text_width, width=args.width
-  )
-  return compare_torch.torch_runner(name, batch_np, opts, threads=os.cpu_count())
+def torch_rate(image: str | None, batch_np: dict, args, tmp: str) -> dict:
+  """torch's train steps/s of the same model on the same batch, timed by benchmarks/torch_models.py
+  in a process of its own (no jax there: the two frameworks' CUDA libraries never share a process,
+  and a crash there cannot take jax's figures with it)."""
+  path = os.path.join(tmp, f"torch_batch_{image or 'text'}.npz")
+  np.savez(path, **{k: v for k, v in batch_np.items() if k != "index"})
+  cmd = [
+    sys.executable,
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_models.py"),
+    f"--batch-npz={path}",
+    f"--image={image or ''}",
+    "--text=lstm",
+    f"--vocab={args.vocab}",
+    f"--embed={args.text_width}",
+    f"--hidden={args.text_width}",
+    f"--width={args.width}",
+    f"--warmup={args.warmup}",
+    f"--steps={args.steps}",
+    f"--repeats={args.repeats}",
+    "--json",
+  ]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.torch_timeout_s)
+  sys.stderr.write(proc.stderr[-2000:])
+  if proc.returncode != 0:
+    raise RuntimeError(f"torch_models.py exited {proc.returncode}: {proc.stderr[-400:]}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def synthetic_split(c, n: int, vocab_size: int) -> pipeline.PreparedSplit:
@@ -213,8 +232,9 @@ def epoch_time(c, split, step, state, args) -> tuple[float, int]:
   return time.perf_counter() - t0, n
 
 
-def lstm_rates(args, errors: dict) -> dict[str, float]:
-  """Sequences/s of the text-only Bi-LSTM train step: jaxmm fused, jaxmm cuDNN, torch."""
+def lstm_rates(args, errors: dict) -> tuple[dict[str, float], dict]:
+  """-> (sequences/s of the text-only Bi-LSTM train step with the fused and the cuDNN layer,
+  timed in turns; the batch)."""
   import compare_torch
 
   opts = SimpleNamespace(
@@ -233,12 +253,8 @@ def lstm_rates(args, errors: dict) -> dict[str, float]:
     runners[impl] = compare_torch.jax_runner(
       "bilstm", batch_np, SimpleNamespace(**vars(opts), text_impl=impl)
     )
-  if not args.no_torch:
-    try:
-      runners["torch"] = torch_fusion_runner(None, batch_np, args)
-    except Exception as err:  # the jaxmm figures stand without it
-      errors["lstm_torch"] = f"{type(err).__name__}: {err}"[:500]
-  return {k: v * args.lstm_batch for k, v in timed_in_turns(runners, args, errors, "lstm_").items()}
+  rates = timed_in_turns(runners, args, errors, "lstm_")
+  return {k: v * args.lstm_batch for k, v in rates.items()}, batch_np
 
 
 def real_split(c, root: str, cache_dir: str, out: dict) -> tuple[pipeline.PreparedSplit, int]:
@@ -253,25 +269,14 @@ def real_split(c, root: str, cache_dir: str, out: dict) -> tuple[pipeline.Prepar
 
 
 def measure_step(c, vocab: int, args, out: dict):
-  """Part 1 (and 2): jaxmm's step, and torch's in turns with it -> (the compiled step, state)."""
+  """Part 1: jaxmm's step -> (the compiled step, its state, the batch)."""
   step, state = build_step(c, vocab)  # one model, compiled once, for the step and the epoch
   batch_np = random_batch(c, vocab, np.random.default_rng(0))
-  runners = {"jaxmm": JaxRunner(step, state, jax.device_put(batch_np))}
-  if not args.no_torch:
-    try:
-      runners["torch"] = torch_fusion_runner(args.image, batch_np, args)
-      out["torch"] = sys.modules["torch"].__version__
-    except Exception as err:  # the jaxmm figure stands without it
-      out["errors"]["step_torch"] = f"{type(err).__name__}: {err}"[:500]
-  rates = timed_in_turns(runners, args, out["errors"], "step_")
-  out["step_images_per_s"] = round(rates["jaxmm"] * args.batch, 1)
-  line = f"train step: jaxmm {out['step_images_per_s']:.0f} images/s"
-  if "torch" in rates:
-    out["torch_amp_images_per_s"] = round(rates["torch"] * args.batch, 1)
-    out["ratio_vs_torch"] = round(rates["jaxmm"] / rates["torch"], 3)
-    line += f", torch {out['torch_amp_images_per_s']:.0f} ({out['ratio_vs_torch']:.2f}x)"
-  print(line, flush=True)
-  return step, runners["jaxmm"].state
+  run = JaxRunner(step, state, jax.device_put(batch_np))
+  rate = timed_in_turns({"jaxmm": run}, args, out["errors"], "step_")["jaxmm"]
+  out["step_images_per_s"] = round(rate * args.batch, 1)
+  print(f"train step: jaxmm {out['step_images_per_s']:.0f} images/s", flush=True)
+  return step, run.state, batch_np
 
 
 def measure_epoch(c, split, step, state, args, out: dict) -> None:
@@ -284,13 +289,34 @@ def measure_epoch(c, split, step, state, args, out: dict) -> None:
   print(f"epoch: {n} images in {secs:.1f} s ({n / secs:.0f} images/s, loading included)")
 
 
-def measure_lstm(args, out: dict) -> None:
-  """Part 4: the Bi-LSTM's train step, fused vs cuDNN vs torch."""
+def measure_lstm(args, out: dict) -> dict:
+  """Part 3: the Bi-LSTM's train step, fused vs cuDNN -> its batch."""
   out["lstm_batch"] = args.lstm_batch
-  rates = lstm_rates(args, out["errors"])
+  rates, batch_np = lstm_rates(args, out["errors"])
   for k, v in rates.items():
     out[f"lstm_{k}_sequences_per_s"] = round(v, 1)
   print("Bi-LSTM: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()) + " sequences/s")
+  return batch_np
+
+
+def measure_torch(key: str, image: str | None, batch_np: dict, per_step: int, args, out: dict):
+  """torch's rate on the batch of part `key` ('step': ResNet + Bi-LSTM, 'lstm': Bi-LSTM alone);
+  a failure is recorded under errors['torch_' + key]."""
+  try:
+    with tempfile.TemporaryDirectory(prefix="jaxmm_torch_") as tmp:
+      res = torch_rate(image, batch_np, args, tmp)
+  except Exception as err:
+    out["errors"][f"torch_{key}"] = f"{type(err).__name__}: {err}"[:500]
+    return
+  out.update(torch=res["torch"], torch_amp_bf16=res["amp_bf16"])  # False: float32 on CPU
+  rate = round(res["steps_per_s"] * per_step, 1)
+  if key == "step":
+    out["torch_amp_images_per_s"] = rate
+    out["ratio_vs_torch"] = round(out["step_images_per_s"] / rate, 3)
+    print(f"torch: {rate:.0f} images/s (jaxmm {out['ratio_vs_torch']:.2f}x)", flush=True)
+  else:
+    out["lstm_torch_sequences_per_s"] = rate
+    print(f"torch Bi-LSTM: {rate:.0f} sequences/s", flush=True)
 
 
 class Report:
@@ -352,9 +378,10 @@ def main(argv=None):
   )
   p.add_argument("--lstm-batch", type=int, default=256)
   p.add_argument("--no-torch", action="store_true", help="jaxmm alone")
+  p.add_argument("--torch-timeout-s", type=float, default=240.0, help="per torch model")
   p.add_argument("--no-epoch", action="store_true")
   p.add_argument("--no-lstm", action="store_true")
-  p.add_argument("--budget-s", type=float, default=200.0, help="start no part after this")
+  p.add_argument("--budget-s", type=float, default=300.0, help="start no part after this")
   p.add_argument("--out", default="", help="JSON file, rewritten after each part")
   p.add_argument("--smoke", "--tiny", action="store_true", help="CPU smoke sizes, seconds")
   p.add_argument("--json", action="store_true")
@@ -392,18 +419,24 @@ def main(argv=None):
           split, vocab = real_split(c, args.root, os.path.join(tmp, "cache"), out)
     with report.part("step", args.budget_s) as run:
       if run:
-        trained = measure_step(c, vocab, args, out)
+        step, state, step_batch = measure_step(c, vocab, args, out)
+        trained = (step, state)
+    if not args.no_torch:
+      with report.part("torch", args.budget_s, ready=trained is not None) as run:
+        if run:
+          measure_torch("step", args.image, step_batch, args.batch, args, out)
+    if not args.no_lstm:
+      with report.part("lstm", args.budget_s) as run:
+        if run:
+          lstm_batch = measure_lstm(args, out)
+          if not args.no_torch:
+            measure_torch("lstm", None, lstm_batch, args.lstm_batch, args, out)
     if not args.no_epoch:
       with report.part("epoch", args.budget_s, ready=trained is not None) as run:
         if run:
           measure_epoch(
             c, split or synthetic_split(c, args.epoch_images, vocab), *trained, args, out
           )
-    del split, trained
-    if not args.no_lstm:
-      with report.part("lstm", args.budget_s) as run:
-        if run:
-          measure_lstm(args, out)
   report.save()
   if args.json:
     print(json.dumps(out))

@@ -6,12 +6,24 @@ packed sequences ('last' pooling = final states of both directions, what jaxmm's
 computes), a Bi-GRU with additive attention masked to the real tokens, and the concat -> MLP head.
 Images arrive as uint8 NHWC and are normalised inside the model, as jaxmm does inside its step.
 `length_B` is an int64 CPU tensor on every device (pack_padded_sequence wants it there; keeping it
-there avoids a device-to-host sync per step on a GPU). Not run on its own: imported by
-`python benchmarks/compare_torch.py` (needs torch: `pip install -e '.[dev,torch]'`).
+there avoids a device-to-host sync per step on a GPU). Imported by `benchmarks/compare_torch.py`
+(needs torch: `pip install -e '.[dev,torch]'`). Run on its own, it times `train_runner` on a batch
+saved with numpy, in a process without jax (benchmarks/gpu_throughput.py does so: torch's CUDA
+libraries never meet jax's in one process, and a torch failure cannot take jax's figures with it):
+
+  python benchmarks/torch_models.py --batch-npz batch.npz --image resnet50 --text lstm --json
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -179,3 +191,101 @@ class FusionClassifier(nn.Module):
     if self.text is not None:
       feats.append(self.text(tokens_BxT, length_B).float())
     return self.head(torch.cat(feats, dim=-1))
+
+
+def train_runner(
+  image: str | None,
+  text: str | None,
+  batch_np: dict,
+  *,
+  vocab: int,
+  embed: int,
+  hidden: int,
+  width: int,
+  cuda: bool,
+  threads: int,
+):
+  """-> run(n): n Adam steps of FusionClassifier on the batch (kept on the device), BCE with
+  logits; on CUDA with autocast(bf16) + channels_last, else float32. run returns the last loss."""
+  torch.set_num_threads(threads)
+  torch.manual_seed(0)
+  device = torch.device("cuda" if cuda else "cpu")
+  model = FusionClassifier(
+    image, text, vocab=vocab, embed=embed, hidden=hidden, width=width, channels_last=cuda
+  ).to(device)
+  if cuda:
+    model = model.to(memory_format=torch.channels_last)
+  opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+  loss_fn = nn.BCEWithLogitsLoss()
+  img = torch.from_numpy(batch_np["image"]).to(device) if image else None
+  tokens = torch.from_numpy(batch_np["tokens"]).long().to(device)
+  length = torch.from_numpy(batch_np["length"]).long()  # stays on the CPU (see above)
+  labels = torch.from_numpy(batch_np["labels"]).to(device)
+  model.train()
+
+  def run(n: int) -> float:
+    for _ in range(n):
+      opt.zero_grad(set_to_none=True)
+      with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+        logits = model(img, tokens, length)
+      loss = loss_fn(logits.float(), labels)
+      loss.backward()
+      opt.step()
+    if cuda:
+      torch.cuda.synchronize()
+    return float(loss.detach())
+
+  return run
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description="torch train steps/s of one benchmark model")
+  p.add_argument("--batch-npz", required=True, help="image (uint8 NHWC), tokens, length, labels")
+  p.add_argument("--image", default="", help="resnet18 | resnet50 | '' (none)")
+  p.add_argument("--text", default="lstm", help="lstm | gru_attention | '' (none)")
+  p.add_argument("--vocab", type=int, default=5000)
+  p.add_argument("--embed", type=int, default=128)
+  p.add_argument("--hidden", type=int, default=128)
+  p.add_argument("--width", type=int, default=64)
+  p.add_argument("--warmup", type=int, default=3)
+  p.add_argument("--steps", type=int, default=20)
+  p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--threads", type=int, default=os.cpu_count())
+  p.add_argument("--cpu", action="store_true", help="stay on the CPU with a GPU present")
+  p.add_argument("--json", action="store_true", help="one JSON object as the last line")
+  args = p.parse_args(argv)
+  with np.load(args.batch_npz) as f:
+    batch_np = {k: f[k] for k in f.files}
+  cuda = torch.cuda.is_available() and not args.cpu
+  run = train_runner(
+    args.image or None,
+    args.text or None,
+    batch_np,
+    vocab=args.vocab,
+    embed=args.embed,
+    hidden=args.hidden,
+    width=args.width,
+    cuda=cuda,
+    threads=args.threads,
+  )
+  t0 = time.perf_counter()
+  loss = run(args.warmup)
+  print(f"  torch warm-up {time.perf_counter() - t0:.1f} s, loss {loss:.4f}", file=sys.stderr)
+  rates = []
+  for _ in range(args.repeats):
+    t0 = time.perf_counter()
+    loss = run(args.steps)
+    rates.append(args.steps / (time.perf_counter() - t0))
+  out = {
+    "torch": torch.__version__,
+    "device": torch.cuda.get_device_name() if cuda else "cpu",
+    "amp_bf16": cuda,
+    "steps_per_s": round(statistics.median(rates), 3),
+    "loss": loss,
+  }
+  print(json.dumps(out) if args.json else out, flush=True)
+  return out
+
+
+if __name__ == "__main__":
+  main()

@@ -28,9 +28,9 @@ def _run(*args):
 
 @pytest.mark.slow
 def test_gpu_throughput_smoke_on_cpu(tmp_path):
-  """The GPU benchmark end to end on CPU, no data: the step beside torch, its input pipeline
-  feeding the step that augments on the device, and the LSTMs; the JSON file it rewrites after
-  each part matches the last line."""
+  """The GPU benchmark end to end on CPU, no data: the step, torch's (in its own process), the
+  LSTMs, and the input pipeline feeding the step that augments on the device; the JSON file it
+  rewrites after each part matches the last line."""
   path = tmp_path / "gpu.json"
   out = _run("benchmarks/gpu_throughput.py", "--smoke", "--json", "--out", str(path))
   assert json.loads(path.read_text()) == out
@@ -42,6 +42,7 @@ def test_gpu_throughput_smoke_on_cpu(tmp_path):
   if importlib.util.find_spec("torch") is not None:
     assert out["errors"] == {}
     assert out["torch_amp_images_per_s"] > 0 and out["lstm_torch_sequences_per_s"] > 0
+    assert out["torch_amp_bf16"] is False  # autocast on CUDA only
     assert out["ratio_vs_torch"] == pytest.approx(
       out["step_images_per_s"] / out["torch_amp_images_per_s"], rel=0.01
     )
@@ -53,7 +54,7 @@ def test_gpu_throughput_skips_parts_past_its_budget(tmp_path):
   out = _run(
     "benchmarks/gpu_throughput.py", "--smoke", "--budget-s", "-1", "--json", "--out", str(path)
   )
-  assert out["skipped"] == ["step", "epoch", "lstm"] and "step_images_per_s" not in out
+  assert out["skipped"] == ["step", "torch", "lstm", "epoch"] and "step_images_per_s" not in out
   assert json.loads(path.read_text()) == out
 
 
