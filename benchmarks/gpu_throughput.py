@@ -51,7 +51,7 @@ import time
 import traceback
 from types import SimpleNamespace
 
-# jax takes 75 % of the GPU's memory at its first use; torch's process shares the GPU (part 4).
+# jax takes 75 % of the GPU's memory at its first use; torch's process shares the GPU (part 2).
 os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

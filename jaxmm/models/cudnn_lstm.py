@@ -8,7 +8,7 @@ put in the fused layer's scan-order layout (T, D, B, H), whose last step holds b
 jax lowers the cuDNN RNN for CUDA only (and in float32/tf32: its bf16 path is not implemented), so
 this impl runs on an NVIDIA GPU; elsewhere it raises. On CPU the tests swap `_lstm` for jax's
 reference implementation of the same op (`rnn.lstm_ref`), which checks the packing and the layout;
-its GPU speed beside the fused layer: `benchmarks/gpu_throughput.py` (part 4).
+its GPU speed beside the fused layer: `benchmarks/gpu_throughput.py` (part 3).
 """
 
 from __future__ import annotations
