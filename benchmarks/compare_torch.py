@@ -30,8 +30,9 @@ import statistics
 import sys
 import time
 
-# jax takes 75 % of a GPU's memory at its first use; torch's model shares the GPU here.
-os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
+# jax would take 75 % of a GPU's memory at its first use; allocating as needed leaves torch's
+# model, in this process, the rest.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 

@@ -10,9 +10,10 @@ epoch through jaxmm's input pipeline: one command, no data, no network.
    + h-flip) as training runs it.
 2. torch: the same model in PyTorch (benchmarks/torch_models.py) on the same batch, Adam,
    autocast(bf16) + channels_last on a GPU, in a process of its own without jax, while this one
-   keeps its GPU memory (jax is held to 45 % of it here unless XLA_PYTHON_CLIENT_MEM_FRACTION says
-   otherwise). torch does not augment, so `ratio_vs_torch` slightly favours torch (by FLOPs, the
-   crop and flip of a 224 px batch are well under 1 % of a ResNet-50 train step).
+   keeps its GPU memory (jax allocates as needed here, XLA_PYTHON_CLIENT_PREALLOCATE=false,
+   unless the environment says otherwise). torch does not augment, so `ratio_vs_torch` slightly
+   favours torch (by FLOPs, the crop and flip of a 224 px batch are well under 1 % of a ResNet-50
+   train step).
 3. lstm: sequences/s of the text-only Bi-LSTM train step (batch --lstm-batch) with
    `model.text.impl='fused'` and 'cudnn' (jax.experimental.rnn; NVIDIA GPUs only: elsewhere its
    error is recorded), timed in turns; then torch's nn.LSTM (cuDNN on a GPU) as in 2.
@@ -51,8 +52,9 @@ import time
 import traceback
 from types import SimpleNamespace
 
-# jax takes 75 % of the GPU's memory at its first use; torch's process shares the GPU (part 2).
-os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
+# jax would take 75 % of the GPU's memory at its first use; allocating as needed leaves the rest
+# to torch's process (part 2): this step's buffers alone are ~32 GiB by XLA:CPU's analysis.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -257,6 +259,15 @@ def lstm_rates(args, errors: dict) -> tuple[dict[str, float], dict]:
   return {k: v * args.lstm_batch for k, v in rates.items()}, batch_np
 
 
+def memory_analysis(c, vocab: int) -> dict[str, float]:
+  """XLA's buffer sizes (MiB) for the train step compiled on this backend."""
+  step, state = build_step(c, vocab)
+  m = step.lower(state, random_batch(c, vocab, np.random.default_rng(0))).compile()
+  m = m.memory_analysis()
+  names = ("temp", "argument", "output", "alias")
+  return {f"{k}_mib": round(getattr(m, f"{k}_size_in_bytes") / 2**20, 1) for k in names}
+
+
 def real_split(c, root: str, cache_dir: str, out: dict) -> tuple[pipeline.PreparedSplit, int]:
   """-> (the prepared store of every labelled record under `root`, built from its JPEGs (timed);
   its vocabulary size)."""
@@ -275,6 +286,9 @@ def measure_step(c, vocab: int, args, out: dict):
   run = JaxRunner(step, state, jax.device_put(batch_np))
   rate = timed_in_turns({"jaxmm": run}, args, out["errors"], "step_")["jaxmm"]
   out["step_images_per_s"] = round(rate * args.batch, 1)
+  stats = jax.devices()[0].memory_stats() or {}  # None on CPU
+  if "peak_bytes_in_use" in stats:
+    out["step_peak_mib"] = round(stats["peak_bytes_in_use"] / 2**20, 1)
   print(f"train step: jaxmm {out['step_images_per_s']:.0f} images/s", flush=True)
   return step, run.state, batch_np
 
@@ -383,6 +397,11 @@ def main(argv=None):
   p.add_argument("--no-lstm", action="store_true")
   p.add_argument("--budget-s", type=float, default=300.0, help="start no part after this")
   p.add_argument("--out", default="", help="JSON file, rewritten after each part")
+  p.add_argument(
+    "--memory-analysis",
+    action="store_true",
+    help="only compile the step and print XLA's memory analysis of it (MiB)",
+  )
   p.add_argument("--smoke", "--tiny", action="store_true", help="CPU smoke sizes, seconds")
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
@@ -411,6 +430,10 @@ def main(argv=None):
     augment_where=args.where,
   )
   out = report.out
+  if args.memory_analysis:
+    out.update(memory_analysis(c, args.vocab))
+    print(json.dumps(out) if args.json else out)
+    return out
   with tempfile.TemporaryDirectory(prefix="jaxmm_gpu_") as tmp:
     split, vocab, trained = None, args.vocab, None
     if args.root and not args.no_epoch:

@@ -58,6 +58,13 @@ def test_gpu_throughput_skips_parts_past_its_budget(tmp_path):
   assert json.loads(path.read_text()) == out
 
 
+def test_gpu_throughput_memory_analysis_compiles_the_step_alone():
+  """--memory-analysis reports XLA's buffer sizes of the compiled step and runs no part."""
+  out = _run("benchmarks/gpu_throughput.py", "--smoke", "--memory-analysis", "--json")
+  assert out["temp_mib"] > 0 and out["argument_mib"] > 0
+  assert "step_images_per_s" not in out and out["errors"] == {}
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed")
 def test_compare_torch_json_rows():
