@@ -294,7 +294,7 @@ def measure_step(c, vocab: int, args, out: dict):
 
 
 def measure_epoch(c, split, step, state, args, out: dict) -> None:
-  """Part 3: one epoch of `split` through grain and the step."""
+  """Part 4: one epoch of `split` through grain and the step."""
   t0 = time.perf_counter()
   if split.load_resident(args.threads):
     out["resident_load_s"] = round(time.perf_counter() - t0, 1)
@@ -314,8 +314,8 @@ def measure_lstm(args, out: dict) -> dict:
 
 
 def measure_torch(key: str, image: str | None, batch_np: dict, per_step: int, args, out: dict):
-  """torch's rate on the batch of part `key` ('step': ResNet + Bi-LSTM, 'lstm': Bi-LSTM alone);
-  a failure is recorded under errors['torch_' + key]."""
+  """Part 2, and the end of part 3: torch's rate on the batch of part `key` ('step': ResNet +
+  Bi-LSTM, 'lstm': Bi-LSTM alone); a failure is recorded under errors['torch_' + key]."""
   try:
     with tempfile.TemporaryDirectory(prefix="jaxmm_torch_") as tmp:
       res = torch_rate(image, batch_np, args, tmp)
@@ -392,7 +392,7 @@ def main(argv=None):
   )
   p.add_argument("--lstm-batch", type=int, default=256)
   p.add_argument("--no-torch", action="store_true", help="jaxmm alone")
-  p.add_argument("--torch-timeout-s", type=float, default=240.0, help="per torch model")
+  p.add_argument("--torch-timeout-s", type=float, default=150.0, help="per torch model")
   p.add_argument("--no-epoch", action="store_true")
   p.add_argument("--no-lstm", action="store_true")
   p.add_argument("--budget-s", type=float, default=300.0, help="start no part after this")
