@@ -117,6 +117,22 @@ def make_batch(name: str, batch: int, args, seed: int = 0) -> dict[str, np.ndarr
   return out
 
 
+class JaxRunner:
+  """run(n): n steps of a jitted train step on one resident batch, blocking at the end; keeps the
+  state between calls; returns the last loss."""
+
+  def __init__(self, step, state, batch):
+    self.step, self.state, self.batch = step, state, batch
+
+  def __call__(self, n: int) -> float:
+    state = self.state
+    for _ in range(n):
+      state, metrics = self.step(state, self.batch)
+    jax.block_until_ready(metrics["loss"])
+    self.state = state
+    return float(metrics["loss"])
+
+
 def jax_runner(name: str, batch_np: dict, args):
   """-> run(n): n train steps of jaxmm's real step, blocking at the end."""
   c = jax_config(name, args)
@@ -140,16 +156,7 @@ def jax_runner(name: str, batch_np: dict, args):
     kernels, train_step = cpu_kernels.choose(make_step, state, batch)
   else:
     train_step = make_step(kernels)
-  holder = {"state": state}
-
-  def run(n: int):
-    state = holder["state"]
-    for _ in range(n):
-      state, metrics = train_step(state, batch)
-    jax.block_until_ready(metrics["loss"])
-    holder["state"] = state
-    return float(metrics["loss"])
-
+  run = JaxRunner(train_step, state, batch)
   run.cpu_kernels = kernels if jax.default_backend() == "cpu" else None
   return run
 

@@ -58,6 +58,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import compare_torch  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
@@ -124,21 +125,6 @@ def random_batch(c, vocab_size: int, rng) -> dict[str, np.ndarray]:
     "labels": (rng.random((b, comp5329.NUM_LABELS)) < 0.2).astype(np.float32),
     "index": np.arange(b, dtype=np.int32),
   }  # grain batches carry it: same jit signature
-
-
-class JaxRunner:
-  """run(n): n steps of `step` on one resident batch, blocking at the end; keeps the state."""
-
-  def __init__(self, step, state, batch):
-    self.step, self.state, self.batch = step, state, batch
-
-  def __call__(self, n: int) -> float:
-    state = self.state
-    for _ in range(n):
-      state, m = self.step(state, self.batch)
-    jax.block_until_ready(m["loss"])
-    self.state = state
-    return float(m["loss"])
 
 
 def timed_in_turns(runners: dict, args, errors: dict, prefix: str) -> dict[str, float]:
@@ -237,8 +223,6 @@ def epoch_time(c, split, step, state, args) -> tuple[float, int]:
 def lstm_rates(args, errors: dict) -> tuple[dict[str, float], dict]:
   """-> (sequences/s of the text-only Bi-LSTM train step with the fused and the cuDNN layer,
   timed in turns; the batch)."""
-  import compare_torch
-
   opts = SimpleNamespace(
     vocab=args.vocab,
     embed=args.text_width,
@@ -283,7 +267,7 @@ def measure_step(c, vocab: int, args, out: dict):
   """Part 1: jaxmm's step -> (the compiled step, its state, the batch)."""
   step, state = build_step(c, vocab)  # one model, compiled once, for the step and the epoch
   batch_np = random_batch(c, vocab, np.random.default_rng(0))
-  run = JaxRunner(step, state, jax.device_put(batch_np))
+  run = compare_torch.JaxRunner(step, state, jax.device_put(batch_np))
   rate = timed_in_turns({"jaxmm": run}, args, out["errors"], "step_")["jaxmm"]
   out["step_images_per_s"] = round(rate * args.batch, 1)
   stats = jax.devices()[0].memory_stats() or {}  # None on CPU
