@@ -95,6 +95,21 @@ def has_trained(workdir: str) -> bool:
   )
 
 
+# What a run derives from its data before training. A run that stopped before its first
+# checkpoint (bad data, too few rows) leaves them; the corrected run derives them anew.
+DERIVED_FILES = (VOCAB_FILE, LABELS_FILE, SKIPPED_FILE)
+
+
+def clear_untrained(workdir: str) -> list[str]:
+  """Removes DERIVED_FILES from a workdir whose run has no checkpoint; returns their paths."""
+  if has_trained(workdir):
+    return []
+  removed = [path(workdir, n) for n in DERIVED_FILES if os.path.exists(path(workdir, n))]
+  for p in removed:
+    os.remove(p)
+  return removed
+
+
 def check_config(config, workdir: str) -> None:
   """Refuses to resume into a run of a different config; writes nothing. A workdir whose run
   stopped before its first checkpoint (bad data, say) takes a corrected config."""

@@ -216,3 +216,54 @@ def test_matching_table_predictions_write_match_and_its_probability(tmp_path):
   )
   with open(out, newline="") as f:
     assert [r["match"] for r in csv.DictReader(f)] == ["", "0", "1", "0"]
+
+
+def test_the_corrected_data_of_a_run_that_failed_early_gets_its_own_vocab_and_labels(tmp_path):
+  """A run that stops before its first checkpoint (too few rows for a batch) has written
+  vocab.json and labels.json; the corrected data in the same workdir must not inherit them."""
+  from configs import tiny
+  from jaxmm.recipes import standard
+
+  root, workdir = tmp_path / "mine", str(tmp_path / "run")
+  rows = make_own_data(str(root))
+  os.remove(root / "val.jsonl")
+  few = rows["train"][:6]
+  table.write_table(root / "train.jsonl", few, ("image", "text", "labels"))
+  c = tiny.get_config()
+  c.data.update(root=str(root), image_size=16, val_size=0)
+  c.model.mode = "text"  # compiles fast
+  c.train.update(batch_size=8, max_steps=1, report=False)
+  with pytest.raises(ValueError, match="no full batch"):
+    standard.train_and_evaluate(c, workdir)
+  assert os.path.exists(os.path.join(workdir, "vocab.json"))  # derived before the batch check
+  assert labels.for_workdir(workdir).names == tuple(
+    sorted({n.strip() for r in few for n in r["labels"].split("|")})
+  )
+  more = [dict(r, text=f"a kitten near {r['text']}", labels="kitten") for r in rows["train"][6:]]
+  table.write_table(root / "train.jsonl", few + more, ("image", "text", "labels"))
+  assert standard.train_and_evaluate(c, workdir)["step"] == 1
+  assert "kitten" in labels.for_workdir(workdir).names
+  with open(os.path.join(workdir, "vocab.json")) as f:
+    assert "kitten" in json.dumps(json.load(f))
+
+
+def test_a_header_only_table_predicts_a_header_only_file(tmp_path):
+  root = tmp_path / "mine"
+  make_own_data(str(root))
+  config = _config(root)
+  task = tasks.make(config)
+  task.check_config()
+  data = task.load_data(None)
+  probs = ",".join(f"p:{n}" for n in sorted(NAMES))
+  for name, content, want in (
+    ("head.csv", "image,text\n", [f"image,text,labels,{probs}"]),
+    ("empty.jsonl", "", []),
+  ):
+    source = root / name
+    source.write_text(content)
+    split = task.split_from_csv(data.encoder, str(source), str(root), labelled=False)
+    assert len(split) == 0 and split.image_cache.shape == (0, 32, 32, 3)
+    out = tmp_path / f"out_{name}"
+    none = np.zeros((0, len(NAMES)), np.float32)
+    task.write_predictions(str(out), split, none, 0.5, source=str(source), with_probs=True)
+    assert out.read_text().splitlines() == want

@@ -92,6 +92,20 @@ def test_a_workdir_without_checkpoints_takes_another_config(tmp_path):
   assert workdir_lib.read_config(str(tmp_path)).model.text.hidden_size == 64
 
 
+def test_clear_untrained_drops_derived_files_only_before_the_first_checkpoint(tmp_path):
+  wd = str(tmp_path)
+  workdir_lib.write_config(default.get_config(), wd)
+  for name in workdir_lib.DERIVED_FILES + (workdir_lib.METRICS_FILE,):
+    (tmp_path / name).write_text("{}")
+  assert sorted(workdir_lib.clear_untrained(wd)) == sorted(
+    os.path.join(wd, n) for n in workdir_lib.DERIVED_FILES
+  )
+  assert sorted(os.listdir(wd)) == [workdir_lib.CONFIG_FILE, workdir_lib.METRICS_FILE]
+  (tmp_path / workdir_lib.VOCAB_FILE).write_text("{}")
+  os.makedirs(tmp_path / "checkpoints" / "latest" / "3")  # a run that saved step 3
+  assert workdir_lib.clear_untrained(wd) == [] and (tmp_path / workdir_lib.VOCAB_FILE).exists()
+
+
 def test_read_config_fills_keys_the_run_predates(tmp_path):
   write(tiny.get_config(), str(tmp_path))
   path = tmp_path / workdir_lib.CONFIG_FILE

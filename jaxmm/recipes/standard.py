@@ -33,27 +33,33 @@ def checked_task(config) -> Task:
   return task
 
 
-def start(config, workdir: str, task: Task) -> None:
+def start(config, workdir: str, task: Task, vocab_from: str | None = None) -> None:
   """What a run does before reading data: joins the other hosts, checks and writes config.json,
-  generates the embedded synthetic data where the config names it and takes the vocabulary of
-  init.text_from. Process 0 writes; the others wait for it."""
+  drops what a run that stopped before its first checkpoint derived from its data (the
+  vocabulary, the label set: the data may have been corrected since), generates the embedded
+  synthetic data where the config names it and takes the vocabulary of init.text_from, else of
+  the workdir `vocab_from`. Process 0 writes; the others wait for it."""
   parallel.maybe_initialize_distributed(config.train)  # before anything touches a device
   workdir_lib.check_config(config, workdir)  # on every process: a refused config stops them all
 
   def prepare():
     workdir_lib.write_config(config, workdir)
+    for path in workdir_lib.clear_untrained(workdir):
+      log.info("%s: left by a run that stopped before its first checkpoint; derived anew", path)
     config_lib.ensure_synthetic(config.data, task=task.layout)
-    if config.init.text_from:
-      transfer.share_vocab(config.init.text_from, workdir)
+    for source in (config.init.text_from, vocab_from):
+      if source and transfer.share_vocab(source, workdir):
+        break
 
   parallel.on_first_process(prepare, "preparing the workdir")
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, vocab_from: str | None = None) -> dict:
   """Trains (or resumes) the model of `config` in `workdir`; returns the best val metric, its
-  step, the last step and the signal that stopped the run (None when it finished)."""
+  step, the last step and the signal that stopped the run (None when it finished). A fresh run
+  encodes captions with the vocabulary of the workdir `vocab_from` when that has one."""
   task = checked_task(config)
-  start(config, workdir, task)
+  start(config, workdir, task, vocab_from)
   data = task.load_data(workdir)
   return train_on(config, workdir, task, data).summary()
 

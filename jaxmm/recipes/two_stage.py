@@ -111,13 +111,12 @@ def _train_stage1(config, workdir: str, mode: str) -> dict:
   stage_dir = _stage_dir(workdir, mode)
   log.info("two-stage: training the %s tower alone in %s", mode, stage_dir)
   os.makedirs(stage_dir, exist_ok=True)
-  text_vocab = os.path.join(_stage_dir(workdir, "text"), workdir_lib.VOCAB_FILE)
   # The image run reads captions too (they are in every batch): it shares the text run's ids.
   # Started alone (train.py --stage=image), it fits the same vocabulary from the same records.
-  # (the stage run's first step waits for process 0, so one copy serves every process)
-  if mode == "image" and os.path.exists(text_vocab) and workdir_lib.writes_files():
-    shutil.copy(text_vocab, stage_dir)
-  return standard.train_and_evaluate(sub_config(config, **{"model.mode": mode}), stage_dir)
+  vocab_from = _stage_dir(workdir, "text") if mode == "image" else None
+  return standard.train_and_evaluate(
+    sub_config(config, **{"model.mode": mode}), stage_dir, vocab_from=vocab_from
+  )
 
 
 def train_stage1_only(config, workdir: str, mode: str) -> dict:
@@ -134,9 +133,12 @@ def train_stage1_only(config, workdir: str, mode: str) -> dict:
 def _write_config(config, workdir: str) -> None:
   parallel.maybe_initialize_distributed(config.train)  # before anything touches a device
   workdir_lib.check_config(config, workdir)
-  parallel.on_first_process(
-    lambda: workdir_lib.write_config(config, workdir), "writing the workdir's config"
-  )
+
+  def prepare():
+    workdir_lib.write_config(config, workdir)
+    workdir_lib.clear_untrained(workdir)  # as start(): a failed stage 2 left them
+
+  parallel.on_first_process(prepare, "writing the workdir's config")
 
 
 def _restore_model(state: state_lib.TrainState, workdir: str) -> nnx.Module:

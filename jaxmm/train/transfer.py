@@ -271,9 +271,9 @@ def resolve_freeze(optim_cfg, model: nnx.Module):
 def share_vocab(source_dir: str, workdir: str) -> bool:
   """Copies `source_dir`'s vocab.json into a fresh `workdir` (one without its own).
 
-  A transferred text tower's embedding rows mean the source's token ids, so the downstream run
-  must encode its captions with the source's vocabulary, even when its data differ. Returns
-  whether it copied.
+  A transferred text tower's embedding rows mean the source's token ids (init.text_from), and
+  a two-stage run's image tower reads the text tower's ids, so the downstream run encodes its
+  captions with the source's vocabulary, even when its data differ. Returns whether it copied.
   """
   src, dst = (os.path.join(d, VOCAB_FILE) for d in (source_dir, workdir))
   if os.path.exists(dst) or not os.path.exists(src):
@@ -282,5 +282,5 @@ def share_vocab(source_dir: str, workdir: str) -> bool:
   with open(src, "rb") as f_in, open(dst + ".tmp", "wb") as f_out:
     f_out.write(f_in.read())
   os.replace(dst + ".tmp", dst)
-  log.info("init.text_from: using the vocabulary of %s (%s)", source_dir, src)
+  log.info("using the vocabulary of %s (%s)", source_dir, src)
   return True
