@@ -74,14 +74,16 @@ def ensure_synthetic(cfg_data, task: str = "multilabel") -> None:
   """Makes the embedded synthetic dataset of `task` at data.root when it is missing there and the
   config names that folder as its synthetic one (data.synthetic.root): a mistyped data.root is an
   error, never a reason to generate data."""
-  if os.path.exists(os.path.join(cfg_data.root, cfg_data.train_csv)):
+  # A table's training file may be train.jsonl too (the layouts' readers tell which it is).
+  train = [cfg_data.train_csv] + (["train.jsonl"] if cfg_data.train_csv == "train.csv" else [])
+  if any(os.path.exists(os.path.join(cfg_data.root, name)) for name in train):
     return
   s = cfg_data.synthetic
   if not s.root:
     return  # the dataset reader names the missing file
   if os.path.abspath(s.root) != os.path.abspath(cfg_data.root):
     raise FileNotFoundError(
-      f"data.root={cfg_data.root!r} has no {cfg_data.train_csv}: check the path. This config "
+      f"data.root={cfg_data.root!r} has no {' or '.join(train)}: check the path. This config "
       f"generates its synthetic data only at {s.root!r}; to generate a synthetic set at "
       f"{cfg_data.root!r} instead, pass --config.data.synthetic.root={cfg_data.root}"
     )

@@ -96,6 +96,21 @@ def test_a_mistyped_root_is_an_error_not_a_new_synthetic_set(tmp_path):
   assert not os.path.exists(tmp_path / "sny")
 
 
+def test_a_root_holding_a_jsonl_table_is_data_not_a_mistyped_root(tmp_path):
+  # demo.py / tiny.py pointed at one's own table (train.jsonl, no train.csv) read it.
+  c = default.get_config()
+  c.data.synthetic.update(root=str(tmp_path / "syn"), n_train=6, n_test=2, image_size=8)
+  c.data.root = str(tmp_path / "mine")
+  os.makedirs(c.data.root)
+  with open(os.path.join(c.data.root, "train.jsonl"), "w") as f:
+    f.write('{"image": "a.jpg", "text": "a cat", "labels": "cat"}\n')
+  config_lib.ensure_synthetic(c.data)
+  assert os.listdir(c.data.root) == ["train.jsonl"] and not os.path.exists(tmp_path / "syn")
+  os.remove(os.path.join(c.data.root, "train.jsonl"))
+  with pytest.raises(FileNotFoundError, match=r"has no train\.csv or train\.jsonl: check"):
+    config_lib.ensure_synthetic(c.data)
+
+
 def test_train_py_with_a_mistyped_root_exits_with_the_error_and_writes_nothing(tmp_path):
   import subprocess
   import sys
