@@ -71,6 +71,8 @@ class Predictor:
     """Multi-label: one set of label names per row (at least one label, by the workdir's tuned
     threshold(s) or expected-F1 rule). Matching: one bool per row."""
     probs = self.predict(images, texts)
+    if not len(probs):
+      return []
     if self.task.name != "multilabel":
       return [bool(p >= float(self.thresholds)) for p in np.asarray(probs).reshape(-1)]
     if self.thresholds == thresholds_lib.EXPECTED_F1:
@@ -93,7 +95,10 @@ class Predictor:
       bad = [k for k, t in enumerate(texts) if not isinstance(t, str)]
       if bad:
         raise TypeError(f"texts[{bad[0]}] is a {type(texts[bad[0]]).__name__}, not a string")
-    tokens, length = self._restored.encoder.encode_batch(list(texts) if texts else [""] * n)
+    # `is not None`: texts may be a numpy array (a DataFrame column's .values)
+    tokens, length = self._restored.encoder.encode_batch(
+      [str(t) for t in texts] if texts is not None else [""] * n
+    )
     cache = index = None
     if mode != "text":
       size = self.config.data.image_size
@@ -114,7 +119,15 @@ class Predictor:
         os.fspath(image), size, max_image_pixels=self.config.data.max_image_pixels
       )
     if isinstance(image, Image.Image):
-      return images_lib.to_array(image, size)
+      if not image.width * image.height:
+        raise ValueError(f"images[{k}] has no pixels (size {image.size})")
+      # to_array's draft() would decode a not yet decoded JPEG at a reduced scale in place: the
+      # caller's image is left as it was. One opened from a file is decoded anew from that file,
+      # as predict.py decodes it; any other is copied.
+      if image.format == "JPEG" and image.tile and getattr(image, "filename", ""):
+        with Image.open(image.filename) as fresh:
+          return images_lib.to_array(fresh, size)
+      return images_lib.to_array(image.copy(), size)
     array = np.asarray(image)
     if (
       array.dtype != np.uint8
@@ -125,6 +138,8 @@ class Predictor:
         f"images[{k}]: expected a path, a PIL image or a uint8 array (H, W, 3) or (H, W); got "
         f"{array.dtype} {array.shape}"
       )
+    if not array.shape[0] * array.shape[1]:
+      raise ValueError(f"images[{k}] has no pixels (shape {array.shape})")
     if array.shape == (size, size, 3):
       return array
     return images_lib.to_array(Image.fromarray(array), size)

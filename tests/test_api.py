@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 
 import numpy as np
@@ -69,3 +70,23 @@ def test_bad_calls_say_what_to_pass(trained):
   with pytest.raises(TypeError, match=r"texts\[0\] is a int"):
     model.predict(paths[:1], [3])
   assert model.predict([], []).shape == (0, len(NAMES))
+  assert model.predict_labels([], []) == []
+  with pytest.raises(ValueError, match=r"images\[0\] has no pixels"):
+    model.predict([np.zeros((0, 0, 3), np.uint8)], texts[:1])
+
+
+def test_the_callers_images_are_left_as_they_were(trained, tmp_path):
+  workdir, paths, texts, _ = trained
+  model = jaxmm.load(workdir)
+  big = str(tmp_path / "big.jpg")  # large enough for a reduced-scale JPEG decode at 32 px
+  Image.open(paths[0]).convert("RGB").resize((200, 160)).save(big)
+  by_path = model.predict([big], texts[:1])
+  opened = Image.open(big)
+  np.testing.assert_allclose(model.predict([opened], texts[:1]), by_path, atol=1e-6)
+  assert opened.size == (200, 160)
+  with open(big, "rb") as f:
+    in_memory = Image.open(io.BytesIO(f.read()))
+  assert model.predict([in_memory], texts[:1]).shape == by_path.shape
+  assert in_memory.size == (200, 160) and np.asarray(in_memory).shape == (160, 200, 3)
+  # texts as a numpy array (a DataFrame column's values)
+  np.testing.assert_allclose(model.predict([big], np.array(texts[:1])), by_path, atol=1e-6)
