@@ -115,7 +115,7 @@ def _entry(
 class _Images:
   """A split's prepared image store, before its bad files are reported or dropped."""
 
-  cache: images_lib.store_lib.ImageStore
+  image_cache: str | np.ndarray  # the store's folder; an empty array for a split of no records
   row: list[int | None]  # per record: its row in the cache, None when its image is bad
   # (bad file, the records that use it): several matching pairs can share one image.
   bad: list[tuple[images_lib.BadImage, list]]
@@ -131,6 +131,9 @@ def _decode_images(
   max_image_pixels: int,
 ) -> _Images:
   """Decodes `image_paths` (distinct files); record k uses file `image_of[k]`."""
+  if not len(image_paths):  # a header-only file (TFDS writes no dataset of no examples)
+    empty = np.zeros((0, image_size, image_size, 3), np.uint8)
+    return _Images(image_cache=empty, row=[], bad=[])
   cache, ok, bad = images_lib.decode_images(
     image_paths, image_size, cache_dir=cache_dir, max_image_pixels=max_image_pixels
   )
@@ -139,7 +142,7 @@ def _decode_images(
     if k in users:
       users[k].append(r)
   return _Images(
-    cache=cache,
+    image_cache=cache.folder,
     row=[int(k) if ok[k] else None for k in image_of],
     bad=[(b, users[b.index]) for b in bad],
   )
@@ -197,7 +200,7 @@ def _to_split(
   keep = np.arange(len(records))
   if images is not None:
     keep = np.asarray([k for k, row in enumerate(images.row) if row is not None], np.int64)
-    image_cache = images.cache.folder
+    image_cache = images.image_cache
     image_index = np.asarray([images.row[k] for k in keep], np.int64)
   tokens, length = encoder.encode_batch([records[k].caption for k in keep])
   arrays = {"tokens": tokens, "length": length}
