@@ -16,14 +16,15 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from jaxmm.data import store as store_lib
 
 log = logging.getLogger("jaxmm")
 
-# 2: 16-bit and float images rescaled, no longer clipped; 3: a TFDS ArrayRecord store (not .npy)
-CACHE_VERSION = 3
+# 2: 16-bit and float images rescaled, no longer clipped; 3: a TFDS ArrayRecord store (not .npy);
+# 4: EXIF orientation applied
+CACHE_VERSION = 4
 # ImageNet statistics: the usual choice, and what imported ImageNet weights expect.
 MEAN_RGB = (0.485, 0.456, 0.406)
 STD_RGB = (0.229, 0.224, 0.225)
@@ -36,6 +37,7 @@ class ImageDataError(ValueError):
 # Default of data.max_image_pixels: above PIL's own bomb limit (~89 Mpx, which rejects an ordinary
 # 10000x10000 photo), still far below what a decompression bomb claims.
 MAX_IMAGE_PIXELS = 200_000_000
+ORIENTATION_TAG = 0x0112  # EXIF: how the stored pixels are turned against the upright picture
 # Bad files named one per line in an error; past this the counts stay exact and the rest is elided.
 MAX_LISTED = 100
 # Reasons a file cannot be used, as skipped.json and the error messages give them.
@@ -127,11 +129,14 @@ def load_image(path: str, size: int, *, max_image_pixels: int = MAX_IMAGE_PIXELS
 
 
 def to_array(im: Image.Image, size: int) -> np.ndarray:
-  """A PIL image as load_image gives it: uint8 (size, size, 3), RGB, bilinear resize."""
+  """A PIL image as load_image gives it: uint8 (size, size, 3), RGB, upright as its EXIF
+  orientation says (a phone's photo as any viewer shows it), bilinear resize."""
   # draft() lets libjpeg decode at a reduced scale: several times faster for big-to-small resizes
   # (a JPEG opened but not yet decoded; an image already in memory is resized as it is).
   if im.format == "JPEG":
     im.draft("RGB", (size, size))
+  if im.getexif().get(ORIENTATION_TAG, 1) != 1:
+    im = ImageOps.exif_transpose(im)
   im = _to_8bit(im).convert("RGB")
   if im.size != (size, size):
     im = im.resize((size, size), Image.BILINEAR)

@@ -103,6 +103,24 @@ def test_grayscale_and_cmyk_jpegs_keep_their_content(tmp_path, mode):
   assert np.abs(got - want).mean() < 4  # JPEG's loss only, no colour or level change
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_exif_orientation_turns_the_picture_upright(tmp_path, fmt):
+  # Stored sideways (left half red, right half blue), tagged 6: shown turned 90 degrees
+  # clockwise, so upright the red half is on top. A phone's photo reaches the model as shown.
+  pixels = np.zeros((32, 64, 3), np.uint8)
+  pixels[:, :32, 0] = pixels[:, 32:, 2] = 255
+  exif = Image.Exif()
+  exif[images_lib.ORIENTATION_TAG] = 6
+  path = str(tmp_path / f"phone.{fmt.lower()}")
+  Image.fromarray(pixels).save(path, fmt, exif=exif, **({"quality": 95} if fmt == "JPEG" else {}))
+  upright = load_image(path, S).astype(int)
+  assert upright[: S // 2 - 2, :, 0].min() > 200 and upright[: S // 2 - 2, :, 2].max() < 60
+  assert upright[S // 2 + 2 :, :, 2].min() > 200 and upright[S // 2 + 2 :, :, 0].max() < 60
+  Image.fromarray(pixels).save(path, fmt)  # untagged: as stored
+  stored = load_image(path, S).astype(int)
+  assert stored[:, : S // 2 - 2, 0].min() > 200 and stored[:, S // 2 + 2 :, 2].min() > 200
+
+
 def test_16bit_grayscale_is_rescaled_not_clipped(tmp_path):
   # PIL's own convert("RGB") maps a 16-bit image to two levels (0 and 255).
   levels = (np.arange(S * S).reshape(S, S) * 257).astype(np.uint16)  # 0..65535 in 256 steps
