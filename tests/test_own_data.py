@@ -267,3 +267,28 @@ def test_a_header_only_table_predicts_a_header_only_file(tmp_path):
     none = np.zeros((0, len(NAMES)), np.float32)
     task.write_predictions(str(out), split, none, 0.5, source=str(source), with_probs=True)
     assert out.read_text().splitlines() == want
+
+
+def test_labels_joined_by_another_separator_are_logged_and_warned(tmp_path, caplog):
+  root = tmp_path / "mine"
+  rows = make_own_data(str(root))
+  os.remove(root / "val.jsonl")
+  joined = [dict(r, labels=r["labels"].replace(" | ", ",")) for r in rows["train"]]
+  table.write_table(root / "train.csv", joined, ("image", "text", "labels"))
+  os.remove(root / "train.jsonl")
+  config = _config(root)
+  config.data.val_size = 8
+  with caplog.at_level("INFO", logger="jaxmm"):
+    data = datasets.prepare_multilabel(config.data, None, with_images=False)
+  combined = [n for n in data.labels.names if "," in n]
+  assert combined  # read as asked (data.label_sep='|'), and said
+  said = [r.getMessage() for r in caplog.records]
+  assert any(f"{len(data.labels)} labels" in m and "32 train and 8 val rows" in m for m in said)
+  warned = [m for m in said if "--config.data.label_sep=','" in m]
+  assert len(warned) == 1 and repr(combined[0]) in warned[0]
+  config.data.label_sep = ","
+  caplog.clear()
+  with caplog.at_level("INFO", logger="jaxmm"):
+    data = datasets.prepare_multilabel(config.data, None, with_images=False)
+  assert data.labels.names == tuple(sorted(NAMES))
+  assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -745,6 +745,16 @@ def _prepare_table_multilabel(
     for name, recs in (("train", train_recs), ("val", val_recs))
   )
   _report_skipped(skipped, workdir)
+  log.info(
+    "%s: %d labels (%s) from %s; %d train and %d val rows",
+    train_path,
+    len(labels),
+    labels.describe(),
+    origin,
+    len(train),
+    len(val) if val is not None else 0,
+  )
+  _warn_joined_names(labels, sep)
   return PreparedData(
     train=train,
     val=val,
@@ -753,6 +763,31 @@ def _prepare_table_multilabel(
     train_captions=[r.caption for r in train_recs],
     labels=labels,
   )
+
+
+def _warn_joined_names(labels: LabelSet, sep: str) -> None:
+  """A label column joined by another separator, or a list written as text, reads as names
+  that combine several labels: the run goes on (such names can be meant), with a warning."""
+  listed = [n for n in labels.names if n.startswith("[") and n.endswith("]")]
+  if listed:
+    log.warning(
+      "label names such as %r look like lists written as text: write a row's labels joined by "
+      "%r (or as a JSON list in a .jsonl file)",
+      listed[0],
+      sep,
+    )
+    return
+  for other in (",", ";"):
+    joined = [n for n in labels.names if other in n]
+    if other != sep and joined:
+      log.warning(
+        "label names such as %r hold %r: if that joins a row's labels, set "
+        "--config.data.label_sep=%r (the labels are now joined by %r)",
+        joined[0],
+        other,
+        other,
+        sep,
+      )
 
 
 def encode_table_records(
