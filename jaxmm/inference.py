@@ -156,11 +156,18 @@ def _unrestorable(workdir: str, folders: list[str]) -> str:
 
 
 def split_from_csv(
-  restored: Restored, csv_path: str, images_dir: str, *, labelled: bool, skip_bad: bool = False
+  restored: Restored,
+  csv_path: str,
+  images_dir: str,
+  *,
+  labelled: bool,
+  skip_bad: bool = False,
+  rows: str | None = None,
 ) -> PreparedSplit:
-  """Any CSV in the layout of the workdir's task as a split, with its vocabulary and image size."""
+  """Any CSV in the layout of the workdir's task as a split, with its vocabulary and image size;
+  `rows` ('START:END') reads those records alone."""
   return restored.task.split_from_csv(
-    restored.encoder, csv_path, images_dir, labelled=labelled, skip_bad=skip_bad
+    restored.encoder, csv_path, images_dir, labelled=labelled, skip_bad=skip_bad, rows=rows
   )
 
 
@@ -190,25 +197,28 @@ def read_split(
   labelled: bool,
   skip_bad: bool,
   skip_hint: str,
+  rows: str | None = None,
 ) -> tuple[PreparedSplit, Skipped | None]:
   """split_from_csv for a script: bad images raise ImageDataError naming the CSV, each file and its
   line, with `skip_hint` (the script's own flag) as the fix; with `skip_bad`, the split of the
-  other rows and the Skipped ones (None when every image is usable)."""
+  other rows and the Skipped ones (None when every image is usable; their record numbers count
+  from the first of `rows`)."""
+  read = dict(labelled=labelled, rows=rows)
   try:
-    return split_from_csv(restored, csv_path, images_dir, labelled=labelled), None
+    return split_from_csv(restored, csv_path, images_dir, **read), None
   except images_lib.ImageDataError as e:
     listing = _without_training_hint(str(e))
     if not skip_bad:
       raise images_lib.ImageDataError(
         f"{listing}\nFix or remove these files (or their rows), or {skip_hint}."
       ) from None
-  split = split_from_csv(restored, csv_path, images_dir, labelled=labelled, skip_bad=True)
+  split = split_from_csv(restored, csv_path, images_dir, skip_bad=True, **read)
   # Every row's id, in CSV order: the same reader with the images left out.
   config = ml_collections.ConfigDict(restored.config.to_dict())
   config.model.mode = "text"
   text_only = copy.copy(restored.task)  # the workdir's task, label set included
   text_only.config = config
-  every = text_only.split_from_csv(restored.encoder, csv_path, images_dir, labelled=labelled).ids
+  every = text_only.split_from_csv(restored.encoder, csv_path, images_dir, **read).ids
   kept = collections.Counter(split.ids)
   ids, records = [], []
   for k, i in enumerate(every):
@@ -250,18 +260,3 @@ def write_predictions(
     skipped=dict(zip(skipped.records, skipped.ids)) if skipped else None,
     with_probs=with_probs,
   )
-
-
-def parse_rows(spec: str, n: int, *, source: str = "the CSV") -> np.ndarray:
-  """Indices picked by a 'START:END' row range (Python slice rules, either end optional) of `n`."""
-  parts = spec.split(":")
-  try:
-    if len(parts) != 2:
-      raise ValueError
-    start, end = (int(p) if p.strip() else None for p in parts)
-  except ValueError:
-    raise ValueError(f"--rows={spec!r}: expected START:END, e.g. 10000:12000 or 10000:") from None
-  rows = np.arange(n)[slice(start, end)]
-  if not len(rows):
-    raise ValueError(f"--rows={spec!r} selects no row of {source} ({n} records)")
-  return rows

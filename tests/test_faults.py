@@ -13,6 +13,8 @@ import sys
 import pytest
 
 from configs import tiny
+from jaxmm import inference
+from jaxmm.data import comp5329
 from jaxmm.recipes import train_and_evaluate
 from tests.conftest import ROOT
 
@@ -137,8 +139,32 @@ def test_missing_image_names_csv_and_row_and_predict_can_skip_it(trained_on_imag
   assert _tree(workdir) == before
 
 
-def test_header_only_csv_gives_header_only_file(trained, tmp_path):
-  workdir, data = trained
+def test_rows_reads_those_records_alone(trained_on_images, tmp_path):
+  """evaluate.py --rows: a bad image outside the range is not read; with --skip_bad the range
+  still names records of the file, not of what is left after skipping."""
+  workdir, data = trained_on_images
+  data_copy = tmp_path / "data"
+  shutil.copytree(data, data_copy)
+  source = str(data_copy / "train.csv")
+  ids = [r.image_id for r in comp5329.read_comp5329(source)]
+  (data_copy / "data" / ids[2]).unlink()
+  restored = inference.restore(workdir)
+  read = dict(labelled=True, skip_bad=False, skip_hint="")
+  split, skipped = inference.read_split(
+    restored, source, str(data_copy / "data"), rows="5:9", **read
+  )
+  assert split.ids == ids[5:9] and skipped is None
+  read["skip_bad"] = True
+  split, skipped = inference.read_split(
+    restored, source, str(data_copy / "data"), rows="1:6", **read
+  )
+  assert split.ids == ids[1:2] + ids[3:6] and skipped.ids == [ids[2]] and skipped.records == [1]
+  with pytest.raises(ValueError, match=r"--rows='500:' selects no row of .*train\.csv \(\d+ rec"):
+    inference.read_split(restored, source, str(data_copy / "data"), rows="500:", **read)
+
+
+def test_header_only_csv_gives_header_only_file(trained_on_images, tmp_path):
+  workdir, data = trained_on_images  # an image model: no image store of no images is made
   empty = tmp_path / "test.csv"
   empty.write_text((data / "test.csv").read_text().splitlines()[0] + "\n")
   out = tmp_path / "sub.csv"

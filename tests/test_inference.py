@@ -12,7 +12,7 @@ from jaxmm.tasks import base
   [("2:5", [2, 3, 4]), ("7:", [7, 8, 9]), (":2", [0, 1]), ("-3:", [7, 8, 9]), ("8:100", [8, 9])],
 )
 def test_parse_rows(spec, want):
-  np.testing.assert_array_equal(inference.parse_rows(spec, 10), want)
+  np.testing.assert_array_equal(base.parse_rows(spec, 10), want)
 
 
 @pytest.mark.parametrize(
@@ -26,7 +26,7 @@ def test_parse_rows(spec, want):
 )
 def test_parse_rows_errors_name_the_problem(spec, match):
   with pytest.raises(ValueError, match=match):
-    inference.parse_rows(spec, 10, source="x.csv")
+    base.parse_rows(spec, 10, source="x.csv")
 
 
 def test_parse_thresholds():

@@ -82,6 +82,7 @@ def main(argv):
       labelled=True,
       skip_bad=FLAGS.skip_bad,
       skip_hint="pass --skip_bad to evaluate without them",
+      rows=FLAGS.rows,  # read alone: what lies outside is neither decoded nor checked
     )
     if skipped:
       print(
@@ -94,10 +95,7 @@ def main(argv):
         f"{FLAGS.csv} has no record to evaluate"
         + (" with a usable image" if skipped else " (only its header)")
       )
-    source = FLAGS.csv
-    if FLAGS.rows:
-      split = split.take(inference.parse_rows(FLAGS.rows, len(split), source=FLAGS.csv))
-      source = f"{FLAGS.csv} rows {FLAGS.rows}"
+    source = f"{FLAGS.csv} rows {FLAGS.rows}" if FLAGS.rows else FLAGS.csv
   else:
     split, source = task.load_data(FLAGS.workdir).val, "val split"
   if not task.predicts:  # a pretext task: its targets come from the transform

@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 import jax
+import numpy as np
 
 from jaxmm.data import datasets, table
 from jaxmm.models import registry
@@ -175,8 +176,17 @@ class Task:
   # --- files: other CSVs and predictions ----------------------------------------------------
 
   def split_from_csv(
-    self, encoder, csv_path: str, images_dir: str, *, labelled: bool, skip_bad: bool = False
+    self,
+    encoder,
+    csv_path: str,
+    images_dir: str,
+    *,
+    labelled: bool,
+    skip_bad: bool = False,
+    rows: str | None = None,
   ):
+    """Another CSV of this task's layouts as a split; `rows` ('START:END') reads those records
+    alone."""
     raise NotImplementedError
 
   def encode_options(self, csv_path: str, images_dir: str, labelled: bool, skip_bad: bool) -> dict:
@@ -235,6 +245,29 @@ def check_data_config(data) -> None:
     raise ValueError(
       f"data.columns={dict(data.get('columns', {}))}: each role needs its own column"
     )
+
+
+def parse_rows(spec: str, n: int, *, source: str = "the CSV") -> np.ndarray:
+  """Indices picked by a 'START:END' row range (Python slice rules, either end optional) of `n`."""
+  parts = spec.split(":")
+  try:
+    if len(parts) != 2:
+      raise ValueError
+    start, end = (int(p) if p.strip() else None for p in parts)
+  except ValueError:
+    raise ValueError(f"--rows={spec!r}: expected START:END, e.g. 10000:12000 or 10000:") from None
+  rows = np.arange(n)[slice(start, end)]
+  if not len(rows):
+    raise ValueError(f"--rows={spec!r} selects no row of {source} ({n} records)")
+  return rows
+
+
+def select_rows(records: Sequence, rows: str | None, source: str) -> list:
+  """The records a row range `rows` (evaluate.py --rows) picks, before any image is read: what
+  lies outside it is neither decoded nor checked."""
+  if not rows:
+    return list(records)
+  return [records[k] for k in parse_rows(rows, len(records), source=source)]
 
 
 def read_table_file(cfg_data, path: str, images_dir: str, *, need: str | None):

@@ -105,14 +105,15 @@ class MatchingTask(Task):
       f"[[{result['tn']}, {result['fp']}], [{result['fn']}, {result['tp']}]]"
     )
 
-  def split_from_csv(self, encoder, csv_path, images_dir, *, labelled, skip_bad=False):
+  def split_from_csv(self, encoder, csv_path, images_dir, *, labelled, skip_bad=False, rows=None):
     options = self.encode_options(csv_path, images_dir, labelled, skip_bad)
     if table.layout_of_file(csv_path) == "table":
       records = base.read_table_file(
         self.config.data, csv_path, images_dir, need="match" if labelled else None
       )
+      records = base.select_rows(records, rows, csv_path)
       return datasets.encode_table_records(records, encoder, labels=None, **options)
-    records = matching.read_matching(csv_path)
+    records = base.select_rows(matching.read_matching(csv_path), rows, csv_path)
     if labelled and any(r.label is None for r in records):
       raise comp5329.CsvFormatError(f"{csv_path}: evaluation needs the label column")
     return datasets.encode_matching_records(records, encoder, **options)

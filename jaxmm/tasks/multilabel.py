@@ -150,12 +150,13 @@ class MultilabelTask(Task):
 
   # --- other files: COMP5329 CSVs or tables -------------------------------------------------
 
-  def split_from_csv(self, encoder, csv_path, images_dir, *, labelled, skip_bad=False):
+  def split_from_csv(self, encoder, csv_path, images_dir, *, labelled, skip_bad=False, rows=None):
     options = self.encode_options(csv_path, images_dir, labelled, skip_bad)
     if table.layout_of_file(csv_path) == "table":
       records = base.read_table_file(
         self.config.data, csv_path, images_dir, need="labels" if labelled else None
       )
+      records = base.select_rows(records, rows, csv_path)
       labels_lib.check_known(records, self.labels, csv_path, self._origin())
       return datasets.encode_table_records(records, encoder, labels=self.labels, **options)
     if self.labels.ids is None:
@@ -163,7 +164,7 @@ class MultilabelTask(Task):
         f"{csv_path} is a COMP5329-layout file (label ids), but this run's labels are names "
         f"({self.labels.describe()}): give a table (image, text, labels) instead"
       )
-    records = comp5329.read_comp5329(csv_path)
+    records = base.select_rows(comp5329.read_comp5329(csv_path), rows, csv_path)
     if labelled and any(not r.labels for r in records):
       raise comp5329.CsvFormatError(f"{csv_path}: evaluation needs labels on every row")
     return datasets.encode_records(records, encoder, **options)

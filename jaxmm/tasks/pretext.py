@@ -123,10 +123,10 @@ class PretextTask(Task):
   def evaluate(self, predict_step, model_state, split, *, vocab_size=None):
     return self.evaluate_with_samples(predict_step, model_state, split, vocab_size=vocab_size)[0]
 
-  def split_from_csv(self, encoder, csv_path, images_dir, *, labelled, skip_bad=False):
+  def split_from_csv(self, encoder, csv_path, images_dir, *, labelled, skip_bad=False, rows=None):
     # The pretext targets come from the transform: the CSV's labels are not needed.
     return self.data_task.split_from_csv(
-      encoder, csv_path, images_dir, labelled=False, skip_bad=skip_bad
+      encoder, csv_path, images_dir, labelled=False, skip_bad=skip_bad, rows=rows
     )
 
   def csv_is_labelled(self, csv_path):
