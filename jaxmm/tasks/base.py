@@ -54,6 +54,7 @@ class Task:
       raise ValueError(
         f"train.select_metric={select!r} is not reported by task {self.name!r}; use one of {known}"
       )
+    check_ranges(config)
     check_data_config(config.data)
     bias = config.model.get("head", {}).get("output_bias", "zeros")
     if bias not in ("zeros", "prior"):
@@ -227,6 +228,35 @@ class Task:
     for the examples of `split` and no decision for the `skipped` records (record -> id).
     `with_probs` adds the probability columns (PROB_PREFIX + name)."""
     raise ValueError(f"prediction is not defined for the task {self.name!r}")
+
+
+# Numeric keys every run reads, with the least value that means anything: (key, least, whether
+# the least itself is allowed). A key a config does not have is not checked.
+RANGES = (
+  ("train.batch_size", 1, True),
+  ("train.eval_batch_size", 1, True),
+  ("train.epochs", 0, False),
+  ("train.log_every", 1, True),
+  ("train.max_steps", 1, True),  # None: no cap
+  ("train.ckpt_every_steps", 0, True),
+  ("optim.lr", 0, False),
+  ("optim.warmup_epochs", 0, True),
+  ("data.image_size", 1, True),
+  ("data.max_len", 1, True),
+)
+
+
+def check_ranges(config) -> None:
+  """A value below its key's least (a batch of 0, a negative learning rate) stops the run at once,
+  naming the key, instead of failing somewhere later or training backwards."""
+  for key, least, allowed in RANGES:
+    section, _, name = key.partition(".")
+    value = config.get(section, {}).get(name)
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+      continue
+    if value < least or (value == least and not allowed):
+      bound = f">= {least}" if allowed else f"> {least}"
+      raise ValueError(f"{key}={value!r}: it must be {bound}; set --config.{key}=VALUE")
 
 
 def check_data_config(data) -> None:

@@ -219,3 +219,27 @@ def test_prior_output_bias_starts_every_head_at_the_label_log_odds(tmp_path):
   m.model.head.output_bias = "log_odds"
   with pytest.raises(ValueError, match="is not 'zeros' or 'prior'"):
     tasks.make(m).check_config()
+
+
+@pytest.mark.parametrize(
+  "key,value,bound",
+  [
+    ("train.batch_size", 0, ">= 1"),
+    ("train.eval_batch_size", -4, ">= 1"),
+    ("train.epochs", 0, "> 0"),
+    ("train.max_steps", 0, ">= 1"),
+    ("optim.lr", -1e-3, "> 0"),
+    ("optim.warmup_epochs", -1.0, ">= 0"),
+    ("data.image_size", 0, ">= 1"),
+    ("data.max_len", -8, ">= 1"),
+  ],
+)
+def test_a_value_out_of_its_range_names_the_key(key, value, bound):
+  from configs import tiny
+
+  config = tiny.get_config()
+  tasks.make(config).check_config()
+  section, name = key.split(".")
+  config[section][name] = value
+  with pytest.raises(ValueError, match=rf"^{key}={value!r}: it must be {bound}; set --config"):
+    tasks.make(config).check_config()
