@@ -140,11 +140,14 @@ def check_overrides(argv: list[str]) -> None:
       path = argv[i + 1]
   if path is None:
     return
-  config = load_config_file(path.split(":", 1)[0])
+  try:
+    config = load_config_file(path.split(":", 1)[0])
+  except FileNotFoundError as e:  # raised here, before the scripts' own error handling
+    raise SystemExit(f"error: {e}") from None
   known = flatten(config.to_dict())
   prefixes = {k.rsplit(".", n)[0] for k in known for n in range(1, k.count(".") + 1)}
   for arg in argv:
-    if arg.startswith("--config.") and "=" in arg:
+    if arg.startswith("--config."):  # --config.KEY=VALUE, or --config.KEY VALUE
       key = arg[len("--config.") :].split("=", 1)[0]
       if key not in known and key not in prefixes:
         near = nearest_key(config, key)

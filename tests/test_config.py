@@ -61,6 +61,16 @@ def test_check_overrides_space_separated_config(in_root):
     check_overrides(["train.py", "--config", "configs/tiny.py", "--config.data.rooot=/x"])
 
 
+def test_check_overrides_space_separated_value_and_missing_file(in_root, tmp_path):
+  with pytest.raises(
+    SystemExit, match=r"'train\.epochz' does not exist.*--config\.train\.epochs\?"
+  ):
+    check_overrides(["train.py", "--config", "configs/tiny.py", "--config.train.epochz", "1"])
+  check_overrides(["train.py", "--config", "configs/tiny.py", "--config.train.epochs", "1"])
+  with pytest.raises(SystemExit, match=r"^error: config file '.*nope\.py' does not exist"):
+    check_overrides(["train.py", f"--config={tmp_path / 'nope.py'}"])
+
+
 def test_load_config_file_missing(tmp_path):
   with pytest.raises(FileNotFoundError, match="nope.py"):
     load_config_file(str(tmp_path / "nope.py"))
