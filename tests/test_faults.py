@@ -186,6 +186,23 @@ def test_evaluate_checks_out_before_any_work(trained, tmp_path):
   )
   assert "does not exist" in line and "--out" in line
   assert _tree(workdir) == before
+  line = _one_line_error(_run("evaluate.py", "--workdir", tmp_path / "no_run"))
+  assert "no_run/config.json not found: is" in line and "a jaxmm workdir" in line
+
+
+def test_evaluate_of_a_run_whose_relative_data_root_is_elsewhere_says_what_it_takes(
+  trained, tmp_path
+):
+  workdir = _copy(trained[0], tmp_path)
+  path = os.path.join(workdir, "config.json")
+  with open(path) as f:
+    config = json.load(f)
+  config["data"]["root"] = "data/moved_away"  # relative to wherever train.py ran
+  with open(path, "w") as f:
+    json.dump(config, f)
+  line = _one_line_error(_run("evaluate.py", "--workdir", workdir, "--out", tmp_path / "m.json"))
+  assert "data.root='data/moved_away', a path relative to the folder train.py ran in" in line
+  assert "--csv FILE" in line and "--config" not in line
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")

@@ -126,13 +126,14 @@ def read_table(
   *,
   need: str | None = None,
   base_dir: str | None = None,
+  trained: bool = False,
 ) -> list[TableRecord]:
   """Every row of a table file, in file order.
 
   need: 'labels' or 'match' when that column must be there (training, evaluation); otherwise it
   is read when present. Image paths are resolved against `base_dir` (default: the file's folder).
   Errors name the file, the line and, for a missing column, the columns the file has and the
-  config key that names it.
+  config key that names it (`trained`: a trained run's file, whose columns are the run's).
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
@@ -143,12 +144,14 @@ def read_table(
   every_row = path.lower().endswith(".jsonl")  # a CSV's rows all have its header's columns
   for line, row in _rows(path):
     if every_row or not records:
-      _check_columns(path, row, columns, roles, line)
+      _check_columns(path, row, columns, roles, line, trained)
     records.append(_record(path, line, row, columns, label_sep, base_dir))
   return records
 
 
-def _check_columns(path: str, row: dict, columns: Columns, roles: Sequence[str], line: int):
+def _check_columns(
+  path: str, row: dict, columns: Columns, roles: Sequence[str], line: int, trained: bool = False
+):
   missing = [role for role in roles if getattr(columns, role) not in row]
   if not missing:
     return
@@ -157,10 +160,12 @@ def _check_columns(path: str, row: dict, columns: Columns, roles: Sequence[str],
   settings = " and ".join(f"--config.{columns.key(r)}=<{what[:-1]}>" for r in missing)
   names = " or ".join(f"{getattr(columns, r)!r} ({columns.key(r)})" for r in missing)
   where = f"{path}:{line}" if what == "keys" else f"{path}:1"
-  raise TableFormatError(
-    f"{where}: no {what[:-1]} {names}; its {what} are {have}. Rename the {what} in the file, or "
-    f"name the file's own with {settings}"
+  fix = (
+    f"the run was trained with these {what}: rename them in the file"
+    if trained
+    else f"Rename the {what} in the file, or name the file's own with {settings}"
   )
+  raise TableFormatError(f"{where}: no {what[:-1]} {names}; its {what} are {have}. {fix}")
 
 
 def _rows(path: str) -> Iterator[tuple[int, dict]]:

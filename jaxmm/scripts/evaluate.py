@@ -15,6 +15,7 @@ checked before any work (`--out` elsewhere for a read-only workdir); the workdir
 """
 
 import json
+import os
 import sys
 
 from absl import app, flags
@@ -68,6 +69,9 @@ def main(argv):
   config_lib.setup_compilation_cache()
   if FLAGS.rows and not FLAGS.csv:
     raise app.UsageError("--rows selects records of --csv; pass --csv too")
+  from jaxmm import workdir as workdir_lib
+
+  workdir_lib.read_config(FLAGS.workdir)  # no workdir there: say that, not where --out would go
   cli.check_writable(_out(), "--out")  # a read-only workdir: say so now, not after the eval
   if FLAGS.report_dir:
     cli.check_writable_dir(FLAGS.report_dir, "--report_dir")
@@ -97,6 +101,7 @@ def main(argv):
       )
     source = f"{FLAGS.csv} rows {FLAGS.rows}" if FLAGS.rows else FLAGS.csv
   else:
+    _check_data_root(restored.config.data.root)
     split, source = task.load_data(FLAGS.workdir).val, "val split"
   if not task.predicts:  # a pretext task: its targets come from the transform
     result = task.evaluate(
@@ -135,6 +140,23 @@ def main(argv):
       source=source if FLAGS.csv is None else f"file {source}",
     )
     print(f"wrote {path}")
+
+
+def _check_data_root(root: str) -> None:
+  """The val split is re-read from the run's data.root: say where it was looked for, and what
+  evaluate.py itself takes, when it is not there (train.py's --config flags are not among it)."""
+  if os.path.isdir(root):
+    return
+  relative = (
+    ""
+    if os.path.isabs(root)
+    else f", a path relative to the folder train.py ran in (not {os.path.abspath(root)})"
+  )
+  raise FileNotFoundError(
+    f"the val split is read from the run's data.root={root!r}{relative}, which does not exist: "
+    "run evaluate.py where the data is found, or evaluate a labelled file with --csv FILE "
+    "[--rows A:B]"
+  )
 
 
 def _out() -> str:

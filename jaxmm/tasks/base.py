@@ -309,6 +309,7 @@ def read_table_file(cfg_data, path: str, images_dir: str, *, need: str | None):
     cfg_data.get("label_sep") or "|",
     need=need,
     base_dir=images_dir,
+    trained=True,
   )
 
 

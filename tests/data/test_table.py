@@ -96,6 +96,16 @@ def test_bad_tables_name_file_line_and_key(tmp_path, name, text, match):
     table.read_table(_write(tmp_path / name, text), need="labels")
 
 
+def test_a_trained_runs_file_missing_a_column_is_told_the_runs_columns(tmp_path):
+  # evaluate.py / predict.py read with the workdir's columns: no --config flag to offer there.
+  path = tmp_path / "t.csv"
+  path.write_text("image,text,tags\nx.jpg,t,a\n")
+  with pytest.raises(table.TableFormatError) as e:
+    table.read_table(path, need="labels", trained=True)
+  assert "no column 'labels'" in str(e.value) and "trained with these columns" in str(e.value)
+  assert "--config" not in str(e.value)
+
+
 def test_layout_of_a_file(tmp_path):
   assert table.layout_of_file(_write(tmp_path / "a.csv", "ImageID,Labels,Caption\n")) == "comp5329"
   assert table.layout_of_file(_write(tmp_path / "b.csv", "ImageID,Caption\r\n")) == "comp5329"
