@@ -346,15 +346,23 @@ def write_id_predictions(
   skipped: Mapping[int, str] | None = None,
 ) -> None:
   """A CSV of `header` (id column, decision column) and the probability columns: one row per
-  example of `ids`, with a row of no decision at each skipped record's place."""
+  example of `ids`, with a row of no decision at each skipped record's place. A `.jsonl` path is
+  written as JSON lines (probabilities as numbers)."""
   kept = iter(zip(ids, decisions, *probs.values()))
   total = len(ids) + len(skipped or {})
+  rows = []
+  for k in range(total):
+    if skipped and k in skipped:
+      rows.append([skipped[k], ""] + [""] * len(probs))
+      continue
+    row_id, decision, *p = next(kept)
+    rows.append([row_id, decision, *(float(f"{float(x):.6g}") for x in p)])
+  fields = [*header, *probs]
+  if path.lower().endswith(".jsonl"):
+    table.write_table(path, [dict(zip(fields, row)) for row in rows], fields)
+    return
   with open(path, "w", newline="") as f:
     w = csv.writer(f)
-    w.writerow([*header, *probs])
-    for k in range(total):
-      if skipped and k in skipped:
-        w.writerow([skipped[k], ""] + [""] * len(probs))
-        continue
-      row_id, decision, *p = next(kept)
-      w.writerow([row_id, decision, *(f"{float(x):.6g}" for x in p)])
+    w.writerow(fields)
+    for row in rows:
+      w.writerow(row[:2] + [x if x == "" else f"{x:.6g}" for x in row[2:]])

@@ -17,6 +17,7 @@ from jaxmm import inference, tasks
 from jaxmm.configs import s0_best, tiny
 from jaxmm.data import matching
 from jaxmm.recipes import train_and_evaluate
+from jaxmm.tasks import base
 from jaxmm.train import metrics
 from jaxmm.train import thresholds as thresholds_lib
 from jaxmm.train.writer import read_metrics
@@ -243,3 +244,21 @@ def test_a_value_out_of_its_range_names_the_key(key, value, bound):
   config[section][name] = value
   with pytest.raises(ValueError, match=rf"^{key}={value!r}: it must be {bound}; set --config"):
     tasks.make(config).check_config()
+
+
+def test_id_predictions_are_csv_or_json_lines_by_the_file_name(tmp_path):
+  args = (["ImageID", "Labels"], ["a.jpg", "c.jpg"], ["1 3", "2"], {"p:1": [0.5, 0.1234567]})
+  base.write_id_predictions(str(tmp_path / "p.csv"), *args, skipped={1: "b.jpg"})
+  assert (tmp_path / "p.csv").read_text().splitlines() == [
+    "ImageID,Labels,p:1",
+    "a.jpg,1 3,0.5",
+    "b.jpg,,",
+    "c.jpg,2,0.123457",
+  ]
+  base.write_id_predictions(str(tmp_path / "p.jsonl"), *args, skipped={1: "b.jpg"})
+  lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+  assert lines == [
+    {"ImageID": "a.jpg", "Labels": "1 3", "p:1": 0.5},
+    {"ImageID": "b.jpg", "Labels": "", "p:1": ""},
+    {"ImageID": "c.jpg", "Labels": "2", "p:1": 0.123457},
+  ]
