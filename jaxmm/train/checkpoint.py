@@ -108,6 +108,11 @@ def _read_only_manager(folder: str) -> ocp.CheckpointManager:
     absl_logging.set_verbosity(verbosity)
 
 
+# How often restore lists the steps anew when one is deleted while it is read (a run training in
+# the same workdir replaced it): each time the newest step is read first.
+_RELISTS = 5
+
+
 class CheckpointDamagedError(RuntimeError):
   """No step of one checkpoint folder could be restored; `folders` are the step folders tried."""
 
@@ -204,7 +209,9 @@ class Checkpointer:
     """Restores into the structure of `state_like` (a freshly built state of the same config),
     its arrays with `sharding` (None: this process's first device).
 
-    Raises FileNotFoundError when there is no step, CheckpointDamagedError when none restores.
+    A step deleted while it is read (a run training in the same workdir keeps newer ones) is no
+    damage: the steps are listed anew. Raises FileNotFoundError when there is no step,
+    CheckpointDamagedError when none restores.
     """
     self.wait()
     mgr = self._managers.get(which)
@@ -217,23 +224,39 @@ class Checkpointer:
       meta=ocp.args.JsonRestore(),
     )
     failed = []
-    for s in candidates:
-      with _StderrCapture() as captured:
-        try:
-          out = mgr.restore(s, args=args)
-        except Exception as e:  # orbax/tensorstore raise many types for a damaged or foreign folder
-          failed.append((s, e))
-          captured.settle()
+    tried = set()
+    for _ in range(_RELISTS):
+      for s in candidates:
+        if s in tried:
           continue
-      if failed:
-        log.warning(
-          "checkpoint step(s) %s in %s could not be restored (%s); using step %d",
-          [f for f, _ in failed],
-          folder,
-          _short(failed[0][1]),
-          s,
-        )
-      return out["state"], dict(out["meta"])
+        tried.add(s)
+        with _StderrCapture() as captured:
+          try:
+            out = mgr.restore(s, args=args)
+          except Exception as e:  # orbax/tensorstore raise many types for a damaged folder
+            captured.settle()
+            if not os.path.isdir(os.path.join(folder, str(s))):
+              break  # deleted while read: a run is training here and kept newer steps
+            failed.append((s, e))
+            continue
+        if failed:
+          log.warning(
+            "checkpoint step(s) %s in %s could not be restored (%s); using step %d",
+            [f for f, _ in failed],
+            folder,
+            _short(failed[0][1]),
+            s,
+          )
+        return out["state"], dict(out["meta"])
+      else:
+        break  # every step was read: none restores
+      mgr.reload()  # the steps as the training run left them now
+      candidates = sorted(mgr.all_steps(), reverse=True) if step is None else []
+    if not failed:
+      raise FileNotFoundError(
+        f"the {which!r} checkpoint in {folder} was replaced while it was read: a run is saving "
+        "there; try again"
+      )
     for s, e in failed:  # the orbax / TensorStore error is long: the log keeps it, the message not
       log.debug("step %d of %s: %s", s, folder, _short(e, 2000))
     folders = [os.path.join(folder, str(s)) for s, _ in failed]

@@ -191,3 +191,31 @@ def test_nothing_restorable_names_the_step_folders_in_one_line(tmp_path):
     ck.restore(_state(0))
   assert e.value.folders == [str(tmp_path / "checkpoints" / "latest" / "2")]
   assert "\n" not in str(e.value) and "from a backup" in str(e.value)
+
+
+def test_a_step_deleted_while_read_is_no_damage(tmp_path, caplog):
+  """evaluate.py beside a training run: the run may delete the step being read (it keeps newer
+  ones); the reader lists the steps anew and reads the newest, with no word of damage."""
+  import shutil
+
+  trainer = ckpt_lib.Checkpointer(str(tmp_path))
+  for step in (4, 6):
+    trainer.save(step, _state(step), {"step": step})
+  trainer.wait()
+  reader = ckpt_lib.Checkpointer(str(tmp_path), read_only=True)
+  mgr = reader._managers[ckpt_lib.LATEST]
+  restore, calls = mgr.restore, []
+
+  def training_meanwhile(step, **kw):
+    calls.append(step)
+    if len(calls) == 1:  # the run saves step 8 and drops step 6 while it is being read
+      shutil.rmtree(tmp_path / "checkpoints" / "latest" / str(step))
+      trainer.save(8, _state(8), {"step": 8})
+      trainer.wait()
+    return restore(step, **kw)
+
+  mgr.restore = training_meanwhile
+  with caplog.at_level("WARNING", logger="jaxmm"):
+    restored, meta = reader.restore(_state(0))
+  assert calls == [6, 8] and meta["step"] == 8 and _equal(restored, _state(8))
+  assert "could not be restored" not in caplog.text
