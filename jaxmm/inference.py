@@ -81,6 +81,8 @@ def restore(workdir: str, *, which: str = ckpt_lib.BEST, thresholds: str | None 
   with a warning. `thresholds` (a --thresholds flag's text) replaces those of thresholds.json:
   see parse_thresholds.
   """
+  if which not in (ckpt_lib.BEST, ckpt_lib.LATEST):
+    raise ValueError(f"which={which!r}: a workdir has the checkpoints 'best' and 'latest'")
   config = workdir_lib.read_config(workdir)
   task = tasks.make(config)
   task.read_workdir(workdir)  # its label set (labels.json) sizes the head

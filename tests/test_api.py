@@ -90,3 +90,35 @@ def test_the_callers_images_are_left_as_they_were(trained, tmp_path):
   assert in_memory.size == (200, 160) and np.asarray(in_memory).shape == (160, 200, 3)
   # texts as a numpy array (a DataFrame column's values)
   np.testing.assert_allclose(model.predict([big], np.array(texts[:1])), by_path, atol=1e-6)
+
+
+def test_a_damaged_workdir_raises_one_error_and_prints_nothing_else(trained, tmp_path):
+  import shutil
+  import subprocess
+  import sys
+
+  workdir = str(tmp_path / "run")
+  shutil.copytree(trained[0], workdir)
+  for which in ("best", "latest"):  # the largest file of each step cut short (a full disk)
+    for step in os.listdir(os.path.join(workdir, "checkpoints", which)):
+      folder = os.path.join(workdir, "checkpoints", which, step)
+      files = [os.path.join(d, n) for d, _, names in os.walk(folder) for n in names]
+      with open(max(files, key=os.path.getsize), "r+b") as f:
+        f.truncate(100)
+  with pytest.raises(ValueError, match="which='foo'"):
+    jaxmm.load(workdir, which="foo")
+  load = f"jaxmm.load({workdir!r})"
+  code = (  # a notebook goes on: the reads in flight end and are collected
+    f"import gc, time, jaxmm\ntry:\n  {load}\nexcept RuntimeError as e:\n  print('raised', e)\n"
+    "time.sleep(3)\ngc.collect()"
+  )
+  proc = subprocess.run(
+    [sys.executable, "-c", code],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
+  assert proc.stdout.startswith("raised no checkpoint of"), proc.stderr[-2000:]
+  # orbax's read coroutines, collected later, printed thousands of lines of TensorStore errors
+  assert not proc.stderr.strip(), proc.stderr[:2000]

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import sys
+import warnings
 import zlib
 from typing import Any
 
@@ -307,6 +308,7 @@ class _StderrCapture:
     import time
 
     self._failed = True
+    _drop_orbax_leftovers()
     time.sleep(wait_s)
 
   def __exit__(self, *exc):
@@ -320,6 +322,48 @@ class _StderrCapture:
       log.debug("output of the failed restore: %s", text[-2000:])
     elif text:
       sys.stderr.write(text)
+
+
+def _drop_orbax_leftovers() -> None:
+  """A failed restore leaves orbax's read coroutines and futures, each holding its TensorStore
+  error, to be collected later; Python and asyncio then print every one ("Exception ignored in:
+  <coroutine ...>", "exception was never retrieved", "was never awaited": thousands of lines in a
+  notebook, long after the one error that matters). Those of orbax are dropped; any other goes
+  where it went."""
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_orbax_leftovers", False):
+    return
+
+  def hook(unraisable):
+    code = getattr(unraisable.object, "cr_code", None)
+    if code is not None and _ORBAX_PATH in code.co_filename:
+      return
+    previous(unraisable)
+
+  hook.drops_orbax_leftovers = True
+  sys.unraisablehook = hook
+  logging.getLogger("asyncio").addFilter(_not_from_orbax)
+  for name in _ORBAX_READERS:
+    warnings.filterwarnings("ignore", f"coroutine '{name}' was never awaited", RuntimeWarning)
+
+
+_ORBAX_PATH = f"{os.sep}orbax{os.sep}"
+_ORBAX_READERS = ("_read_array_index_and_device_put", "_read_shard")  # orbax's read coroutines
+
+
+def _not_from_orbax(record: logging.LogRecord) -> bool:
+  """A logging filter: False for a record whose exception was raised in orbax's code or is a
+  TensorStore read error (raised in C++: no Python frame of orbax's)."""
+  if not record.exc_info:
+    return True
+  if any(k in str(record.exc_info[1]) for k in ("OCDBT database", "TensorStore")):
+    return False
+  tb = record.exc_info[2]
+  while tb is not None:
+    if _ORBAX_PATH in tb.tb_frame.f_code.co_filename:
+      return False
+    tb = tb.tb_next
+  return True
 
 
 def _short(e: Exception, n: int = 300) -> str:
