@@ -188,6 +188,8 @@ def _try_load(
   path: str, size: int, max_image_pixels: int = MAX_IMAGE_PIXELS
 ) -> tuple[np.ndarray | None, tuple[str, str] | None]:
   """(image, None) or (None, (reason, detail)): why a file cannot be used, never an exception."""
+  if os.path.isdir(path):
+    return None, (NOT_AN_IMAGE, "a folder, not a file")
   if not os.path.isfile(path):
     return None, (MISSING, "")
   try:

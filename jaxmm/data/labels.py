@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import unicodedata
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -97,7 +98,7 @@ def sort_names(names: Iterable[str]) -> tuple[str, ...]:
   """Distinct names, sorted; all whole numbers ('1', '10', '2') sort by value."""
   distinct = set(names)
   if distinct and all(_is_int(n) for n in distinct):
-    return tuple(sorted(distinct, key=int))
+    return tuple(sorted(distinct, key=lambda n: (int(n), n)))  # '1' before '01': one order
   return tuple(sorted(distinct))
 
 
@@ -111,7 +112,7 @@ def _is_int(name: str) -> bool:
 
 def from_config(names: Sequence[str], label_sep: str) -> LabelSet:
   """The label set `data.labels` fixes, in its order; bad names are refused with the key."""
-  names = tuple(str(n) for n in names)
+  names = tuple(unicodedata.normalize("NFC", str(n)) for n in names)  # as table rows read them
   bad = [n for n in names if not n.strip() or n != n.strip() or label_sep in n]
   if bad:
     raise ValueError(

@@ -20,6 +20,7 @@ import dataclasses
 import io
 import json
 import os
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 
 from jaxmm.data.comp5329 import (
@@ -165,6 +166,12 @@ def _check_columns(
     if trained
     else f"Rename the {what} in the file, or name the file's own with {settings}"
   )
+  other_sep = [sep for sep in (";", "\t") if len(row) == 1 and sep in next(iter(row), "")]
+  if what == "columns" and other_sep:
+    fix = (
+      f"The header holds {other_sep[0]!r} between its names: this file is not comma-separated. "
+      "Save it as CSV with commas (fields holding commas in double quotes), or as .jsonl"
+    )
   raise TableFormatError(f"{where}: no {what[:-1]} {names}; its {what} are {have}. {fix}")
 
 
@@ -194,6 +201,11 @@ def _jsonl_rows(path: str, text: str) -> Iterator[tuple[int, dict]]:
         f'({{"image": ..., "text": ...}}), got {raw[:80]!r}'
       )
     yield line, row
+
+
+# A caption may be long (a document's text): csv's default cap of 131,072 characters per field
+# would call such a row malformed.
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 
 
 def _csv_rows(path: str, text: str) -> Iterator[tuple[int, dict]]:
@@ -259,9 +271,14 @@ def _record(
 def split_labels(
   value, label_sep: str, *, where: str = "", column: str = "labels"
 ) -> tuple[str, ...]:
-  """'cat | red car' -> ('cat', 'red car'); a JSON list of names is taken as it is. Names are
-  stripped of surrounding spaces; empty ones (a trailing separator) are dropped."""
+  """'cat | red car' -> ('cat', 'red car'); a JSON list of names is taken as it is (whole numbers
+  as their digits). Names are stripped of surrounding spaces and in Unicode's composed form (NFC:
+  'café' typed two ways is one label); empty ones (a trailing separator) are dropped."""
+  whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+  if whole(value):
+    value = str(value)
   if isinstance(value, list):
+    value = [str(v) if whole(v) else v for v in value]
     if not all(isinstance(v, str) for v in value):
       raise TableFormatError(
         f"{where}: the {column!r} list must hold label names (strings), got {value!r}"
@@ -282,7 +299,7 @@ def split_labels(
       f"{where}: the {column!r} column must hold label names joined by "
       f"{label_sep!r} (or, in JSONL, a list of names), got {value!r}"
     )
-  return tuple(n for n in names if n)
+  return tuple(unicodedata.normalize("NFC", n) for n in names if n)
 
 
 def _match_value(value, where: str, column: str) -> int:

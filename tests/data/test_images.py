@@ -275,14 +275,17 @@ def test_decode_images_returns_every_bad_file_with_its_reason(tmp_path):
   png = _write(d / "cut.png", fmt="PNG")
   with open(png, "r+b") as f:
     f.truncate(os.path.getsize(png) // 2)
-  paths = [good, str(d / "gone.jpg"), str(empty), png]
+  (d / "folder.jpg").mkdir()
+  paths = [good, str(d / "gone.jpg"), str(empty), png, str(d / "folder.jpg")]
   _, ok, bad = images_lib.decode_images(paths, S, cache_dir=str(tmp_path / "c"))
-  np.testing.assert_array_equal(ok, [True, False, False, False])
+  np.testing.assert_array_equal(ok, [True, False, False, False, False])
   assert [(b.index, b.path, b.reason) for b in bad] == [
     (1, paths[1], "missing"),
     (2, paths[2], "empty file"),
     (3, png, "truncated"),
+    (4, paths[4], images_lib.NOT_AN_IMAGE),
   ]
+  assert bad[3].detail == "a folder, not a file"
 
 
 def test_every_bad_file_is_listed_up_to_the_cap(tmp_path):

@@ -83,11 +83,16 @@ def test_jsonl_rows_take_lists_or_joined_names_and_match_values(tmp_path):
     ("t.csv", "image,text,image\nx,t,a\n", r"t\.csv:1: column\(s\) \['image'\] appear more than"),
     (
       "t.jsonl",
-      '{"image": "x.jpg", "text": "t", "labels": [1]}\n',
+      '{"image": "x.jpg", "text": "t", "labels": [1.5]}\n',
       r"t\.jsonl:1: the 'labels' "
       "list must hold label names",
     ),
     ("t.jsonl", '{"image": "x.jpg", "text": "t", "labels": ["a|b"]}\n', r"hold the separator"),
+    (
+      "t.csv",
+      "image;text;labels\nx.jpg;t;a\n",
+      r"t\.csv:1: no column .*The header holds ';' .* not comma-separated",
+    ),
     ("t.csv", "image,text,labels,match\nx.jpg,t,a,2\n", r"t\.csv:2: the 'match' column must be 0"),
   ],
 )
@@ -106,6 +111,29 @@ def test_a_trained_runs_file_missing_a_column_is_told_the_runs_columns(tmp_path)
   assert "--config" not in str(e.value)
 
 
+def test_label_names_read_numbers_and_one_unicode_form_and_long_captions(tmp_path):
+  rows = [
+    {"image": "a.jpg", "text": "t", "labels": [1, 2]},
+    {"image": "b.jpg", "text": "t", "labels": 3},
+    {"image": "c.jpg", "text": "t", "labels": ["cafe\u0301", "caf\u00e9|x"]},
+  ]
+  path = tmp_path / "t.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  with pytest.raises(table.TableFormatError, match="hold the separator"):
+    table.read_table(path, need="labels")
+  rows[2]["labels"] = ["cafe\u0301", "caf\u00e9"]  # 'café' decomposed, and composed
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  got = [r.labels for r in table.read_table(path, need="labels")]
+  assert got == [("1", "2"), ("3",), ("caf\u00e9", "caf\u00e9")]
+  assert labels.from_config(["cafe\u0301"], "|").names == ("caf\u00e9",)
+  long = "word " * 40_000  # 200,000 characters: over csv's default field cap
+  csv_path = tmp_path / "long.csv"
+  table.write_table(
+    csv_path, [{"image": "a.jpg", "text": long, "labels": "x"}], ("image", "text", "labels")
+  )
+  assert table.read_table(csv_path, need="labels")[0].caption == long
+
+
 def test_layout_of_a_file(tmp_path):
   assert table.layout_of_file(_write(tmp_path / "a.csv", "ImageID,Labels,Caption\n")) == "comp5329"
   assert table.layout_of_file(_write(tmp_path / "b.csv", "ImageID,Caption\r\n")) == "comp5329"
@@ -118,6 +146,16 @@ def test_label_sets_sort_names_and_numbers():
   assert labels.sort_names(["dog", "cat", "red car", "cat"]) == ("cat", "dog", "red car")
   assert labels.sort_names(["10", "2", "1"]) == ("1", "2", "10")
   assert labels.sort_names(["10", "2", "b"]) == ("10", "2", "b")
+  # equal values written two ways: one order whatever the set's iteration order
+  assert (
+    labels.sort_names(["1", "01", "2"])
+    == labels.sort_names(["2", "01", "1"])
+    == (
+      "01",
+      "1",
+      "2",
+    )
+  )
   ls = labels.LabelSet(names=("cat", "red car"))
   np.testing.assert_array_equal(ls.multihot(["red car"]), [0, 1])
   assert ls.names_of([1, 1]) == ("cat", "red car") and ls.unknown(["cat", "zebra"]) == ["zebra"]
