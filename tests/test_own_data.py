@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 from jaxmm import inference, tasks
 from jaxmm.configs import own_data
 from jaxmm.data import datasets, labels, table
+from jaxmm.data import images as images_lib
 from jaxmm.data.images import open_cache
 from jaxmm.data.pipeline import PreparedSplit
 from jaxmm.train import thresholds as thresholds_lib
@@ -292,3 +293,14 @@ def test_labels_joined_by_another_separator_are_logged_and_warned(tmp_path, capl
     data = datasets.prepare_multilabel(config.data, None, with_images=False)
   assert data.labels.names == tuple(sorted(NAMES))
   assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_skip_bad_that_empties_a_split_stops_at_once(tmp_path):
+  root = tmp_path / "mine"
+  rows = make_own_data(str(root))
+  for r in rows["val"]:  # every val image gone
+    os.remove(r["image"] if os.path.isabs(r["image"]) else root / r["image"])
+  config = _config(root)
+  config.data.skip_bad = True
+  with pytest.raises(images_lib.ImageDataError, match=r"^val \(.*val\.jsonl\): no example is le"):
+    datasets.prepare_multilabel(config.data, None)

@@ -338,6 +338,7 @@ def prepare_comp5329(
     for name, recs in (("train", train_recs), ("val", val_recs))
   )
   _report_skipped(skipped, workdir)
+  _check_left(skipped, train=train, val=val)
   return PreparedData(
     train=train,
     val=val,
@@ -525,6 +526,7 @@ def _prepare_pairs(
     for name, recs in (("train", train_recs), ("val", val_recs))
   )
   _report_skipped(skipped, workdir)
+  _check_left(skipped, train=train, val=val)
   return PreparedData(
     train=train,
     val=val,
@@ -560,6 +562,19 @@ def _report_skipped(skipped: list[dict], workdir: str | None) -> None:
     shown,
     more,
   )
+
+
+def _check_left(skipped: list[dict], **splits: PreparedSplit | None) -> None:
+  """A split that data.skip_bad emptied stops the run now, not at its first batch or eval."""
+  for name, split in splits.items():
+    lost = [s for s in skipped if s.get("split") in (name, None)]
+    if split is not None and not len(split) and lost:
+      files = sorted({s["csv"] for s in lost if s.get("csv")})
+      raise images_lib.ImageDataError(
+        f"{name}{' (' + ', '.join(files) + ')' if files else ''}: no example is left once "
+        f"data.skip_bad left out the {len(lost)} that cannot be used (listed above): "
+        "check data.root and the image paths of the file, or fix the images"
+      )
 
 
 # --- the layouts of each task: COMP5329 / S0, or a plain table --------------------------------
@@ -745,6 +760,7 @@ def _prepare_table_multilabel(
     for name, recs in (("train", train_recs), ("val", val_recs))
   )
   _report_skipped(skipped, workdir)
+  _check_left(skipped, train=train, val=val)
   log.info(
     "%s: %d labels (%s) from %s; %d train and %d val rows",
     train_path,
