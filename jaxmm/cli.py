@@ -37,6 +37,8 @@ def run(main) -> None:
   def wrapped(argv):
     try:
       return main(argv)
+    except app.UsageError as e:  # absl would print the whole --help before it
+      _exit_with_one_line(f"error: {e} (--help lists the flags)")
     except EXPECTED as e:
       if FLAGS.verbose:
         log.error("%s failed", os.path.basename(sys.argv[0]), exc_info=True)
@@ -64,6 +66,8 @@ def _exit_with_one_line(message: str) -> None:
 
 def check_writable(path: str, flag: str) -> None:
   """Raises before any work when the file `path` (given by `flag`) cannot be written."""
+  if not path:
+    raise ValueError(f"{flag} is empty: pass a file name")
   parent = os.path.dirname(os.path.abspath(path))
   if os.path.isdir(path):
     raise IsADirectoryError(
@@ -82,6 +86,8 @@ def check_writable(path: str, flag: str) -> None:
 
 def check_writable_dir(path: str, flag: str) -> None:
   """As check_writable, for a folder that is created if missing."""
+  if not path:
+    raise ValueError(f"{flag} is empty: pass a folder")
   target = os.path.abspath(path)
   while not os.path.exists(target):  # the nearest existing folder is the one written to
     target = os.path.dirname(target)

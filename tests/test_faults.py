@@ -163,6 +163,31 @@ def test_rows_reads_those_records_alone(trained_on_images, tmp_path):
     inference.read_split(restored, source, str(data_copy / "data"), rows="500:", **read)
 
 
+def test_usage_and_path_mistakes_get_one_line(trained_on_images, tmp_path):
+  workdir, data = trained_on_images
+  line = _one_line_error(_run("evaluate.py", "--workdir", workdir, "--rows", "1:3"))
+  assert line == "error: --rows selects records of --csv; pass --csv too (--help lists the flags)"
+  afile = tmp_path / "afile"
+  afile.write_text("x")
+  line = _one_line_error(_run("train.py", "--config", "tiny", "--workdir", afile))
+  assert f"cannot write {afile} ({afile} is not a writable folder)" in line
+  test_csv = data / "test.csv"
+  line = _one_line_error(
+    _run("predict.py", "--workdir", workdir, "--csv", test_csv, "--images", tmp_path / "nope")
+  )
+  assert f"the images folder {tmp_path / 'nope'} does not exist: pass --images DIR" in line
+  rows = (data / "train.csv").read_text().splitlines()
+  image_id, _, caption = rows[2].split(",", 2)
+  rows[2] = f"{image_id},,{caption}"  # record 2 (CSV line 3) without labels
+  (tmp_path / "t.csv").write_text("\n".join(rows[:5]) + "\n")
+  line = _one_line_error(
+    _run(
+      "evaluate.py", "--workdir", workdir, "--csv", tmp_path / "t.csv", "--images", data / "data"
+    )
+  )
+  assert f"t.csv:3: no labels for {image_id!r} (1 row(s) without)" in line
+
+
 def test_header_only_csv_gives_header_only_file(trained_on_images, tmp_path):
   workdir, data = trained_on_images  # an image model: no image store of no images is made
   empty = tmp_path / "test.csv"

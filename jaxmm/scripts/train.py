@@ -38,6 +38,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from jaxmm.recipes import train_and_evaluate  # after flag parsing: keeps --help fast
 
+  cli.check_writable_dir(FLAGS.workdir, "--workdir")  # a file there, say: before any work
   config_lib.setup_logging()
   config_lib.setup_compilation_cache()
   if FLAGS.stage and not FLAGS.config.train.two_stage:

@@ -165,8 +165,12 @@ class MultilabelTask(Task):
         f"({self.labels.describe()}): give a table (image, text, labels) instead"
       )
     records = base.select_rows(comp5329.read_comp5329(csv_path), rows, csv_path)
-    if labelled and any(not r.labels for r in records):
-      raise comp5329.CsvFormatError(f"{csv_path}: evaluation needs labels on every row")
+    unlabelled = [r for r in records if not r.labels] if labelled else []
+    if unlabelled:
+      raise comp5329.CsvFormatError(
+        f"{csv_path}:{unlabelled[0].line}: no labels for {unlabelled[0].image_id!r} "
+        f"({len(unlabelled)} row(s) without): evaluation needs labels on every row"
+      )
     return datasets.encode_records(records, encoder, **options)
 
   def _origin(self) -> str:
