@@ -30,6 +30,7 @@ import colorsys
 import csv
 import dataclasses
 import math
+import os
 import pathlib
 import random
 import re
@@ -523,6 +524,18 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--p_mention", type=float, default=d.p_mention, help="P(caption names an object)")
   p.add_argument("--p_decoy", type=float, default=d.p_decoy, help="P(caption names an absent one)")
   a = p.parse_args(argv)
+  for name in ("p_clear", "p_mention", "p_decoy"):
+    if not 0.0 <= getattr(a, name) <= 1.0:
+      p.error(f"--{name}={getattr(a, name)}: a probability, between 0 and 1")
+  if a.image_size < 8:
+    p.error(f"--image_size={a.image_size}: the objects need at least 8 pixels a side")
+  if a.n_train is not None and a.n_train < 1:
+    p.error(f"--n_train={a.n_train}: a count of examples, at least 1")
+  for name in ("n_test", "n_val"):
+    if getattr(a, name) < 0:
+      p.error(f"--{name}={getattr(a, name)}: a count of examples, at least 0")
+  if os.path.exists(a.root) and not os.path.isdir(a.root):
+    p.error(f"--root={a.root} is a file: pass a folder")
   difficulty = Difficulty(a.p_clear, a.p_mention, a.p_decoy)
   common = dict(image_size=a.image_size, seed=a.seed, difficulty=difficulty)
   if a.task == "comp5329":

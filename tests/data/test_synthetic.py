@@ -242,3 +242,23 @@ def test_neither_modality_alone_is_perfect():
   prior[:, 0] = 1  # always "person", the best constant guess
   f1_prior = _samples_f1(y[n_tr:], prior)
   assert f1_prior + 0.05 < f1_image < 0.92, (f1_prior, f1_image)
+
+
+@pytest.mark.parametrize(
+  "args,said",
+  [
+    (["--image_size", "0"], "--image_size=0: the objects need at least 8 pixels"),
+    (["--p_clear", "2"], "--p_clear=2.0: a probability"),
+    (["--n_train", "-5"], "--n_train=-5: a count of examples, at least 1"),
+    (["--n_test", "-1"], "--n_test=-1: a count of examples, at least 0"),
+  ],
+)
+def test_the_command_refuses_bad_arguments_in_one_line(tmp_path, capsys, args, said):
+  with pytest.raises(SystemExit) as e:
+    synthetic.main(["--root", str(tmp_path / "syn"), *args])
+  assert e.value.code == 2 and said in capsys.readouterr().err
+  assert not (tmp_path / "syn").exists()
+  (tmp_path / "afile").write_text("x")
+  with pytest.raises(SystemExit):
+    synthetic.main(["--root", str(tmp_path / "afile")])
+  assert "is a file: pass a folder" in capsys.readouterr().err
