@@ -43,6 +43,9 @@ _RESUMABLE_PREFIXES = (
   "data.augment.where",
 )  # dtype, conv_impl: the same parameters either way; where: the same augmentation, other draws
 
+# Keys naming a folder: the same one, written relative or absolute, is no change of config.
+_PATH_KEYS = ("data.root", "init.image_from", "init.text_from")
+
 # Config keys added after workdirs already existed, with the value that reproduces the behaviour
 # from before: a workdir whose config.json lacks one resumes when the new config keeps that value.
 ADDED_KEYS = {
@@ -79,6 +82,9 @@ def config_differences(config, workdir: str) -> list[str]:
   a, b = config_lib.flatten(old), config_lib.flatten(json.loads(config_lib.to_json(config)))
   for key, value in ADDED_KEYS.items():  # a run from before the key existed behaved like this
     a.setdefault(key, value)
+  for key in _PATH_KEYS:  # one folder written relative or absolute (from here) is the same
+    if a.get(key) and b.get(key) and os.path.abspath(a[key]) == os.path.abspath(b[key]):
+      b[key] = a[key]
   diff = sorted(
     k for k in set(a) | set(b) if a.get(k) != b.get(k) and not k.startswith(_RESUMABLE_PREFIXES)
   )

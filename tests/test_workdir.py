@@ -92,6 +92,20 @@ def test_a_workdir_without_checkpoints_takes_another_config(tmp_path):
   assert workdir_lib.read_config(str(tmp_path)).model.text.hidden_size == 64
 
 
+def test_one_data_folder_written_relative_or_absolute_is_the_same_config(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  os.makedirs("data/mine")
+  c = default.get_config()
+  c.data.root = "data/mine"
+  write(c, str(tmp_path / "run"))
+  c.data.root = str(tmp_path / "data" / "mine")
+  assert workdir_lib.config_differences(c, str(tmp_path / "run")) == []
+  c.data.root = str(tmp_path / "data" / "other")
+  assert workdir_lib.config_differences(c, str(tmp_path / "run")) == [
+    f"data.root: 'data/mine' -> {c.data.root!r}"
+  ]
+
+
 def test_clear_untrained_drops_derived_files_only_before_the_first_checkpoint(tmp_path):
   wd = str(tmp_path)
   workdir_lib.write_config(default.get_config(), wd)
