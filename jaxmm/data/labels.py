@@ -98,7 +98,7 @@ def sort_names(names: Iterable[str]) -> tuple[str, ...]:
   """Distinct names, sorted; all whole numbers ('1', '10', '2') sort by value."""
   distinct = set(names)
   if distinct and all(_is_int(n) for n in distinct):
-    return tuple(sorted(distinct, key=lambda n: (int(n), n)))  # '1' before '01': one order
+    return tuple(sorted(distinct, key=lambda n: (int(n), n)))  # '01' before '1': one order
   return tuple(sorted(distinct))
 
 
