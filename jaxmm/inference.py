@@ -206,14 +206,14 @@ def read_split(
   other rows and the Skipped ones (None when every image is usable; their record numbers count
   from the first of `rows`)."""
   read = dict(labelled=labelled, rows=rows)
-  if restored.config.model.mode != "text" and not os.path.isdir(images_dir):
-    raise FileNotFoundError(
-      f"the images folder {images_dir} does not exist: pass --images DIR, the folder that holds "
-      f"the images {csv_path} names"
-    )
   try:
     return split_from_csv(restored, csv_path, images_dir, **read), None
   except images_lib.ImageDataError as e:
+    if not os.path.isdir(images_dir):  # one line, not every image listed as missing
+      raise FileNotFoundError(
+        f"the images folder {images_dir} does not exist: pass --images DIR, the folder that "
+        f"holds the images {csv_path} names"
+      ) from None
     listing = _without_training_hint(str(e))
     if not skip_bad:
       raise images_lib.ImageDataError(
