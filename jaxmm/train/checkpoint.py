@@ -224,32 +224,27 @@ class Checkpointer:
       state=ocp.args.StandardRestore(_abstract(state_like, sharding)),
       meta=ocp.args.JsonRestore(),
     )
-    failed = []
-    tried = set()
+    failed, tried = [], set()
     for _ in range(_RELISTS):
-      for s in candidates:
-        if s in tried:
-          continue
+      vanished = False
+      for s in (c for c in candidates if c not in tried):
         tried.add(s)
-        with _StderrCapture() as captured:
-          try:
-            out = mgr.restore(s, args=args)
-          except Exception as e:  # orbax/tensorstore raise many types for a damaged folder
-            captured.settle()
-            if not os.path.isdir(os.path.join(folder, str(s))):
-              break  # deleted while read: a run is training here and kept newer steps
-            failed.append((s, e))
-            continue
-        if failed:
-          log.warning(
-            "checkpoint step(s) %s in %s could not be restored (%s); using step %d",
-            [f for f, _ in failed],
-            folder,
-            _short(failed[0][1]),
-            s,
-          )
-        return out["state"], dict(out["meta"])
-      else:
+        out, error = _restore_step(mgr, s, args)
+        if error is None:
+          if failed:
+            log.warning(
+              "checkpoint step(s) %s in %s could not be restored (%s); using step %d",
+              [f for f, _ in failed],
+              folder,
+              _short(failed[0][1]),
+              s,
+            )
+          return out["state"], dict(out["meta"])
+        vanished = not os.path.isdir(os.path.join(folder, str(s)))
+        if vanished:  # deleted while read: a run is training here and kept newer steps
+          break
+        failed.append((s, error))
+      if not vanished:
         break  # every step was read: none restores
       mgr.reload()  # the steps as the training run left them now
       candidates = sorted(mgr.all_steps(), reverse=True) if step is None else []
@@ -282,6 +277,17 @@ class Checkpointer:
     self.wait()
     for mgr in self._managers.values():
       mgr.close()
+
+
+def _restore_step(mgr, step: int, args) -> tuple[Any, Exception | None]:
+  """(orbax's restore of `step`, None), or (None, its error) with what it printed kept from the
+  reader's terminal."""
+  with _StderrCapture() as captured:
+    try:
+      return mgr.restore(step, args=args), None
+    except Exception as e:  # orbax/tensorstore raise many types for a damaged folder
+      captured.settle()
+      return None, e
 
 
 class _StderrCapture:
